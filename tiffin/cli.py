@@ -1,0 +1,58 @@
+"""The `tiffin` command: a root typer app that wires one sub-app per stage.
+
+Each stage defines its own app; this module only adds them and the commands that span
+stages (`predict`). Stages are imported lazily inside commands so `tiffin --help` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tiffin.errors import TiffinError, reported
+from train.cli import backbones_app, synth_app, train_app
+
+app = typer.Typer(
+    name="tiffin",
+    help="Fine-tune video and speech models, export them with a parity check, serve them with BentoML.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(train_app, name="train")
+app.add_typer(backbones_app, name="backbones")
+app.add_typer(synth_app, name="synth")
+
+
+@app.command()
+@reported
+def predict(
+    model: Path = typer.Argument(..., help="A checkpoint (.ckpt) written by `tiffin train`."),
+    files: list[Path] = typer.Argument(..., help="Video files."),
+    top_k: int = typer.Option(5, min=1, help="Labels to show per file."),
+    clips: int = typer.Option(1, min=1, help="Clips spread over each video, scores averaged."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Top-k labels for each video; exits with status 1 if any file could not be read."""
+    if model.suffix != ".ckpt":
+        raise TiffinError(f"{model}: give a .ckpt checkpoint written by `tiffin train`")
+    from train.predict import classify_videos, load_video_model
+
+    results = classify_videos(load_video_model(model), files, top_k=top_k, clips=clips)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                typer.echo(f"{r['file']}: error: {r['error']}", err=True)
+            else:
+                best = ", ".join(f"{x['label']} {x['score']:.3f}" for x in r["labels"])
+                typer.echo(f"{r['file']}: {best}")
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

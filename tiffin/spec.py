@@ -1,0 +1,48 @@
+"""The one source of preprocessing truth for video classification.
+
+A `VideoSpec` travels inside every checkpoint (and, later, in `tiffin.json`), so training,
+prediction and serving decode and normalise a clip with the same numbers. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Kinetics statistics used by every PyTorchVideo model-zoo checkpoint.
+KINETICS_MEAN = (0.45, 0.45, 0.45)
+KINETICS_STD = (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """Everything needed to turn a video file into model input.
+
+    Host side (decode): `clip_duration` seconds from a clip start, `num_frames` frames
+    sampled at the midpoints of equal slices of the clip, short side resized to
+    `side_size`, centre (or, in training, random) `crop_size` square.
+    In the model graph: uint8 [B, T, H, W, 3] -> float, /255, (x - mean) / std,
+    [B, 3, T, H, W], and SlowFast pathway packing with `slowfast_alpha`.
+    """
+
+    num_frames: int
+    clip_duration: float
+    side_size: int
+    crop_size: int
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+    slowfast_alpha: int | None = None
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"], d["labels"] = list(self.mean), list(self.std), list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VideoSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("mean", "std", "labels"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)

@@ -1,0 +1,214 @@
+"""Video decoding for every stage: a file in, uint8 RGB frames [T, H, W, 3] out.
+
+Training, evaluation, prediction and (later) serving all call `decode_clip`, so a clip
+is sampled and resized the same way everywhere. PyAV only, no torch: serve/ imports this.
+Exercised by `tiffin train video` and `tiffin predict`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from tiffin.errors import MediaError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+# Errors PyAV raises on unreadable, truncated or non-media files. OSError covers missing files;
+# ValueError and IndexError come out of a few demuxers on garbage input.
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, IndexError, UnicodeDecodeError)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` learns from a file's headers and its first frame."""
+
+    path: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+
+def is_video_file(path: Path) -> bool:
+    """True for a visible file whose suffix is a container tiffin reads."""
+    return path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith(".")
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise MediaError(path, "has no video stream; give a video file")
+    return container.streams.video[0]
+
+
+def _stream_start(stream: av.video.stream.VideoStream) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    if stream.frames and _frame_rate(stream):
+        return stream.frames / _frame_rate(stream)
+    return None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's duration, rate and size, and prove its first frame decodes.
+
+    Raises:
+        MediaError: the file is missing, not a video, empty or undecodable.
+    """
+    path = str(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MediaError(path, "is empty (0 bytes)")
+    try:
+        with av.open(path) as container:
+            stream = _video_stream(container, path)
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise MediaError(path, "has no decodable video frames")
+            duration = _header_duration(container, stream)
+            fps = _frame_rate(stream)
+            if duration is None:
+                # No duration in the headers (some raw streams): count by decoding.
+                last = first
+                for last in container.decode(stream):
+                    pass
+                duration = (last.time or 0.0) - _stream_start(stream) + (1 / fps if fps else 0.0)
+            info = VideoInfo(path, float(duration), fps, first.width, first.height, stream.codec_context.name)
+    except MediaError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise MediaError(path, f"cannot be read as video ({_reason(exc)})") from None
+    if not info.duration > 0:
+        raise MediaError(path, "has zero duration")
+    return info
+
+
+def _reason(exc: BaseException) -> str:
+    # FFmpeg's own wording without the file name (the MediaError already names the file).
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
+    return text.splitlines()[0][:160]
+
+
+def sample_times(start: float, clip_duration: float, num_frames: int) -> list[float]:
+    """Timestamps of the frames of a clip: midpoints of `num_frames` equal slices."""
+    step = clip_duration / num_frames
+    return [start + (i + 0.5) * step for i in range(num_frames)]
+
+
+def resized_size(width: int, height: int, side_size: int | None) -> tuple[int, int]:
+    """(width, height) with the short side scaled to `side_size`, rounded to integers."""
+    if not side_size:
+        return width, height
+    scale = side_size / min(width, height)
+    return max(side_size, round(width * scale)), max(side_size, round(height * scale))
+
+
+def decode_clip(
+    path: str | Path,
+    start: float,
+    clip_duration: float,
+    num_frames: int,
+    side_size: int | None = None,
+) -> np.ndarray:
+    """Decode the frames of one clip, resized so the short side is `side_size`.
+
+    Seeks to the key frame before `start` and decodes only up to the clip's end. A frame
+    is the one on screen at its sample time (the last frame shown at or before it), which
+    is right for variable frame rates too; past the end of the video the last frame repeats.
+    Only the chosen frames are converted to RGB, and they are resized in that conversion.
+
+    Args:
+        path: video file.
+        start: clip start in seconds from the first frame.
+        clip_duration: clip length in seconds.
+        num_frames: frames to return.
+        side_size: short side after resizing; None keeps the decoded size.
+
+    Returns:
+        uint8 array [num_frames, H, W, 3], upright (display rotation applied).
+
+    Raises:
+        MediaError: the file cannot be opened or decoded.
+    """
+    path = str(path)
+    times = sample_times(start, clip_duration, num_frames)
+    clip: list[np.ndarray | None] = [None] * num_frames
+    try:
+        with av.open(path) as container:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            origin = _stream_start(stream)
+            fps = _frame_rate(stream) or 30.0
+            if start > 0 and stream.time_base:
+                container.seek(int((origin + start) / stream.time_base), stream=stream, backward=True)
+            i, prev, prev_rgb, count = 0, None, None, 0
+            for frame in container.decode(stream):
+                t = frame.time - origin if frame.time is not None else count / fps
+                count += 1
+                # A frame stamped at a sample time (to float rounding) is the one on screen then.
+                while i < num_frames and times[i] < t - 1e-6:
+                    shown = prev if prev is not None else frame
+                    if prev_rgb is None or shown is not prev:
+                        prev_rgb = _to_rgb(shown, side_size)
+                    clip[i] = prev_rgb
+                    i += 1
+                if i == num_frames:
+                    break
+                prev, prev_rgb = frame, None
+            if prev is None and i == 0:
+                raise MediaError(path, "has no decodable video frames")
+            if i < num_frames:
+                last = _to_rgb(prev, side_size) if prev is not None else clip[i - 1]
+                for j in range(i, num_frames):
+                    clip[j] = last
+    except MediaError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise MediaError(path, f"cannot be decoded ({_reason(exc)})") from None
+    return np.stack(clip)
+
+
+def _to_rgb(frame: av.VideoFrame, side_size: int | None) -> np.ndarray:
+    width, height = resized_size(frame.width, frame.height, side_size)
+    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    # Phone videos carry a display rotation; ffmpeg's players apply it, so do we.
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Crop [T, H, W, C] frames to the central `size` x `size` square."""
+    _, h, w, _ = frames.shape
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return frames[:, top : top + size, left : left + size]
+
+
+def evenly_spaced_starts(duration: float, clip_duration: float, num_clips: int) -> list[float]:
+    """Starts of `num_clips` clips spread over a video: centres of equal slices of the range."""
+    free = max(0.0, duration - clip_duration)
+    if free == 0.0:
+        return [0.0]
+    return [free * (k + 0.5) / num_clips for k in range(num_clips)]
+
+
+def consecutive_starts(duration: float, clip_duration: float) -> list[float]:
+    """Starts of the back-to-back clips that fit in a video (at least one)."""
+    return [k * clip_duration for k in range(max(1, math.floor(duration / clip_duration)))]

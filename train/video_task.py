@@ -1,0 +1,133 @@
+"""The video classification recipe: one LightningModule, readable top to bottom.
+
+Fine-tuning strategies:
+  no_freeze        every layer trains from the first step.
+  freeze           only the new classification layer trains; the backbone's weights and its
+                   BatchNorm statistics stay as loaded (BatchNorm kept in eval mode).
+  freeze_unfreeze  `freeze` until epoch `unfreeze_epoch`, then everything trains, the
+                   backbone at `backbone_lr_scale` x the learning rate.
+The strategy is derived from the current epoch alone, so a resumed run picks it up exactly.
+Exercised by `tiffin train video`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from tiffin.spec import VideoSpec
+from train.video_model import VideoNet, build_video_net
+
+FINETUNE_STRATEGIES = ("no_freeze", "freeze", "freeze_unfreeze")
+TASK = "video-classification"
+
+
+class VideoClassificationTask(pl.LightningModule):
+    """Fine-tunes a `VideoNet`. Hyperparameters are plain values, saved in every checkpoint."""
+
+    def __init__(
+        self,
+        backbone: str,
+        spec: dict[str, Any],
+        strategy: str = "no_freeze",
+        unfreeze_epoch: int = 1,
+        learning_rate: float = 1e-3,
+        backbone_lr_scale: float = 0.1,
+        weight_decay: float = 1e-4,
+        task: str = TASK,
+        init_weights: str | None = None,
+    ):
+        """`init_weights`: zoo weights loaded into the backbone before its head is replaced.
+        Only a new run passes it; rebuilding from a checkpoint gets the trained weights instead."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["init_weights"])
+        self.spec = VideoSpec.from_dict(spec)
+        self.init_weights = init_weights
+        self.net: VideoNet = build_video_net(backbone, self.spec, weights=init_weights)
+        n = len(self.spec.labels)
+        self.val_acc = MulticlassAccuracy(n, top_k=1, average="micro")
+        self.val_acc_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
+        self.val_confusion = MulticlassConfusionMatrix(n)
+        self.last_confusion: list[list[int]] | None = None
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
+
+    # --- fine-tuning strategy -------------------------------------------------------------
+    def backbone_frozen(self) -> bool:
+        strategy = self.hparams.strategy
+        return strategy == "freeze" or (strategy == "freeze_unfreeze" and self.current_epoch < self.hparams.unfreeze_epoch)
+
+    def _backbone_params(self) -> list[torch.nn.Parameter]:
+        head = {id(p) for p in self.net.head().parameters()}
+        return [p for p in self.net.parameters() if id(p) not in head]
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.backbone_frozen()
+        for p in self._backbone_params():
+            p.requires_grad_(not frozen)
+        # Frozen means frozen statistics too: BatchNorm in eval mode keeps the loaded running stats.
+        self.net.backbone.train(not frozen)
+        self.net.head().train(True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [{"params": list(self.net.head().parameters()), "lr": hp.learning_rate}]
+        if hp.strategy != "freeze":
+            # Frozen parameters get no gradient, and AdamW skips them (no weight decay either).
+            groups.append({"params": self._backbone_params(), "lr": hp.learning_rate * hp.backbone_lr_scale
+                           if hp.strategy == "freeze_unfreeze" else hp.learning_rate})
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(max(1, total // 20), 100)
+        # Linear warm-up, then cosine decay to zero over the run.
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: dict | None, batch_idx: int):
+        if batch is None:  # every clip of this batch failed to decode (already reported)
+            return None
+        logits = self(batch["video"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        logits = self(batch["video"])
+        labels = batch["label"]
+        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True,
+                 batch_size=len(logits), sync_dist=True)
+        self.val_acc.update(logits, labels)
+        self.val_acc_top5.update(logits, labels)
+        self.val_confusion.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_acc", self.val_acc.compute(), prog_bar=True)
+        self.log("val_acc_top5", self.val_acc_top5.compute())
+        self.last_confusion = self.val_confusion.compute().tolist()
+        for metric in (self.val_acc, self.val_acc_top5, self.val_confusion):
+            metric.reset()
+
+    # --- self-describing checkpoints ------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from tiffin import __version__
+
+        checkpoint["tiffin"] = {
+            "task": TASK,
+            "backbone": self.hparams.backbone,
+            "spec": self.spec.to_dict(),
+            "initialised_from": self.init_weights and Path(self.init_weights).name,
+            "tiffin_version": __version__,
+            "torch_version": str(torch.__version__),
+        }
