@@ -25,9 +25,9 @@ demo: $(VENV)/.installed
 	$(TIFFIN) synth video $(DEMO)/data --per-class 32 --seed 0
 	$(TIFFIN) synth video $(DEMO)/unseen --per-class 2 --seed 99
 	$(TIFFIN) train video --train-folder $(DEMO)/data --backbone x3d_xs --no-pretrained \
-		--num-frames 8 --crop-size 64 --clip-duration 1.2 --no-flip --batch-size 16 \
-		--max-epochs 20 --learning-rate 3e-3 --seed 0 --out $(DEMO)/run
-	$(TIFFIN) predict $(DEMO)/run/checkpoints/best.ckpt $(DEMO)/unseen/*/*.* --top-k 2
+		--num-frames 8 --crop-size 64 --clip-duration 1.6 --no-flip --batch-size 16 \
+		--max-epochs 30 --learning-rate 3e-3 --seed 0 --out $(DEMO)/run
+	$(TIFFIN) predict $(DEMO)/run/checkpoints/best.ckpt $(DEMO)/unseen/*/*.* --top-k 2 --clips 3
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -18,10 +18,12 @@ from tiffin.video_io import (
 
 CONTAINERS = [(".mp4", "libx264", "yuv420p"), (".avi", "mpeg4", "yuv420p"), (".webm", "libvpx-vp9", "yuv420p"),
               (".mkv", "libx264", "yuv420p"), (".mov", "libx264", "yuv420p"), (".mkv", "ffv1", "gray"),
-              (".avi", "mjpeg", "yuvj420p")]
+              (".avi", "mjpeg", "yuvj420p"), (".ts", "libx264", "yuv420p"), (".mp4", "libx264", "yuv420p10le"),
+              (".mp4", "libx265", "yuv420p"), (".webm", "libvpx", "yuv420p"), (".mov", "prores_ks", "yuv422p10le"),
+              (".mpg", "mpeg2video", "yuv420p"), (".flv", "flv", "yuv420p")]
 
 
-@pytest.mark.parametrize("suffix,codec,pix_fmt", CONTAINERS)
+@pytest.mark.parametrize("suffix,codec,pix_fmt", CONTAINERS, ids=[f"{c[1]}-{c[2]}{c[0]}" for c in CONTAINERS])
 def test_probe_and_decode_every_container(tmp_path, suffix, codec, pix_fmt):
     path = write_frames(tmp_path / f"v{suffix}", numbered_frames(30), fps=10, codec=codec, pix_fmt=pix_fmt)
     info = probe(path)
@@ -32,6 +34,26 @@ def test_probe_and_decode_every_container(tmp_path, suffix, codec, pix_fmt):
     assert clip.shape == (5, 24, 32, 3) and clip.dtype == np.uint8
     # samples at 1.1, 1.3, ... 1.9 s are frames 11, 13, ... 19 of a 10 fps video
     assert [frame_index(f) for f in clip] == [11, 13, 15, 17, 19]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_video_with_an_audio_track(tmp_path, suffix):
+    import av
+
+    path = tmp_path / f"av{suffix}"
+    with av.open(str(path), "w") as c:
+        video, audio = c.add_stream("libx264", rate=10), c.add_stream("aac", rate=16000)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i, array in enumerate(numbered_frames(30)):
+            packets = list(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1600), dtype=np.float32), format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 16000, i * 1600
+            for p in packets + list(audio.encode(sound)):
+                c.mux(p)
+        for p in list(video.encode()) + list(audio.encode()):
+            c.mux(p)
+    assert probe(path).duration == pytest.approx(3.0, abs=0.15)
+    assert [frame_index(f) for f in decode_clip(path, 1.0, 1.0, 5)] == [11, 13, 15, 17, 19]
 
 
 def test_seek_lands_on_the_right_frames_with_sparse_keyframes(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 
 from tiffin.errors import MediaError
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv", ".3gp", ".wmv", ".ogv")
 
 # Errors PyAV raises on unreadable, truncated or non-media files. OSError covers missing files;
 # ValueError and IndexError come out of a few demuxers on garbage input.
@@ -58,14 +58,34 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> float:
     return float(rate) if rate else 0.0
 
 
+# Containers whose header duration FFmpeg estimates from the bit rate (often wrong) or lacks.
+_ESTIMATED_DURATION = {"mpeg", "mpegvideo", "h264", "hevc", "m4v", "mjpeg", "rawvideo"}
+
+
 def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if container.format.name in _ESTIMATED_DURATION:
+        return None
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
         return container.duration / av.time_base
-    if stream.frames and _frame_rate(stream):
-        return stream.frames / _frame_rate(stream)
     return None
+
+
+def _demuxed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Duration from the packets' timestamps: reads the file, decodes nothing."""
+    end, packets = None, 0
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        packets += 1
+        if packet.pts is not None and packet.time_base:
+            stamp = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            end = stamp if end is None else max(end, stamp)
+    if end is not None:
+        return end - _stream_start(stream)
+    fps = _frame_rate(stream)
+    return packets / fps if fps and packets else None
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -86,12 +106,8 @@ def probe(path: str | Path) -> VideoInfo:
             duration = _header_duration(container, stream)
             fps = _frame_rate(stream)
             if duration is None:
-                # No duration in the headers (some raw streams): count by decoding.
-                last = first
-                for last in container.decode(stream):
-                    pass
-                duration = (last.time or 0.0) - _stream_start(stream) + (1 / fps if fps else 0.0)
-            info = VideoInfo(path, float(duration), fps, first.width, first.height, stream.codec_context.name)
+                duration = _demuxed_duration(container, stream)
+            info = VideoInfo(path, float(duration or 0.0), fps, first.width, first.height, stream.codec_context.name)
     except MediaError:
         raise
     except _DECODE_ERRORS as exc:
@@ -150,40 +166,52 @@ def decode_clip(
     """
     path = str(path)
     times = sample_times(start, clip_duration, num_frames)
-    clip: list[np.ndarray | None] = [None] * num_frames
     try:
         with av.open(path) as container:
-            stream = _video_stream(container, path)
-            stream.thread_type = "AUTO"
-            origin = _stream_start(stream)
-            fps = _frame_rate(stream) or 30.0
-            if start > 0 and stream.time_base:
-                container.seek(int((origin + start) / stream.time_base), stream=stream, backward=True)
-            i, prev, prev_rgb, count = 0, None, None, 0
-            for frame in container.decode(stream):
-                t = frame.time - origin if frame.time is not None else count / fps
-                count += 1
-                # A frame stamped at a sample time (to float rounding) is the one on screen then.
-                while i < num_frames and times[i] < t - 1e-6:
-                    shown = prev if prev is not None else frame
-                    if prev_rgb is None or shown is not prev:
-                        prev_rgb = _to_rgb(shown, side_size)
-                    clip[i] = prev_rgb
-                    i += 1
-                if i == num_frames:
-                    break
-                prev, prev_rgb = frame, None
-            if prev is None and i == 0:
-                raise MediaError(path, "has no decodable video frames")
-            if i < num_frames:
-                last = _to_rgb(prev, side_size) if prev is not None else clip[i - 1]
-                for j in range(i, num_frames):
-                    clip[j] = last
+            clip = _sample(container, path, times, side_size, seek=start > 0)
+        if clip is None and start > 0:
+            # The seek overshot the clip (MPEG-TS and some AVI indexes seek by bytes): decode from the top.
+            with av.open(path) as container:
+                clip = _sample(container, path, times, side_size, seek=False)
     except MediaError:
         raise
     except _DECODE_ERRORS as exc:
         raise MediaError(path, f"cannot be decoded ({_reason(exc)})") from None
+    if clip is None:
+        raise MediaError(path, "has no decodable video frames")
     return np.stack(clip)
+
+
+def _sample(container: av.container.InputContainer, path: str, times: list[float], side_size: int | None,
+            seek: bool) -> list[np.ndarray] | None:
+    """The frames on screen at `times`; None when nothing decodes or a seek landed past times[0]."""
+    stream = _video_stream(container, path)
+    stream.thread_type = "AUTO"
+    origin = _stream_start(stream)
+    fps = _frame_rate(stream) or 30.0
+    if seek and stream.time_base:
+        container.seek(int((origin + times[0]) / stream.time_base), stream=stream, backward=True)
+    clip: list[np.ndarray] = []
+    prev, prev_rgb, count = None, None, 0
+    for frame in container.decode(stream):
+        t = frame.time - origin if frame.time is not None else count / fps
+        count += 1
+        if seek and prev is None and t > times[0] + 0.5 / fps:
+            return None
+        # A frame stamped at a sample time (to float rounding) is the one on screen then.
+        while len(clip) < len(times) and times[len(clip)] < t - 1e-6:
+            shown = prev if prev is not None else frame
+            if prev_rgb is None or shown is not prev:
+                prev_rgb = _to_rgb(shown, side_size)
+            clip.append(prev_rgb)
+        if len(clip) == len(times):
+            return clip
+        prev, prev_rgb = frame, None
+    if prev is None:
+        return None
+    # Past the end of the video the last frame stays on screen.
+    last = _to_rgb(prev, side_size)
+    return clip + [last] * (len(times) - len(clip))
 
 
 def _to_rgb(frame: av.VideoFrame, side_size: int | None) -> np.ndarray:
