@@ -55,6 +55,9 @@ def test_run_folder_is_complete_and_self_describing(trained_run):
     assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
     assert all(e["train_loss"] > 0 and e["val_loss"] > 0 for e in metrics["epochs"])
     assert (trained_run / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = metrics["best"]
+    assert best["val_acc"] == max(e["val_acc"] for e in metrics["epochs"]) == metrics["best_val_acc"]
+    assert sum(map(sum, best["confusion"])) == metrics["val_videos"] and len(best["confusion"]) == 4
     assert (trained_run / "logs" / "version_0" / "metrics.csv").is_file()
     assert list((trained_run / "logs" / "version_0").glob("events.out.tfevents.*"))
     # weights_only: the checkpoint is plain data, and it carries what predict needs to rebuild the model
@@ -182,6 +185,9 @@ def test_csv_input_with_16_mixed_on_cpu(motion_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["precision"] == "16-mixed"
+    # stopped inside the first epoch: the final weights are still validated and kept as best.ckpt
+    assert metrics["epochs"][-1]["val_acc"] is not None and metrics["best_epoch"] == 0
+    assert (out / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_unreadable_videos_are_skipped_and_reported_or_fatal_with_strict(motion_dataset, tmp_path):

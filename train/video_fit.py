@@ -219,6 +219,12 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
         raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
     started = time.time()
     trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if cfg.resume else None)
+    if writer.epochs and writer.epochs[-1]["val_acc"] is None:
+        # --max-steps stopped inside an epoch, before its validation: validate the final weights so
+        # the run still has its figures and a best.ckpt.
+        trainer.validate(task, val_loader, verbose=False)
+        if writer.record(trainer, task, epoch_index=writer.epochs[-1]["epoch"]):
+            trainer.save_checkpoint(out / "checkpoints" / "best.ckpt")
     metrics = writer.finish(trainer, time.time() - started)
     if trainer.is_global_zero and metrics.get("val_acc") is not None:
         _say(f"val_acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f} at epoch {metrics['best_epoch']}), "
@@ -256,7 +262,9 @@ def _load_tiffin_meta(path: Path) -> dict[str, Any]:
 class MetricsWriter(Callback):
     """Keeps metrics.json current after every epoch and draws the confusion matrix at the end.
 
-    Only the global-zero process writes. A resumed run keeps the epochs before the resume point.
+    Per-epoch rows hold losses and accuracies; the confusion matrix is kept for the best epoch
+    only (a 400-class matrix per epoch would bloat the file). Only the global-zero process
+    writes. A resumed run keeps the epochs before the resume point.
     """
 
     def __init__(self, out: Path, cfg: VideoTrainConfig, labels: list[str], n_train: int, n_val: int,
@@ -270,41 +278,56 @@ class MetricsWriter(Callback):
             "skipped_files": [{"path": e.path, "reason": e.reason} for e in bad],
         }
         self.epochs: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None  # {"epoch", "val_acc", "confusion"}
         if cfg.resume and self.path.is_file():
-            self.epochs = json.loads(self.path.read_text()).get("epochs", [])
+            saved = json.loads(self.path.read_text())
+            self.epochs, self.best = saved.get("epochs", []), saved.get("best")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
+        if not trainer.sanity_checking:
+            self.record(trainer, pl_module)
+
+    def record(self, trainer, pl_module, epoch_index: int | None = None) -> bool:
+        """Add (or complete) an epoch's row, the current one by default; True when it is a new best."""
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        epoch = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-                 "train_loss": m.get("train_loss_epoch"), "val_loss": m.get("val_loss"),
-                 "val_acc": m.get("val_acc"), "val_acc_top5": m.get("val_acc_top5"),
-                 "confusion": pl_module.last_confusion}
-        self.epochs = [e for e in self.epochs if e["epoch"] < trainer.current_epoch] + [epoch]
+        validated = pl_module.validated_epoch == trainer.current_epoch
+        index = trainer.current_epoch if epoch_index is None else epoch_index
+        previous = next((e for e in self.epochs if e["epoch"] == index), {})
+        epoch = {"epoch": index, "step": trainer.global_step,
+                 "train_loss": m.get("train_loss_epoch", previous.get("train_loss")),
+                 **{k: m.get(k) if validated else None for k in ("val_loss", "val_acc", "val_acc_top5")}}
+        self.epochs = [e for e in self.epochs if e["epoch"] < index] + [epoch]
+        improved = validated and (self.best is None or epoch["val_acc"] > self.best["val_acc"])
+        if improved:
+            self.best = {"epoch": epoch["epoch"], "val_acc": epoch["val_acc"], "confusion": pl_module.last_confusion}
         if trainer.is_global_zero:
             self._write({})
+        return improved
 
     def finish(self, trainer, seconds: float) -> dict[str, Any]:
         scored = [e for e in self.epochs if e.get("val_acc") is not None]
         final: dict[str, Any] = {"train_seconds": round(seconds, 1), "epochs_run": len(self.epochs),
                                  "global_step": trainer.global_step}
         if scored:
-            best = max(scored, key=lambda e: e["val_acc"])
             final.update(val_acc=scored[-1]["val_acc"], val_acc_top5=scored[-1]["val_acc_top5"],
-                         val_loss=scored[-1]["val_loss"], best_val_acc=best["val_acc"], best_epoch=best["epoch"])
-            if trainer.is_global_zero and best.get("confusion"):
+                         val_loss=scored[-1]["val_loss"])
+        if self.best:
+            final.update(best_val_acc=self.best["val_acc"], best_epoch=self.best["epoch"])
+            if trainer.is_global_zero:
                 final["confusion_matrix_png"] = "confusion_matrix.png"
-                save_confusion_png(best["confusion"], self.labels, self.path.parent / "confusion_matrix.png",
-                                   f"validation, epoch {best['epoch']} (val_acc {best['val_acc']:.3f})")
+                save_confusion_png(self.best["confusion"], self.labels, self.path.parent / "confusion_matrix.png",
+                                   f"validation, epoch {self.best['epoch']} (val_acc {self.best['val_acc']:.3f})")
         if trainer.is_global_zero:
             self._write(final)
-        return {**self.base, **final, "epochs": self.epochs}
+        return self._document(final)
+
+    def _document(self, final: dict[str, Any]) -> dict[str, Any]:
+        return {**self.base, **final, "best": self.best, "epochs": self.epochs}
 
     def _write(self, final: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**self.base, **final, "epochs": self.epochs}, indent=2))
+        tmp.write_text(json.dumps(self._document(final), indent=2))
         os.replace(tmp, self.path)
 
 

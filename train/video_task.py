@@ -55,6 +55,7 @@ class VideoClassificationTask(pl.LightningModule):
         self.val_acc_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
         self.val_confusion = MulticlassConfusionMatrix(n)
         self.last_confusion: list[list[int]] | None = None
+        self.validated_epoch = -1  # the epoch whose validation the metrics belong to
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames)
@@ -116,6 +117,8 @@ class VideoClassificationTask(pl.LightningModule):
         self.log("val_acc", self.val_acc.compute(), prog_bar=True)
         self.log("val_acc_top5", self.val_acc_top5.compute())
         self.last_confusion = self.val_confusion.compute().tolist()
+        if not self.trainer.sanity_checking:
+            self.validated_epoch = self.current_epoch
         for metric in (self.val_acc, self.val_acc_top5, self.val_confusion):
             metric.reset()
 
