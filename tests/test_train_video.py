@@ -200,6 +200,7 @@ def test_unreadable_videos_are_skipped_and_reported_or_fatal_with_strict(motion_
     skipped = json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_files"]
     assert sorted(Path(s["path"]).name for s in skipped) == ["corrupt.mp4", "empty.avi"]
     assert "corrupt.mp4" in result.output and "empty.avi" in result.output
+    assert "2 unreadable video(s) were skipped" in result.output  # the summary at the end
     strict = tiffin("train", "video", "--train-folder", data, "--strict", "--out", tmp_path / "run2", *SMALL)
     assert_one_line_error(strict)
     assert "corrupt.mp4" in strict.output or "empty.avi" in strict.output

@@ -82,11 +82,22 @@ def test_probe_all_reports_bad_files_and_keeps_the_rest(motion_dataset, tmp_path
     broken.write_bytes(b"\x00" * 100)
     from train.video_data import Sample
 
-    videos, bad = probe_all(samples + [Sample(broken, "move_up"), Sample(samples[0].path, samples[0].label)])
-    assert len(videos) == len(samples)  # the duplicate path is counted once
+    videos, bad = probe_all(samples + [Sample(broken, "move_up")])
+    assert [v.path for v in videos] == [s.path for s in samples]
     assert [b.path for b in bad] == [str(broken)]
     with pytest.raises(TiffinError, match="broken.mp4"):
         probe_all([Sample(broken, "x")], strict=True)
+
+
+def test_duplicate_rows_are_dropped_and_conflicting_labels_refused(motion_dataset):
+    from train.video_data import Sample, drop_duplicates
+
+    samples = discover_folder(motion_dataset)
+    same = Sample(samples[0].path.parent / ".." / samples[0].path.parent.name / samples[0].path.name, samples[0].label)
+    unique, dropped = drop_duplicates(samples + [same], "--train-csv")
+    assert unique == samples and dropped == 1
+    with pytest.raises(TiffinError, match="labelled both"):
+        drop_duplicates(samples + [Sample(samples[0].path, "other")], "--train-csv")
 
 
 def test_stratified_split_is_seeded_disjoint_and_covers_every_class(motion_dataset):

@@ -147,12 +147,22 @@ def probe_all(samples: list[Sample], strict: bool = False) -> tuple[list[Video],
     bad = [r for r in results if isinstance(r, MediaError)]
     if bad and strict:
         raise bad[0]
-    seen, videos = set(), []
-    for r in results:
-        if isinstance(r, Video) and r.path.resolve() not in seen:
-            seen.add(r.path.resolve())
-            videos.append(r)
-    return videos, bad
+    return [r for r in results if isinstance(r, Video)], bad
+
+
+def drop_duplicates(samples: list[Sample], option: str) -> tuple[list[Sample], int]:
+    """Keep the first of rows naming the same file; the same file under two labels is an error.
+
+    Returns:
+        The unique samples and how many duplicates were dropped.
+    """
+    first: dict[Path, Sample] = {}
+    for s in samples:
+        key = s.path.resolve()
+        if key in first and first[key].label != s.label:
+            raise TiffinError(f"{option}: {s.path} is labelled both {first[key].label!r} and {s.label!r}; keep one")
+        first.setdefault(key, s)
+    return list(first.values()), len(samples) - len(first)
 
 
 def stratified_split(videos: list[Video], fraction: float, seed: int) -> tuple[list[Video], list[Video]]:

@@ -103,7 +103,7 @@ def make_spec(cfg: VideoTrainConfig, labels: list[str]) -> VideoSpec:
 
 
 def _gather(cfg: VideoTrainConfig):
-    from train.video_data import check_classes, discover_folder, probe_all, read_csv, stratified_split
+    from train.video_data import check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split
 
     if (cfg.train_folder is None) == (cfg.train_csv is None):
         raise TiffinError("give exactly one of --train-folder DIR or --train-csv FILE")
@@ -116,6 +116,12 @@ def _gather(cfg: VideoTrainConfig):
         val = discover_folder(cfg.val_folder, "--val-folder")
     elif cfg.val_csv is not None:
         val = read_csv(cfg.val_csv, "--val-csv")
+    train, dropped = drop_duplicates(train, train_opt)
+    if val is not None:
+        val, dropped_val = drop_duplicates(val, "--val-folder" if cfg.val_folder else "--val-csv")
+        dropped += dropped_val
+    if dropped:
+        _say(f"ignored {dropped} repeated mention(s) of the same file")
     labels = check_classes(train, train_opt)
     if val is not None:
         extra = sorted({s.label for s in val} - set(labels))
@@ -226,6 +232,9 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
         if writer.record(trainer, task, epoch_index=writer.epochs[-1]["epoch"]):
             trainer.save_checkpoint(out / "checkpoints" / "best.ckpt")
     metrics = writer.finish(trainer, time.time() - started)
+    if bad:
+        _say(f"{len(bad)} unreadable video(s) were skipped; see skipped_files in {out / 'metrics.json'}",
+             prefix="[yellow]note[/] ")
     if trainer.is_global_zero and metrics.get("val_acc") is not None:
         _say(f"val_acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f} at epoch {metrics['best_epoch']}), "
              f"val_acc_top5 {metrics['val_acc_top5']:.3f}; run in {out}")
