@@ -46,7 +46,7 @@ def split_strategies(values: list[str]) -> tuple[str, str]:
     """
     from pytorch_lightning.strategies import StrategyRegistry
 
-    from train.video_task import FINETUNE_STRATEGIES
+    from train.run_folder import FINETUNE_STRATEGIES
 
     finetune, distributed = [], []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):

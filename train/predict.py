@@ -17,6 +17,7 @@ import torch
 from tiffin.errors import MediaError, TiffinError
 from tiffin.spec import VideoSpec
 from tiffin.video_io import center_crop, decode_clip, evenly_spaced_starts, probe
+from train.run_folder import read_checkpoint
 from train.video_model import VideoNet, build_video_net
 
 
@@ -27,24 +28,6 @@ class LoadedVideoModel:
     net: VideoNet
     spec: VideoSpec
     backbone: str
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a tiffin checkpoint with `weights_only=True`: no code in the file runs.
-
-    Raises:
-        TiffinError: missing, corrupt, not a tiffin checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TiffinError(f"{path}: no such checkpoint; give a .ckpt written by `tiffin train`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated, corrupt or pickled files
-        raise TiffinError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(checkpoint, dict) or "tiffin" not in checkpoint or "state_dict" not in checkpoint:
-        raise TiffinError(f"{path}: not a tiffin checkpoint; give a .ckpt written by `tiffin train`")
-    return checkpoint
 
 
 def load_video_model(path: str | Path) -> LoadedVideoModel:

@@ -6,7 +6,6 @@ Fine-tuning strategies:
                    BatchNorm statistics stay as loaded (BatchNorm kept in eval mode).
   freeze_unfreeze  `freeze` until epoch `unfreeze_epoch`, then everything trains, the
                    backbone at `backbone_lr_scale` x the learning rate.
-The strategy is derived from the current epoch alone, so a resumed run picks it up exactly.
 Exercised by `tiffin train video`.
 """
 
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from tiffin.spec import VideoSpec
+from train.run_folder import backbone_frozen
 from train.video_model import VideoNet, build_video_net
 
-FINETUNE_STRATEGIES = ("no_freeze", "freeze", "freeze_unfreeze")
 TASK = "video-classification"
 
 
@@ -61,16 +60,13 @@ class VideoClassificationTask(pl.LightningModule):
         return self.net(frames)
 
     # --- fine-tuning strategy -------------------------------------------------------------
-    def backbone_frozen(self) -> bool:
-        strategy = self.hparams.strategy
-        return strategy == "freeze" or (strategy == "freeze_unfreeze" and self.current_epoch < self.hparams.unfreeze_epoch)
 
     def _backbone_params(self) -> list[torch.nn.Parameter]:
         head = {id(p) for p in self.net.head().parameters()}
         return [p for p in self.net.parameters() if id(p) not in head]
 
     def on_train_epoch_start(self) -> None:
-        frozen = self.backbone_frozen()
+        frozen = backbone_frozen(self.hparams.strategy, self.current_epoch, self.hparams.unfreeze_epoch)
         for p in self._backbone_params():
             p.requires_grad_(not frozen)
         # Frozen means frozen statistics too: BatchNorm in eval mode keeps the loaded running stats.
@@ -121,6 +117,10 @@ class VideoClassificationTask(pl.LightningModule):
             self.validated_epoch = self.current_epoch
         for metric in (self.val_acc, self.val_acc_top5, self.val_confusion):
             metric.reset()
+
+    def best_extras(self) -> dict[str, Any]:
+        """Kept in metrics.json for the best epoch only."""
+        return {"confusion": self.last_confusion}
 
     # --- self-describing checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

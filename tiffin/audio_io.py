@@ -1,0 +1,114 @@
+"""Audio loading for every stage: a file in, mono float32 at the model's rate out.
+
+soundfile reads wav/flac/ogg/mp3 (and more); anything else FFmpeg decodes (m4a, opus,
+the audio track of a video) goes through PyAV. Resampling is a numpy port of
+torchaudio's windowed-sinc `resample` (a test holds them equal), so training, prediction and
+serving share one torch-free function. Exercised by `tiffin train speech` and `tiffin predict`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tiffin.errors import MediaError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".webm", ".wma", ".aiff", ".aif")
+
+
+def is_audio_file(path: Path) -> bool:
+    """True for a visible file whose suffix is an audio format tiffin reads."""
+    return path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file to mono float32 at its own sample rate (channels averaged).
+
+    Raises:
+        MediaError: missing, empty, unreadable, no audio, or non-finite samples.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise MediaError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(path, "is empty (0 bytes)")
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        data, rate = _read_with_pyav(path)
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if wave.size == 0:
+        raise MediaError(path, "has no audio samples")
+    if not np.isfinite(wave).all():
+        raise MediaError(path, "has NaN or infinite samples")
+    return np.ascontiguousarray(wave, dtype=np.float32), int(rate)
+
+
+def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise MediaError(path, "has no audio stream; give an audio file")
+            stream = container.streams.audio[0]
+            chunks = []
+            for frame in container.decode(stream):
+                # to_ndarray gives [channels, samples] for planar formats, [1, samples*channels] packed
+                array = frame.to_ndarray().astype(np.float32)
+                if not frame.format.is_planar:
+                    array = array.reshape(-1, len(frame.layout.channels)).T
+                if np.issubdtype(frame.to_ndarray().dtype, np.integer):
+                    array /= float(np.iinfo(frame.to_ndarray().dtype).max) + 1
+                chunks.append(array)
+            rate = stream.rate
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        reason = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()[0][:160]
+        raise MediaError(path, f"cannot be read as audio ({reason})") from None
+    if not chunks:
+        raise MediaError(path, "has no decodable audio")
+    return np.concatenate(chunks, axis=1).T, rate
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate`: what every stage feeds a speech model."""
+    wave, rate = read_audio(path)
+    return resample(wave, rate, sample_rate)
+
+
+def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99) -> tuple[np.ndarray, int]:
+    # Same kernel as torchaudio.functional.resample(lowpass_filter_width=6, rolloff=0.99, hann window).
+    base = min(orig, new) * rolloff
+    width = math.ceil(width_zeros * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64) / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx[None, :]) * base
+    t = np.clip(t, -width_zeros, width_zeros)
+    window = np.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sinc = np.where(t == 0, 1.0, np.sin(t) / t)
+    return (sinc * window * base / orig).astype(np.float32), width
+
+
+def resample(wave: np.ndarray, orig: int, new: int, block: int = 4096) -> np.ndarray:
+    """Resample a 1-D float32 waveform from `orig` Hz to `new` Hz (windowed sinc, torchaudio's).
+
+    Works in blocks of output frames so memory stays bounded for hours of audio.
+    """
+    if orig == new:
+        return wave.astype(np.float32, copy=False)
+    g = math.gcd(orig, new)
+    orig, new = orig // g, new // g
+    kernel, width = _sinc_kernel(orig, new)
+    taps = kernel.shape[1]
+    padded = np.pad(wave.astype(np.float32, copy=False), (width, width + orig))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, taps)[::orig]
+    out = np.concatenate([(windows[i : i + block] @ kernel.T).reshape(-1) for i in range(0, len(windows), block)])
+    return out[: math.ceil(new * len(wave) / orig)]

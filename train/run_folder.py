@@ -1,0 +1,227 @@
+"""What every training recipe shares: run options, the run folder, the Trainer, metrics.json.
+
+A run folder OUT holds checkpoints/best.ckpt and last.ckpt (self-describing: a `tiffin`
+entry with task, backbone and spec), metrics.json (final and per-epoch figures, rewritten
+after every epoch), and logs/version_N/ (CSV + TensorBoard, one version per session).
+Used by `tiffin train video` and `tiffin train speech`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from rich.console import Console
+
+from tiffin.errors import TiffinError
+
+# soft_wrap: paths stay whole on one line; highlight off: no colours guessed from file names.
+console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+FINETUNE_STRATEGIES = ("no_freeze", "freeze", "freeze_unfreeze")
+
+
+def backbone_frozen(strategy: str, epoch: int, unfreeze_epoch: int) -> bool:
+    """Whether a fine-tuning strategy keeps the pretrained backbone frozen during `epoch`.
+
+    Derived from the epoch alone, so a resumed run picks the strategy up exactly.
+    """
+    return strategy == "freeze" or (strategy == "freeze_unfreeze" and epoch < unfreeze_epoch)
+
+
+@dataclass
+class RunOptions:
+    """Options of every `tiffin train` command that are about the run, not the model."""
+
+    batch_size: int = 4
+    max_epochs: int = 10
+    max_steps: int = -1
+    strategy: str = "no_freeze"
+    unfreeze_epoch: int = 1
+    learning_rate: float = 1e-3
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    distributed: str = "auto"
+    num_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    seed: int = 42
+    out: Path | None = None
+    resume: bool = False
+    strict: bool = False
+    progress: bool = True
+
+
+def is_rank_zero() -> bool:
+    """True on the global-zero process (and before any launcher has started others)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def say(message: str, prefix: str = "") -> None:
+    """Print a line on the global-zero process only; `message` is plain text, `prefix` markup."""
+    from rich.markup import escape
+
+    if is_rank_zero():
+        console.print(prefix + escape(message))
+
+
+def prepare_out(opts: RunOptions, default_name: str) -> Path:
+    """The run folder; refuses to overwrite a run unless resuming it.
+
+    Raises:
+        TiffinError: --resume without a last.ckpt, or an existing run without --resume.
+    """
+    out = Path(opts.out) if opts.out else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    last = out / "checkpoints" / "last.ckpt"
+    if opts.resume:
+        if not last.is_file():
+            raise TiffinError(f"--resume: {last} does not exist; start a new run without --resume")
+    elif out.exists() and any(out.iterdir()) and is_rank_zero():
+        raise TiffinError(f"--out {out}: already holds a run; pass --resume to continue it or choose another --out")
+    return out
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a tiffin checkpoint with `weights_only=True`: no code in the file runs.
+
+    Raises:
+        TiffinError: missing, corrupt, not a tiffin checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TiffinError(f"{path}: no such checkpoint; give a .ckpt written by `tiffin train`")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated, corrupt or pickled files
+        raise TiffinError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(checkpoint, dict) or "tiffin" not in checkpoint or "state_dict" not in checkpoint:
+        raise TiffinError(f"{path}: not a tiffin checkpoint; give a .ckpt written by `tiffin train`")
+    return checkpoint
+
+
+def _distributed_strategy(name: str, finetune: str) -> str:
+    """DDP registers every parameter when it wraps the model; frozen ones then get no gradient,
+    which plain DDP treats as an error. Freezing strategies need its find-unused-parameters mode."""
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    unused = f"{name}_find_unused_parameters_true"
+    if finetune != "no_freeze" and unused in StrategyRegistry.available_strategies():
+        return unused
+    return name
+
+
+def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callbacks: list[Callback],
+                  steps_per_epoch: int) -> pl.Trainer:
+    """A Trainer writing best.ckpt (by `monitor`), last.ckpt and versioned logs into `out`.
+
+    Raises:
+        TiffinError: trainer options Lightning cannot honour on this machine.
+    """
+    # One log folder per session (a resumed run adds version_1, ...): Lightning's loggers would
+    # otherwise overwrite the earlier session's files.
+    version = f"version_{len(list((out / 'logs').glob('version_*')))}"
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [checkpoint, *callbacks] + ([RichProgressBar()] if opts.progress else [])
+    devices: int | str = int(opts.devices) if str(opts.devices).isdigit() else opts.devices
+    try:
+        return pl.Trainer(
+            max_epochs=opts.max_epochs, max_steps=opts.max_steps, precision=opts.precision,
+            accelerator=opts.accelerator, devices=devices, num_nodes=opts.num_nodes,
+            strategy=_distributed_strategy(opts.distributed, opts.strategy), callbacks=callbacks,
+            enable_progress_bar=opts.progress, enable_model_summary=False, gradient_clip_val=1.0,
+            logger=[CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version=version)],
+            log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        )
+    except (MisconfigurationException, ValueError) as exc:
+        # --devices/--accelerator/--precision/--num-nodes that Lightning cannot honour here
+        raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
+
+
+class MetricsWriter(Callback):
+    """Keeps metrics.json current after every epoch.
+
+    Per-epoch rows hold the training loss and the `keys` validation figures; `best` holds the
+    best epoch by `monitor` with the module's `best_extras()` (e.g. a confusion matrix), kept
+    for that epoch only. Only the global-zero process writes. A resumed run keeps the epochs
+    before the resume point. The module sets `validated_epoch` when its validation finishes.
+    """
+
+    def __init__(self, out: Path, resume: bool, base: dict[str, Any], keys: tuple[str, ...], monitor: str, mode: str):
+        self.path = out / "metrics.json"
+        self.base, self.keys, self.monitor, self.mode = base, keys, monitor, mode
+        self.epochs: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        if resume and self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            self.epochs, self.best = saved.get("epochs", []), saved.get("best")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.record(trainer, pl_module)
+
+    def record(self, trainer, pl_module, epoch_index: int | None = None) -> bool:
+        """Add (or complete) an epoch's row, the current one by default; True when it is a new best."""
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        validated = pl_module.validated_epoch == trainer.current_epoch
+        index = trainer.current_epoch if epoch_index is None else epoch_index
+        previous = next((e for e in self.epochs if e["epoch"] == index), {})
+        epoch = {"epoch": index, "step": trainer.global_step,
+                 "train_loss": m.get("train_loss_epoch", previous.get("train_loss")),
+                 **{k: m.get(k) if validated else None for k in self.keys}}
+        self.epochs = [e for e in self.epochs if e["epoch"] < index] + [epoch]
+        value = epoch.get(self.monitor)
+        improved = validated and value is not None and (
+            self.best is None or (value > self.best[self.monitor] if self.mode == "max" else value < self.best[self.monitor]))
+        if improved:
+            self.best = {"epoch": index, self.monitor: value, **pl_module.best_extras()}
+        if trainer.is_global_zero:
+            self.write({})
+        return improved
+
+    def finish(self, trainer, seconds: float) -> dict[str, Any]:
+        """Final figures: the last validated epoch's, the best epoch's, time and steps."""
+        scored = [e for e in self.epochs if e.get(self.monitor) is not None]
+        final: dict[str, Any] = {"train_seconds": round(seconds, 1), "epochs_run": len(self.epochs),
+                                 "global_step": trainer.global_step}
+        if scored:
+            final.update({k: scored[-1][k] for k in self.keys})
+        if self.best:
+            final.update({f"best_{self.monitor}": self.best[self.monitor], "best_epoch": self.best["epoch"]})
+        return final
+
+    def document(self, final: dict[str, Any]) -> dict[str, Any]:
+        return {**self.base, **final, "best": self.best, "epochs": self.epochs}
+
+    def write(self, final: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.document(final), indent=2))
+        os.replace(tmp, self.path)
+
+
+def fit(trainer: pl.Trainer, task: pl.LightningModule, writer: MetricsWriter, train_loader, val_loader,
+        out: Path, resume: bool) -> dict[str, Any]:
+    """Train (from last.ckpt when resuming), make sure the final weights were validated, write metrics."""
+    started = time.time()
+    trainer.fit(task, train_loader, val_loader, ckpt_path=str(out / "checkpoints" / "last.ckpt") if resume else None)
+    if writer.epochs and writer.epochs[-1].get(writer.monitor) is None:
+        # --max-steps stopped inside an epoch, before its validation: validate the final weights so
+        # the run still has its figures and a best.ckpt.
+        trainer.validate(task, val_loader, verbose=False)
+        if writer.record(trainer, task, epoch_index=writer.epochs[-1]["epoch"]):
+            trainer.save_checkpoint(out / "checkpoints" / "best.ckpt")
+    final = writer.finish(trainer, time.time() - started)
+    if trainer.is_global_zero:
+        writer.write(final)
+    return writer.document(final)
