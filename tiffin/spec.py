@@ -46,3 +46,32 @@ class VideoSpec:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    """Everything needed to turn an audio file into model input, and logits into text.
+
+    Host side: decode, mix to mono, resample to `sample_rate` (tiffin.audio_io). In the model
+    graph: per-utterance zero-mean unit-variance normalisation over the real (unpadded)
+    samples when `normalize` (wav2vec2's feature extractor does this on the host).
+    Audio longer than `chunk_seconds` is run in windows overlapping by `stride_seconds` a side.
+    """
+
+    sample_rate: int = 16000
+    normalize: bool = True
+    vocab: tuple[str, ...] = field(default_factory=tuple)
+    chunk_seconds: float = 30.0
+    stride_seconds: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["vocab"] = list(self.vocab)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "vocab" in known:
+            known["vocab"] = tuple(known["vocab"])
+        return cls(**known)

@@ -102,3 +102,56 @@ def get_video_backbone(name: str) -> VideoBackbone:
         raise TiffinError(
             f"--backbone {name!r} is not a video backbone; choose one of: {', '.join(VIDEO_BACKBONES)}"
         ) from None
+
+
+@dataclass(frozen=True)
+class SpeechBackbone:
+    """A wav2vec2 CTC backbone: a Hugging Face model id, or a config tiffin builds itself.
+
+    `config` holds the `Wav2Vec2Config` arguments that rebuild the architecture without any
+    download (`--no-pretrained`, tests); `ctc_head` says whether the published weights include a
+    CTC head with a character vocabulary (wav2vec2-base-960h's layout).
+    """
+
+    name: str
+    params: int
+    ctc_head: bool
+    config: dict
+    sample_rate: int = 16000
+    weights: str = "hf"  # "hf": Hugging Face cache; "none": a config only, trained from scratch
+
+    @property
+    def cache_dir(self) -> Path | None:
+        if self.weights != "hf":
+            return None
+        return hf_hub_cache() / ("models--" + self.name.replace("/", "--"))
+
+
+# No dropout, masking or layer drop: a small model trained from scratch on CPU otherwise stays stuck
+# on blank-only output for many epochs.
+_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+             conv_dim=(64,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4,
+             hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+             final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0, ctc_loss_reduction="mean")
+_LARGE_LV60 = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                   feat_extract_norm="layer", feat_extract_activation="gelu", conv_bias=True,
+                   do_stable_layer_norm=True)
+
+SPEECH_BACKBONES: dict[str, SpeechBackbone] = {
+    b.name: b
+    for b in [
+        SpeechBackbone("facebook/wav2vec2-base-960h", 94_396_320, True, {}),
+        SpeechBackbone("facebook/wav2vec2-base", 94_396_320, False, {}),
+        SpeechBackbone("facebook/wav2vec2-large-960h-lv60-self", 315_471_520, True, _LARGE_LV60),
+        SpeechBackbone("tiffin/wav2vec2-tiny", 172_608, True, _TINY, weights="none"),
+    ]
+}
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, by huggingface_hub's rule: $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(home) / "hub"

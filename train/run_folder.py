@@ -148,6 +148,42 @@ def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callback
         raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
 
 
+class LoaderPair(pl.LightningDataModule):
+    """Training and validation loaders, made when the Trainer asks (then its world size is known)."""
+
+    def __init__(self, make_train, make_val):
+        super().__init__()
+        self.make_train, self.make_val = make_train, make_val
+
+    def train_dataloader(self):
+        return self.make_train(self.trainer)
+
+    def val_dataloader(self):
+        return self.make_val(self.trainer)
+
+
+def finetune_optimizer(module: pl.LightningModule, head: list[torch.nn.Parameter], backbone: list[torch.nn.Parameter],
+                       strategy: str, learning_rate: float, backbone_lr_scale: float, weight_decay: float):
+    """AdamW over the new head and (unless `freeze`) the backbone, linear warm-up then cosine decay.
+
+    Frozen parameters get no gradient and AdamW skips them (no weight decay either), so the
+    backbone can sit in the optimizer from the start and `freeze_unfreeze` only flips requires_grad.
+    """
+    import math
+
+    groups = [{"params": head, "lr": learning_rate}]
+    if strategy != "freeze":
+        scale = backbone_lr_scale if strategy == "freeze_unfreeze" else 1.0
+        groups.append({"params": backbone, "lr": learning_rate * scale})
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = min(max(1, total // 20), 100)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 class MetricsWriter(Callback):
     """Keeps metrics.json current after every epoch.
 
@@ -210,15 +246,15 @@ class MetricsWriter(Callback):
         os.replace(tmp, self.path)
 
 
-def fit(trainer: pl.Trainer, task: pl.LightningModule, writer: MetricsWriter, train_loader, val_loader,
+def fit(trainer: pl.Trainer, task: pl.LightningModule, writer: MetricsWriter, data: pl.LightningDataModule,
         out: Path, resume: bool) -> dict[str, Any]:
     """Train (from last.ckpt when resuming), make sure the final weights were validated, write metrics."""
     started = time.time()
-    trainer.fit(task, train_loader, val_loader, ckpt_path=str(out / "checkpoints" / "last.ckpt") if resume else None)
+    trainer.fit(task, datamodule=data, ckpt_path=str(out / "checkpoints" / "last.ckpt") if resume else None)
     if writer.epochs and writer.epochs[-1].get(writer.monitor) is None:
         # --max-steps stopped inside an epoch, before its validation: validate the final weights so
         # the run still has its figures and a best.ckpt.
-        trainer.validate(task, val_loader, verbose=False)
+        trainer.validate(task, datamodule=data, verbose=False)
         if writer.record(trainer, task, epoch_index=writer.epochs[-1]["epoch"]):
             trainer.save_checkpoint(out / "checkpoints" / "best.ckpt")
     final = writer.finish(trainer, time.time() - started)

@@ -14,7 +14,9 @@ from typing import Any
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
 from train.backbones import get_video_backbone
-from train.run_folder import MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, say
+from train.run_folder import (
+    LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, say,
+)
 
 
 @dataclass
@@ -149,16 +151,18 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     val_set = VideoClipDataset(val_videos, labels, spec, "constant_clips_per_video", 1, strict=cfg.strict)
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate_clips,
                        persistent_workers=cfg.num_workers > 0)
-    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size, **loader_args)
-    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    data = LoaderPair(
+        lambda trainer: DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size, **loader_args),
+        lambda trainer: DataLoader(val_set, shuffle=False, **loader_args))
 
     base = {"task": "video-classification", "backbone": cfg.backbone, "labels": labels, "strategy": cfg.strategy,
             "precision": cfg.precision, "train_videos": len(train_videos), "val_videos": len(val_videos),
             "skipped_files": [{"path": e.path, "reason": e.reason} for e in bad],
             "confusion_matrix_png": "confusion_matrix.png"}
     writer = MetricsWriter(out, cfg.resume, base, ("val_loss", "val_acc", "val_acc_top5"), "val_acc", "max")
-    trainer = build_trainer(cfg, out, "val_acc", "max", [writer], len(train_loader))
-    metrics = fit(trainer, task, writer, train_loader, val_loader, out, cfg.resume)
+    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    trainer = build_trainer(cfg, out, "val_acc", "max", [writer], steps_per_epoch)
+    metrics = fit(trainer, task, writer, data, out, cfg.resume)
     best = metrics["best"]
     if trainer.is_global_zero and best:
         save_confusion_png(best["confusion"], labels, out / "confusion_matrix.png",

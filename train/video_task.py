@@ -11,7 +11,6 @@ Exercised by `tiffin train video`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from tiffin.spec import VideoSpec
-from train.run_folder import backbone_frozen
+from train.run_folder import backbone_frozen, finetune_optimizer
 from train.video_model import VideoNet, build_video_net
 
 TASK = "video-classification"
@@ -75,19 +74,8 @@ class VideoClassificationTask(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": list(self.net.head().parameters()), "lr": hp.learning_rate}]
-        if hp.strategy != "freeze":
-            # Frozen parameters get no gradient, and AdamW skips them (no weight decay either).
-            groups.append({"params": self._backbone_params(), "lr": hp.learning_rate * hp.backbone_lr_scale
-                           if hp.strategy == "freeze_unfreeze" else hp.learning_rate})
-        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(max(1, total // 20), 100)
-        # Linear warm-up, then cosine decay to zero over the run.
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return finetune_optimizer(self, list(self.net.head().parameters()), self._backbone_params(), hp.strategy,
+                                  hp.learning_rate, hp.backbone_lr_scale, hp.weight_decay)
 
     # --- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict | None, batch_idx: int):
