@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from tiffin.errors import TiffinError, reported
+from tiffin.errors import reported
 from train.cli import backbones_app, synth_app, train_app
 
 app = typer.Typer(
@@ -28,24 +28,29 @@ app.add_typer(synth_app, name="synth")
 @app.command()
 @reported
 def predict(
-    model: Path = typer.Argument(..., help="A checkpoint (.ckpt) written by `tiffin train`."),
-    files: list[Path] = typer.Argument(..., help="Video files."),
-    top_k: int = typer.Option(5, min=1, help="Labels to show per file."),
-    clips: int = typer.Option(1, min=1, help="Clips spread over each video, scores averaged."),
+    model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, or a Hugging Face speech model folder."),
+    files: list[Path] = typer.Argument(..., help="Video or audio files."),
+    top_k: int = typer.Option(5, min=1, help="Video: labels to show per file."),
+    clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Top-k labels for each video; exits with status 1 if any file could not be read."""
-    if model.suffix != ".ckpt":
-        raise TiffinError(f"{model}: give a .ckpt checkpoint written by `tiffin train`")
-    from train.predict import classify_videos, load_video_model
+    """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
+    from train.predict import (
+        classify_videos, load_speech_model, load_video_model, model_task, transcribe_files,
+    )
 
-    results = classify_videos(load_video_model(model), files, top_k=top_k, clips=clips)
+    if model_task(model) == "speech-recognition":
+        results = transcribe_files(load_speech_model(model), files)
+    else:
+        results = classify_videos(load_video_model(model), files, top_k=top_k, clips=clips)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
         for r in results:
             if "error" in r:
                 typer.echo(f"{r['file']}: error: {r['error']}", err=True)
+            elif "text" in r:
+                typer.echo(f"{r['file']}: {r['text']}")
             else:
                 best = ", ".join(f"{x['label']} {x['score']:.3f}" for x in r["labels"])
                 typer.echo(f"{r['file']}: {best}")

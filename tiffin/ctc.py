@@ -38,6 +38,9 @@ class Vocabulary:
 
     tokens: tuple[str, ...] = BASE_960H_TOKENS
 
+    def __len__(self) -> int:
+        return len(self.tokens)
+
     @property
     def index(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.tokens)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -64,6 +65,36 @@ def split_strategies(values: list[str]) -> tuple[str, str]:
     return (finetune or ["no_freeze"])[0], (distributed or ["auto"])[0]
 
 
+# Options every `tiffin train` command takes (the run, not the model), declared once.
+BATCH_SIZE = typer.Option(4, min=1)
+MAX_EPOCHS = typer.Option(10, min=1)
+MAX_STEPS = typer.Option(-1, help="Stop after this many optimizer steps (-1: no limit).")
+STRATEGY = typer.Option(["no_freeze"], help="Fine-tuning: no_freeze|freeze|freeze_unfreeze; distributed: "
+                        "ddp|fsdp|... (repeat or comma-separate to give both).")
+UNFREEZE_EPOCH = typer.Option(1, help="Epoch at which freeze_unfreeze unfreezes the backbone.")
+PRECISION = typer.Option(Precision.fp32, help="16-mixed becomes bf16-mixed on CPU.")
+ACCELERATOR = typer.Option(Accelerator.auto)
+DEVICES = typer.Option("auto", help="auto or a number of devices (processes on CPU).")
+NUM_NODES = typer.Option(1, min=1)
+NUM_WORKERS = typer.Option(None, help="Data loading processes [default: min(4, CPUs)].")
+SEED = typer.Option(42)
+RESUME = typer.Option(False, help="Continue the run in --out from checkpoints/last.ckpt.")
+STRICT = typer.Option(False, help="Stop at the first unreadable file instead of skipping it.")
+PROGRESS = typer.Option(True, help="Show the progress bar.")
+
+
+def run_options(values: dict) -> dict:
+    """The RunOptions fields of a command's arguments, with enums and --strategy resolved."""
+    from dataclasses import fields
+
+    from train.run_folder import RunOptions
+
+    names = {f.name for f in fields(RunOptions)}
+    kwargs = {k: v.value if isinstance(v, Enum) else v for k, v in values.items() if k in names and v is not None}
+    kwargs["strategy"], kwargs["distributed"] = split_strategies(values["strategy"])
+    return kwargs
+
+
 @train_app.command("video")
 @reported
 def train_video_command(
@@ -81,42 +112,70 @@ def train_video_command(
     num_frames: int = typer.Option(None, help="Frames per clip [default: the backbone's]."),
     crop_size: int = typer.Option(None, help="Square crop in pixels [default: the backbone's]."),
     flip: bool = typer.Option(True, help="Random horizontal flips; turn off when left/right matters."),
-    batch_size: int = typer.Option(4, min=1),
-    max_epochs: int = typer.Option(10, min=1),
-    max_steps: int = typer.Option(-1, help="Stop after this many optimizer steps (-1: no limit)."),
-    strategy: list[str] = typer.Option(
-        ["no_freeze"], help="Fine-tuning: no_freeze|freeze|freeze_unfreeze; distributed: ddp|fsdp|... "
-        "(repeat or comma-separate to give both)."),
-    unfreeze_epoch: int = typer.Option(1, help="Epoch at which freeze_unfreeze unfreezes the backbone."),
     learning_rate: float = typer.Option(1e-3),
-    precision: Precision = typer.Option(Precision.fp32, help="16-mixed becomes bf16-mixed on CPU."),
-    accelerator: Accelerator = typer.Option(Accelerator.auto),
-    devices: str = typer.Option("auto", help="auto or a number of devices (processes on CPU)."),
-    num_nodes: int = typer.Option(1, min=1),
-    num_workers: int = typer.Option(None, help="Data loading processes [default: min(4, CPUs)]."),
-    seed: int = typer.Option(42),
     out: Path = typer.Option(None, help="Run folder [default: runs/video-BACKBONE-TIME]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from checkpoints/last.ckpt."),
-    strict: bool = typer.Option(False, help="Stop at the first unreadable video instead of skipping it."),
-    progress: bool = typer.Option(True, help="Show the progress bar."),
+    batch_size: int = BATCH_SIZE, max_epochs: int = MAX_EPOCHS, max_steps: int = MAX_STEPS,
+    strategy: list[str] = STRATEGY, unfreeze_epoch: int = UNFREEZE_EPOCH, precision: Precision = PRECISION,
+    accelerator: Accelerator = ACCELERATOR, devices: str = DEVICES, num_nodes: int = NUM_NODES,
+    num_workers: int = NUM_WORKERS, seed: int = SEED, resume: bool = RESUME, strict: bool = STRICT,
+    progress: bool = PROGRESS,
 ) -> None:
     """Fine-tune a PyTorchVideo classifier on a folder or CSV of videos."""
     from train.video_fit import VideoTrainConfig, train_video
 
-    finetune, distributed = split_strategies(strategy)
     cfg = VideoTrainConfig(
         train_folder=train_folder, train_csv=train_csv, val_folder=val_folder, val_csv=val_csv,
         val_split=val_split, backbone=backbone, pretrained=pretrained, weights=weights,
         clip_duration=clip_duration, clip_sampler=clip_sampler.value, clips_per_video=clips_per_video,
-        num_frames=num_frames, crop_size=crop_size, flip=flip, batch_size=batch_size, max_epochs=max_epochs,
-        max_steps=max_steps, strategy=finetune, unfreeze_epoch=unfreeze_epoch, learning_rate=learning_rate,
-        precision=precision.value, accelerator=accelerator.value, devices=devices, num_nodes=num_nodes,
-        distributed=distributed, seed=seed, out=out, resume=resume, strict=strict, progress=progress,
+        num_frames=num_frames, crop_size=crop_size, flip=flip, **run_options(locals()),
     )
-    if num_workers is not None:
-        cfg.num_workers = num_workers
     result = train_video(cfg)
     typer.echo(f"best checkpoint: {result.best_checkpoint}")
+
+
+class VocabSource(str, Enum):
+    from_backbone = "from-backbone"
+    from_data = "from-data"
+
+
+@train_app.command("speech")
+@reported
+def train_speech_command(
+    train_csv: Path = typer.Option(None, help="CSV or TSV of recordings and transcripts; paths relative to it."),
+    train_json: Path = typer.Option(None, help="JSON lines with the same two keys."),
+    train_folder: Path = typer.Option(None, help="Audio files with a .txt transcript of the same name beside each."),
+    val_csv: Path = typer.Option(None), val_json: Path = typer.Option(None), val_folder: Path = typer.Option(None),
+    val_split: float = typer.Option(0.1, help="Fraction held out when no validation set is given."),
+    audio_column: str = typer.Option("speech_files", help="Column (key) holding the audio path."),
+    text_column: str = typer.Option("targets", help="Column (key) holding the transcript."),
+    backbone: str = typer.Option("facebook/wav2vec2-base-960h",
+                                 help="A Hugging Face id (read from its cache), a save_pretrained folder, or "
+                                      "tiffin/wav2vec2-tiny; see `tiffin backbones speech`."),
+    pretrained: bool = typer.Option(True, help="Start from the backbone's weights."),
+    vocab: VocabSource = typer.Option(VocabSource.from_backbone,
+                                      help="The backbone's characters, or a new vocabulary (and head) from the data."),
+    sample_rate: int = typer.Option(16000, help="Rate the model takes; audio is resampled to it."),
+    freeze_feature_encoder: Optional[bool] = typer.Option(
+        None, help="Keep the convolutional feature encoder frozen [default: yes from pretrained weights, no from scratch]."),
+    learning_rate: float = typer.Option(1e-4),
+    out: Path = typer.Option(None, help="Run folder [default: runs/speech-BACKBONE-TIME]."),
+    batch_size: int = BATCH_SIZE, max_epochs: int = MAX_EPOCHS, max_steps: int = MAX_STEPS,
+    strategy: list[str] = STRATEGY, unfreeze_epoch: int = UNFREEZE_EPOCH, precision: Precision = PRECISION,
+    accelerator: Accelerator = ACCELERATOR, devices: str = DEVICES, num_nodes: int = NUM_NODES,
+    num_workers: int = NUM_WORKERS, seed: int = SEED, resume: bool = RESUME, strict: bool = STRICT,
+    progress: bool = PROGRESS,
+) -> None:
+    """Fine-tune a wav2vec2 CTC speech recogniser on transcribed recordings."""
+    from train.speech_fit import SpeechTrainConfig, train_speech
+
+    cfg = SpeechTrainConfig(
+        train_csv=train_csv, train_json=train_json, train_folder=train_folder, val_csv=val_csv, val_json=val_json,
+        val_folder=val_folder, val_split=val_split, audio_column=audio_column, text_column=text_column,
+        backbone=backbone, pretrained=pretrained, vocab=vocab.value, sample_rate=sample_rate,
+        freeze_feature_encoder=freeze_feature_encoder, **run_options(locals()),
+    )
+    result = train_speech(cfg)
+    typer.echo(f"best checkpoint: {result.best_checkpoint}\nHugging Face model: {result.hf_dir}")
 
 
 @backbones_app.command("video")
@@ -167,3 +226,49 @@ def synth_video(
     except ValueError as err:
         raise TiffinError(f"--classes: {err}") from None
     typer.echo(f"wrote {len(clips)} videos in {len({c.label for c in clips})} classes to {out}")
+
+
+@backbones_app.command("speech")
+@reported
+def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Speech backbones with size, sample rate, CTC head and where weights are looked up."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from train.backbones import SPEECH_BACKBONES
+
+    rows = []
+    for b in SPEECH_BACKBONES.values():
+        cache = b.cache_dir
+        rows.append({"name": b.name, "params": b.params, "sample_rate": b.sample_rate, "ctc_head": b.ctc_head,
+                     "weights_path": str(cache) if cache else None,
+                     "weights_present": bool(cache and (cache / "snapshots").is_dir()),
+                     "note": "config only: trains from scratch" if cache is None else "Hugging Face cache"})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="speech backbones (also: --backbone DIR written by save_pretrained)")
+    table.add_column("name", no_wrap=True)
+    for col in ("params", "rate", "CTC head", "weights"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        weights = "built in" if r["weights_path"] is None else "cached" if r["weights_present"] else "missing"
+        table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M", str(r["sample_rate"]), "yes" if r["ctc_head"] else "no",
+                      weights)
+    Console().print(table)
+
+
+@synth_app.command("speech")
+@reported
+def synth_speech(
+    out: Path = typer.Argument(..., help="Folder to write wav files and train.csv into."),
+    count: int = typer.Option(200, min=1, help="Utterances."),
+    seed: int = typer.Option(0),
+    voices: str = typer.Option("en-us,en-gb,en-gb-x-rp,en-us+f2,en-gb+m3",
+                               help="Comma-separated espeak-ng voices (variants with +)."),
+) -> None:
+    """Speak random sentences of a small vocabulary with espeak-ng into OUT (wav + train.csv)."""
+    from train.synthetic import make_speech_dataset
+
+    rows = make_speech_dataset(out, count, seed, voices.split(","))
+    typer.echo(f"wrote {len(rows)} utterances and {Path(out) / 'train.csv'}")

@@ -1,12 +1,14 @@
 """Prediction from a training checkpoint: rebuild the network from the checkpoint alone.
 
-A video's label scores are the mean of the softmax over `clips` clips spread evenly over the
-whole video, each decoded and centre-cropped exactly as in validation.
-Run: `tiffin predict runs/NAME/checkpoints/best.ckpt video.mp4 --top-k 5`.
+Video: a video's label scores are the mean of the softmax over `clips` clips spread evenly over
+the whole video, each decoded and centre-cropped exactly as in validation.
+Speech: greedy CTC transcripts; long recordings run in overlapping windows.
+Run: `tiffin predict runs/NAME/checkpoints/best.ckpt FILE...`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,114 @@ def classify_videos(model: LoadedVideoModel, files: list[str | Path], top_k: int
             {"label": labels[i], "score": round(float(s), 6)} for s, i in zip(scores.tolist(), idx.tolist())
         ]})
     return results
+
+
+@dataclass
+class LoadedSpeechModel:
+    """A speech network in eval mode with its spec (rate, normalisation, vocabulary)."""
+
+    net: Any
+    spec: Any
+    backbone: str
+
+
+def load_speech_model(path: str | Path) -> LoadedSpeechModel:
+    """Rebuild a speech model from a tiffin checkpoint or a Hugging Face model folder (offline)."""
+    from tiffin.spec import SpeechSpec
+    from train.speech_model import SpeechNet, build_speech_net, load_backbone
+
+    path = Path(path)
+    if path.is_dir():
+        from train.speech_fit import _does_normalize
+
+        model, vocab, _ = load_backbone(str(path), pretrained=True)
+        if vocab is None:
+            raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
+        spec = SpeechSpec(sample_rate=_feature_rate(path), normalize=_does_normalize(str(path)), vocab=vocab.tokens)
+        return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint["tiffin"]
+    if meta.get("task") != "speech-recognition":
+        raise TiffinError(f"{path}: is a {meta.get('task')} checkpoint, not speech-recognition")
+    spec = SpeechSpec.from_dict(meta["spec"])
+    net = build_speech_net(meta["model_config"], spec)
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return LoadedSpeechModel(net.eval(), spec, meta["backbone"])
+
+
+def _feature_rate(folder: Path) -> int:
+    config = folder / "preprocessor_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("sampling_rate", 16000))
+    return 16000
+
+
+@torch.inference_mode()
+def speech_logits(model: LoadedSpeechModel, wave: np.ndarray) -> np.ndarray:
+    """CTC logits [frames, vocab] of a whole recording, in overlapping windows when it is long.
+
+    Windows of `chunk_seconds` start a whole number of frames apart (the conv stack's hop, 320
+    samples for wav2vec2), so window frame k is recording frame start/hop + k. Each recording
+    frame is taken from the window where it sits furthest from an edge: a window gives up the
+    `stride_seconds` next to a neighbour (the first keeps its start, the last its end). Memory
+    stays bounded by the window, and every kept frame saw context on both sides.
+    """
+    spec, net = model.spec, model.net
+    hop = int(np.prod(net.strides))
+    chunk = int(spec.chunk_seconds * spec.sample_rate)
+    margin = int(spec.stride_seconds * spec.sample_rate) // hop  # frames given up next to a neighbour
+    step = (chunk - 2 * margin * hop) // hop * hop
+    if step <= 0:
+        raise TiffinError(f"chunk of {spec.chunk_seconds}s leaves no room between strides of {spec.stride_seconds}s")
+
+    def run(piece: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(piece))[None]
+        return net(x, torch.tensor([len(piece)]))[0].float().numpy()
+
+    if len(wave) <= chunk:
+        return run(wave)
+    kept, filled, start = [], 0, 0
+    while True:
+        logits = run(wave[start : start + chunk])
+        offset, last = start // hop, start + chunk >= len(wave)
+        end = offset + len(logits) - (0 if last else margin)
+        kept.append(logits[filled - offset : end - offset])
+        filled = end
+        if last:
+            return np.concatenate(kept)
+        start += step
+
+
+def transcribe_files(model: LoadedSpeechModel, files: list[str | Path]) -> list[dict[str, Any]]:
+    """Transcripts per file; a file that cannot be read gets an `error` entry instead.
+
+    Returns:
+        `[{"file": ..., "text": ..., "duration_s": ...}]` in the order given.
+    """
+    from tiffin.audio_io import load_audio
+    from tiffin.ctc import Vocabulary
+
+    vocab = Vocabulary(model.spec.vocab)
+    results = []
+    for file in files:
+        try:
+            wave = load_audio(file, model.spec.sample_rate)
+        except MediaError as err:
+            results.append({"file": str(file), "error": err.reason})
+            continue
+        text = vocab.decode_logits(speech_logits(model, wave))
+        results.append({"file": str(file), "text": text, "duration_s": round(len(wave) / model.spec.sample_rate, 3)})
+    return results
+
+
+def model_task(path: str | Path) -> str:
+    """'video-classification' or 'speech-recognition' for a checkpoint or a Hugging Face model folder."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "speech-recognition"
+        raise TiffinError(f"{path}: not a model folder (no config.json); give a .ckpt or a save_pretrained folder")
+    if path.suffix != ".ckpt":
+        raise TiffinError(f"{path}: give a .ckpt checkpoint written by `tiffin train` or a Hugging Face model folder")
+    return read_checkpoint(path)["tiffin"].get("task", "video-classification")

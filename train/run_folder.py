@@ -121,7 +121,7 @@ def _distributed_strategy(name: str, finetune: str) -> str:
 
 
 def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callbacks: list[Callback],
-                  steps_per_epoch: int) -> pl.Trainer:
+                  steps_per_epoch: int, use_distributed_sampler: bool = True) -> pl.Trainer:
     """A Trainer writing best.ckpt (by `monitor`), last.ckpt and versioned logs into `out`.
 
     Raises:
@@ -141,7 +141,7 @@ def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callback
             strategy=_distributed_strategy(opts.distributed, opts.strategy), callbacks=callbacks,
             enable_progress_bar=opts.progress, enable_model_summary=False, gradient_clip_val=1.0,
             logger=[CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version=version)],
-            log_every_n_steps=max(1, min(50, steps_per_epoch)),
+            log_every_n_steps=max(1, min(50, steps_per_epoch)), use_distributed_sampler=use_distributed_sampler,
         )
     except (MisconfigurationException, ValueError) as exc:
         # --devices/--accelerator/--precision/--num-nodes that Lightning cannot honour here

@@ -1,0 +1,143 @@
+"""wav2vec2 CTC networks: a transformers `Wav2Vec2ForCTC` behind in-graph normalisation.
+
+`SpeechNet` takes what the host decodes, mono float32 waveforms [B, S] at the spec's rate
+with their lengths [B], normalises each utterance over its real samples (as wav2vec2's
+feature extractor does on the host) and returns CTC logits [B, frames, vocab].
+Exercised by `tiffin train speech` and `tiffin predict`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
+from tiffin.errors import TiffinError
+from tiffin.spec import SpeechSpec
+from train.backbones import SPEECH_BACKBONES, hf_hub_cache
+
+
+class SpeechNet(nn.Module):
+    """Normalisation + Wav2Vec2ForCTC; outputs logits [B, frames, vocab]."""
+
+    def __init__(self, model: nn.Module, spec: SpeechSpec):
+        super().__init__()
+        self.model = model
+        self.normalize = spec.normalize
+        # Models with layer-norm feature encoders (large-lv60) take an attention mask; the base
+        # (group-norm) ones must not get one: they were trained on zero-padded input.
+        self.use_mask = model.config.feat_extract_norm == "layer"
+        self.kernels = tuple(model.config.conv_kernel)
+        self.strides = tuple(model.config.conv_stride)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
+        x = waveform.float() * mask
+        if self.normalize:
+            n = lengths.clamp(min=1).to(x.dtype)[:, None]
+            mean = x.sum(1, keepdim=True) / n
+            var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
+            x = (x - mean) / torch.sqrt(var + 1e-7) * mask
+        return self.model(x, attention_mask=mask.long() if self.use_mask else None).logits
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Logit frames for input lengths: each conv layer maps L to (L - kernel) // stride + 1."""
+        for kernel, stride in zip(self.kernels, self.strides):
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths.clamp(min=0)
+
+    def head(self) -> nn.Linear:
+        return self.model.lm_head
+
+
+def model_class():
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    return Wav2Vec2Config, Wav2Vec2ForCTC
+
+
+def read_vocab(directory: Path) -> Vocabulary | None:
+    """The character vocabulary saved beside a model (`vocab.json`, token -> id), if any."""
+    path = directory / "vocab.json"
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if table and all(isinstance(v, dict) for v in table.values()):  # multilingual layout {lang: {token: id}}
+        table = next(iter(table.values()))
+    return Vocabulary(tuple(token for token, _ in sorted(table.items(), key=lambda kv: kv[1])))
+
+
+def _hf_snapshot(model_id: str) -> Path | None:
+    """The newest cached snapshot folder of a Hugging Face model id, if the cache has one."""
+    repo = hf_hub_cache() / ("models--" + model_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snapshot = repo / "snapshots" / ref.read_text().strip()
+        if snapshot.is_dir():
+            return snapshot
+    snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
+    return snapshots[-1] if snapshots else None
+
+
+def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vocabulary | None, str]:
+    """A Wav2Vec2ForCTC from a local folder, the Hugging Face cache, or a built-in config.
+
+    Returns:
+        (model, the vocabulary its CTC head was trained with or None, where it came from).
+
+    Raises:
+        TiffinError: unknown backbone, or weights missing offline (with what to put where).
+    """
+    Wav2Vec2Config, Wav2Vec2ForCTC = model_class()
+    folder = Path(backbone).expanduser()
+    info = SPEECH_BACKBONES.get(backbone)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise TiffinError(f"--backbone {folder}: no config.json; give a folder written by save_pretrained")
+        source = folder
+    elif info is not None and (info.weights == "none" or not pretrained):
+        vocab = Vocabulary(BASE_960H_TOKENS) if info.ctc_head else None
+        return Wav2Vec2ForCTC(Wav2Vec2Config(**info.config, vocab_size=len(BASE_960H_TOKENS))), vocab, "config"
+    else:
+        source = _hf_snapshot(backbone)
+        if source is None:
+            where = hf_hub_cache() / ("models--" + backbone.replace("/", "--"))
+            raise TiffinError(
+                f"--backbone {backbone}: not found offline in the Hugging Face cache ({where}); download it there "
+                f"(`hf download {backbone}` where there is network, then copy the cache), or pass a folder written "
+                "by save_pretrained, or use --backbone tiffin/wav2vec2-tiny / --no-pretrained"
+            )
+    try:
+        if pretrained:
+            model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=True)
+        else:
+            model = Wav2Vec2ForCTC(Wav2Vec2Config.from_pretrained(source, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise TiffinError(f"--backbone {backbone}: cannot load it ({str(exc).splitlines()[0][:160]})") from None
+    return model, read_vocab(source), str(source)
+
+
+def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | None) -> bool:
+    """Give the model a CTC head for `vocab`; a fresh one unless the backbone's matches it.
+
+    Returns:
+        True when the head was replaced.
+    """
+    config = model.config
+    config.pad_token_id = vocab.blank_id
+    config.ctc_zero_infinity = True
+    if backbone_vocab is not None and backbone_vocab.tokens == vocab.tokens and model.lm_head.out_features == len(vocab):
+        return False
+    hidden = getattr(config, "output_hidden_size", None) or config.hidden_size
+    model.lm_head = nn.Linear(hidden, len(vocab))
+    config.vocab_size = len(vocab)
+    return True
+
+
+def build_speech_net(model_config: dict, spec: SpeechSpec) -> SpeechNet:
+    """Rebuild a network from a saved config (no download): weights come from a checkpoint."""
+    Wav2Vec2Config, Wav2Vec2ForCTC = model_class()
+    return SpeechNet(Wav2Vec2ForCTC(Wav2Vec2Config.from_dict(model_config)), spec)

@@ -1,0 +1,148 @@
+"""The speech recognition recipe: one LightningModule fine-tuning wav2vec2 with CTC.
+
+Fine-tuning strategies as for video (train/run_folder.py): `freeze` trains only the CTC head;
+`freeze_unfreeze` releases the transformer at `unfreeze_epoch`. The convolutional feature
+encoder stays frozen throughout unless `freeze_feature_encoder` is off (the usual wav2vec2
+recipe). Validation decodes greedily and reports WER and CER.
+Exercised by `tiffin train speech`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from tiffin.ctc import Vocabulary
+from tiffin.spec import SpeechSpec
+from train.run_folder import backbone_frozen, finetune_optimizer, say
+from train.speech_model import SpeechNet, build_speech_net
+
+TASK = "speech-recognition"
+
+
+class SpeechRecognitionTask(pl.LightningModule):
+    """Fine-tunes a `SpeechNet`. Hyperparameters are plain values, saved in every checkpoint."""
+
+    def __init__(
+        self,
+        backbone: str,
+        spec: dict[str, Any],
+        model_config: dict[str, Any],
+        strategy: str = "no_freeze",
+        unfreeze_epoch: int = 1,
+        freeze_feature_encoder: bool = True,
+        learning_rate: float = 1e-4,
+        backbone_lr_scale: float = 0.1,
+        weight_decay: float = 0.0,
+        samples_to_show: int = 3,
+        task: str = TASK,
+        init_model: torch.nn.Module | None = None,
+    ):
+        """`init_model`: the pretrained Wav2Vec2ForCTC to start from (a new run only); rebuilding
+        from a checkpoint uses `model_config` and the checkpoint's weights instead."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["init_model"])
+        self.spec = SpeechSpec.from_dict(spec)
+        self.vocab = Vocabulary(self.spec.vocab)
+        self.net: SpeechNet = SpeechNet(init_model, self.spec) if init_model is not None else build_speech_net(model_config, self.spec)
+        self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
+        self.samples: list[dict[str, str]] = []
+        self.all_empty = True
+        self.validated_epoch = -1
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.net(waveform, lengths)
+
+    # --- fine-tuning strategy -------------------------------------------------------------
+    def _feature_encoder(self) -> torch.nn.Module:
+        return self.net.model.wav2vec2.feature_extractor
+
+    def _backbone_params(self) -> list[torch.nn.Parameter]:
+        head = {id(p) for p in self.net.head().parameters()}
+        return [p for p in self.net.parameters() if id(p) not in head]
+
+    def on_train_epoch_start(self) -> None:
+        frozen = backbone_frozen(self.hparams.strategy, self.current_epoch, self.hparams.unfreeze_epoch)
+        for p in self._backbone_params():
+            p.requires_grad_(not frozen)
+        self.net.model.wav2vec2.train(not frozen)
+        if self.hparams.freeze_feature_encoder:
+            for p in self._feature_encoder().parameters():
+                p.requires_grad_(False)
+        self.net.head().train(True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return finetune_optimizer(self, list(self.net.head().parameters()), self._backbone_params(), hp.strategy,
+                                  hp.learning_rate, hp.backbone_lr_scale, hp.weight_decay)
+
+    # --- steps ----------------------------------------------------------------------------
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["wave"], batch["lengths"])
+        frames = self.net.output_lengths(batch["lengths"])
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+        targets = batch["labels"][batch["labels"] >= 0]
+        loss = F.ctc_loss(log_probs, targets, frames, batch["label_lengths"], blank=self.vocab.blank_id,
+                          reduction="mean", zero_infinity=True)
+        return loss, logits, frames
+
+    def training_step(self, batch: dict, batch_idx: int):
+        loss, _, _ = self._loss(batch)
+        size = len(batch["texts"])
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("pad_fraction", batch["pad_fraction"], on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits, frames = self._loss(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["texts"]), sync_dist=True)
+        ids = logits.argmax(-1).cpu().numpy()
+        hyps = [self.vocab.decode(row[: int(n)]) for row, n in zip(ids, frames.tolist())]
+        self.val_wer.update(hyps, batch["texts"])
+        self.val_cer.update(hyps, batch["texts"])
+        self.all_empty &= not any(hyps)
+        if len(self.samples) < self.hparams.samples_to_show:
+            self.samples += [{"reference": r, "hypothesis": h} for r, h in zip(batch["texts"], hyps)]
+            self.samples = self.samples[: self.hparams.samples_to_show]
+
+    def on_validation_epoch_start(self) -> None:
+        self.samples, self.all_empty = [], True
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_wer", self.val_wer.compute(), prog_bar=True)
+        self.log("val_cer", self.val_cer.compute(), prog_bar=True)
+        self.val_wer.reset()
+        self.val_cer.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.validated_epoch = self.current_epoch
+        for s in self.samples:
+            say(f"  ref: {s['reference']}\n  hyp: {s['hypothesis']}")
+        if self.all_empty:
+            frozen_head = self.hparams.strategy == "freeze" and self.current_epoch > 2
+            say("every validation transcript is empty: the model emits only blanks. Early in training from "
+                "scratch this is normal; if it persists, raise or lower --learning-rate"
+                + (", unfreeze the backbone (--strategy no_freeze)" if frozen_head else "")
+                + ", and check the vocabulary matches the transcripts (--vocab from-data for a new alphabet)",
+                prefix="[yellow]warning[/] ")
+
+    def best_extras(self) -> dict[str, Any]:
+        """Kept in metrics.json for the best epoch only."""
+        return {"samples": list(self.samples)}
+
+    # --- self-describing checkpoints ------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from tiffin import __version__
+
+        checkpoint["tiffin"] = {
+            "task": TASK,
+            "backbone": self.hparams.backbone,
+            "spec": self.spec.to_dict(),
+            "model_config": self.net.model.config.to_dict(),
+            "tiffin_version": __version__,
+            "torch_version": str(torch.__version__),
+        }
