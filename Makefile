@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TIFFIN := $(VENV)/bin/tiffin
 DEMO := demo-run
 
-.PHONY: demo test install clean
+.PHONY: demo demo-video demo-speech test install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,31 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+demo: demo-video demo-speech
+
 # Generates a synthetic action dataset (shapes moving in four directions, written with
-# PyAV in three codecs), fine-tunes x3d_xs on it on the CPU and predicts held-out videos.
-demo: $(VENV)/.installed
-	rm -rf $(DEMO)
-	$(TIFFIN) synth video $(DEMO)/data --per-class 32 --seed 0
-	$(TIFFIN) synth video $(DEMO)/unseen --per-class 2 --seed 99
-	$(TIFFIN) train video --train-folder $(DEMO)/data --backbone x3d_xs --no-pretrained \
+# PyAV in four containers), fine-tunes x3d_xs on it on the CPU and predicts unseen videos.
+demo-video: $(VENV)/.installed
+	rm -rf $(DEMO)/video
+	$(TIFFIN) synth video $(DEMO)/video/data --per-class 32 --seed 0
+	$(TIFFIN) synth video $(DEMO)/video/unseen --per-class 2 --seed 99
+	$(TIFFIN) train video --train-folder $(DEMO)/video/data --backbone x3d_xs --no-pretrained \
 		--num-frames 8 --crop-size 64 --clip-duration 1.6 --no-flip --batch-size 16 \
-		--max-epochs 30 --learning-rate 3e-3 --seed 0 --out $(DEMO)/run
-	$(TIFFIN) predict $(DEMO)/run/checkpoints/best.ckpt $(DEMO)/unseen/*/*.* --top-k 2 --clips 3
+		--max-epochs 30 --learning-rate 3e-3 --seed 0 --out $(DEMO)/video/run
+	$(TIFFIN) predict $(DEMO)/video/run/checkpoints/best.ckpt $(DEMO)/video/unseen/*/*.* --top-k 2 --clips 3
+
+# Speaks 400 sentences with espeak-ng (installed here if missing and we are root), trains the
+# small wav2vec2 CTC config on them on the CPU and transcribes sentences it never heard.
+demo-speech: $(VENV)/.installed
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq espeak-ng; } \
+		|| { echo "demo-speech needs espeak-ng: apt-get install espeak-ng"; exit 1; }
+	rm -rf $(DEMO)/speech
+	$(TIFFIN) synth speech $(DEMO)/speech/data --count 400 --seed 0
+	$(TIFFIN) synth speech $(DEMO)/speech/unseen --count 6 --seed 99
+	$(TIFFIN) train speech --train-csv $(DEMO)/speech/data/train.csv --backbone tiffin/wav2vec2-tiny \
+		--learning-rate 1e-3 --batch-size 8 --max-epochs 25 --seed 0 --out $(DEMO)/speech/run
+	$(TIFFIN) predict $(DEMO)/speech/run/checkpoints/best.ckpt $(DEMO)/speech/unseen/*.wav
+	@echo "what was said:"; tail -n +2 $(DEMO)/speech/unseen/train.csv
 
 clean:
 	rm -rf $(VENV) $(DEMO)

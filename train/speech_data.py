@@ -8,8 +8,6 @@ Exercised by `tiffin train speech --train-csv F`.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import Counter
@@ -22,8 +20,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from tiffin.audio_io import is_audio_file, load_audio, read_audio
-from tiffin.ctc import Vocabulary
+from tiffin.ctc import Normalised, Vocabulary
 from tiffin.errors import MediaError, TiffinError
+from train.table_io import open_table
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,7 @@ def read_table(path: str | Path, audio_column: str, text_column: str, option: st
     Raises:
         TiffinError: missing file, not UTF-8, or a header without the named columns.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise TiffinError(f"{option} {path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
-    header = text.split("\n", 1)[0]
-    delimiter = "\t" if header.count("\t") > header.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    path, reader = open_table(path, option, f"a CSV or TSV with {audio_column},{text_column} columns")
     fields = [f for f in (reader.fieldnames or []) if f is not None]
     for column, flag in ((audio_column, "--audio-column"), (text_column, "--text-column")):
         if column not in fields:
@@ -145,7 +135,7 @@ def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: boo
         TiffinError: the first bad row, when `strict`.
     """
 
-    def one(row: Row) -> Utterance | BadRow:
+    def one(row: Row) -> tuple[Utterance, Normalised] | BadRow:
         normalised = vocab.normalise(row.text)
         if not normalised.text:
             return BadRow(row.where, str(row.path), "empty transcript" if not row.text.strip()

@@ -193,9 +193,11 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
         save_hf(out / "checkpoints" / "best.ckpt", hf_dir)
     if bad:
         say(f"{len(bad)} row(s) were skipped; see skipped_rows in {out / 'metrics.json'}", prefix="[yellow]note[/] ")
-    if trainer.is_global_zero and metrics.get("val_cer") is not None:
-        say(f"val_wer {metrics['val_wer']:.3f}, val_cer {metrics['val_cer']:.3f} (best {metrics['best_val_cer']:.3f} "
-            f"at epoch {metrics['best_epoch']}); run in {out}, Hugging Face model in {hf_dir}")
+    first = metrics["epochs"][0] if metrics["epochs"] else {}
+    if trainer.is_global_zero and metrics.get("val_cer") is not None and first.get("val_cer") is not None:
+        say(f"val_cer {first['val_cer']:.3f} after epoch 0 -> {metrics['val_cer']:.3f} (best {metrics['best_val_cer']:.3f} "
+            f"at epoch {metrics['best_epoch']}), val_wer {first['val_wer']:.3f} -> {metrics['val_wer']:.3f}; "
+            f"run in {out}, Hugging Face model in {hf_dir}")
     return SpeechRunResult(out, out / "checkpoints" / "best.ckpt", hf_dir, metrics)
 
 

@@ -7,7 +7,6 @@ Exercised by `tiffin train video --train-folder DIR`.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import random
@@ -30,6 +29,7 @@ from tiffin.video_io import (
     is_video_file,
     probe,
 )
+from train.table_io import open_table
 
 log = logging.getLogger("tiffin")
 
@@ -93,15 +93,7 @@ def read_csv(path: str | Path, option: str = "--train-csv") -> list[Sample]:
     Raises:
         TiffinError: missing file or columns, or an empty file.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise TiffinError(f"{option} {path}: no such file; give a CSV with path,label columns")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
-    dialect = csv.excel_tab if text.split("\n", 1)[0].count("\t") > text.split("\n", 1)[0].count(",") else csv.excel
-    reader = csv.DictReader(text.splitlines(), dialect=dialect)
+    path, reader = open_table(path, option, "a CSV with path,label columns")
     fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
     path_col = next((fields[c] for c in _PATH_COLUMNS if c in fields), None)
     label_col = next((fields[c] for c in _LABEL_COLUMNS if c in fields), None)
