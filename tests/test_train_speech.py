@@ -166,3 +166,28 @@ def test_long_audio_in_overlapping_chunks_gives_the_one_pass_transcript(tmp_path
     text = Vocabulary().decode_logits(whole)
     assert text and Vocabulary().decode_logits(chunked) == text
     sf.write(tmp_path / "long.wav", wave, 16000)
+
+
+def test_resume_continues_a_speech_run(speech_run, corpus, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(speech_run, run)
+    result = tiffin("train", "speech", "--train-csv", corpus / "train.csv", "--max-epochs", "3", "--out", run,
+                    "--resume", *SMALL)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2] and metrics["vocab"] == list(BASE_960H_TOKENS)
+
+
+def test_ddp_speech_on_two_cpu_processes(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "tiffin", "train", "speech", "--train-csv", str(corpus / "train.csv"),
+           "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", "--max-epochs", "1", "--out", str(out), *SMALL]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 18 utterances in batches of 4 = 5 batches, split over 2 processes: 3 steps each (one batch repeated)
+    assert metrics["global_step"] == 3 and metrics["epochs"][0]["val_cer"] is not None
+    assert (out / "hf" / "config.json").is_file()
