@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from tiffin.errors import reported
+from export.cli import check_command, export_command
 from train.cli import backbones_app, synth_app, train_app
 
 app = typer.Typer(
@@ -23,12 +24,15 @@ app = typer.Typer(
 app.add_typer(train_app, name="train")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(synth_app, name="synth")
+app.command("export")(export_command)
+app.command("check")(check_command)
 
 
 @app.command()
 @reported
 def predict(
-    model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, or a Hugging Face speech model folder."),
+    model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, an artifact folder written by "
+                                 "`tiffin export`, or a Hugging Face speech model folder."),
     files: list[Path] = typer.Argument(..., help="Video or audio files."),
     top_k: int = typer.Option(5, min=1, help="Video: labels to show per file."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
@@ -39,10 +43,17 @@ def predict(
         classify_videos, load_speech_model, load_video_model, model_task, transcribe_files,
     )
 
-    if model_task(model) == "speech-recognition":
-        results = transcribe_files(load_speech_model(model), files)
+    task = model_task(model)
+    if (model / "tiffin.json").is_file():
+        from export.artifact import load_artifact_model
+
+        loaded = load_artifact_model(model)
     else:
-        results = classify_videos(load_video_model(model), files, top_k=top_k, clips=clips)
+        loaded = load_speech_model(model) if task == "speech-recognition" else load_video_model(model)
+    if task == "speech-recognition":
+        results = transcribe_files(loaded, files)
+    else:
+        results = classify_videos(loaded, files, top_k=top_k, clips=clips)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:

@@ -180,8 +180,10 @@ def transcribe_files(model: LoadedSpeechModel, files: list[str | Path]) -> list[
 
 
 def model_task(path: str | Path) -> str:
-    """'video-classification' or 'speech-recognition' for a checkpoint or a Hugging Face model folder."""
+    """'video-classification' or 'speech-recognition' for a checkpoint, an artifact or a Hugging Face folder."""
     path = Path(path)
+    if path.is_dir() and (path / "tiffin.json").is_file():
+        return json.loads((path / "tiffin.json").read_text()).get("task", "")
     if path.is_dir():
         if (path / "config.json").is_file():
             return "speech-recognition"

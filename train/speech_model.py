@@ -35,7 +35,7 @@ class SpeechNet(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
-        x = waveform.float() * mask
+        x = waveform * mask  # keeps the caller's float dtype (bf16 exports run in bf16 throughout)
         if self.normalize:
             n = lengths.clamp(min=1).to(x.dtype)[:, None]
             mean = x.sum(1, keepdim=True) / n

@@ -32,7 +32,7 @@ class Preprocess(nn.Module):
             self.register_buffer("slow_index", slow, persistent=False)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        x = frames.permute(0, 4, 1, 2, 3).float()
+        x = frames.permute(0, 4, 1, 2, 3).to(self.mean.dtype)  # float32, or bf16 in a bf16 export
         x = (x - self.mean) * self.inv_std
         if self.alpha:
             return [x.index_select(2, self.slow_index), x]

@@ -1,0 +1,250 @@
+"""`tiffin export` and `tiffin check` as Python functions: artifacts that describe themselves.
+
+An artifact is a directory: the model file (model.onnx | model.pt | model.ptl) and tiffin.json
+(schema version, task, backbone, labels or vocabulary, every preprocessing number, graph
+inputs/outputs and dynamic axes, opset, precision, parity report, package versions, the model
+file's sha256). The model file embeds the same JSON less the parity report and its own hash.
+It is written to a temporary directory and moved into place only once parity passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.formats import FORMATS
+from export.parity import check_parity
+from export.specs import ExportSpec, speech_export_spec, video_export_spec
+from tiffin.ctc import Vocabulary
+from tiffin.errors import TiffinError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ExportOptions:
+    """The options of `tiffin export`."""
+
+    model: Path
+    format: str = "onnx"
+    precision: str = "fp32"
+    opset: int | None = None
+    out: Path | None = None
+    check_data: Path | None = None
+    force: bool = False
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tiffin", "torch", "onnx", "onnxruntime", "transformers", "pytorchvideo"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def load_source(model: Path):
+    """(task, loaded model, export spec) for a checkpoint or a Hugging Face speech folder."""
+    from train.predict import load_speech_model, load_video_model, model_task
+
+    task = model_task(model)
+    if task == "speech-recognition":
+        loaded = load_speech_model(model)
+        return task, loaded, speech_export_spec(loaded.spec.sample_rate, len(loaded.spec.vocab))
+    loaded = load_video_model(model)
+    spec = loaded.spec
+    return task, loaded, video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels))
+
+
+def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
+    fmt = FORMATS[opts.format]
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "task": task, "backbone": loaded.backbone, "format": opts.format,
+        "precision": opts.precision, "model_file": fmt.file, "source": str(Path(opts.model).resolve()),
+        "preprocessing": loaded.spec.to_dict(), **spec.describe(), "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if fmt.uses_opset:
+        from export.onnx_format import DEFAULT_OPSET
+
+        meta["opset"] = opts.opset or DEFAULT_OPSET
+    if task == "speech-recognition":
+        meta["vocab"] = list(loaded.spec.vocab)
+        meta["preprocessing"]["conv_stride"] = list(loaded.net.strides)
+        meta["preprocessing"]["conv_kernel"] = list(loaded.net.kernels)
+    else:
+        meta["labels"] = list(loaded.spec.labels)
+    return meta
+
+
+def _check_options(opts: ExportOptions) -> Path:
+    if opts.format not in FORMATS:
+        raise TiffinError(f"--format {opts.format}: choose one of {', '.join(FORMATS)}")
+    fmt = FORMATS[opts.format]
+    if opts.precision not in fmt.precisions:
+        supported = {name: f.precisions for name, f in FORMATS.items()}
+        raise TiffinError(f"--precision {opts.precision}: {opts.format} exports {', '.join(fmt.precisions)} "
+                          f"(all formats: {supported})")
+    if opts.opset is not None and (not fmt.uses_opset or not 13 <= opts.opset <= 18):
+        raise TiffinError(f"--opset {opts.opset}: give 13..18, and only with --format onnx")
+    out = Path(opts.out) if opts.out else default_out(Path(opts.model), opts.format, opts.precision)
+    if out.exists() and not opts.force:
+        raise TiffinError(f"--out {out}: already exists; pass --force to replace it")
+    return out
+
+
+def default_out(model: Path, format: str, precision: str) -> Path:
+    """runs/NAME/export/FORMAT-PRECISION for a checkpoint in runs/NAME/checkpoints/; DIR-FORMAT-PRECISION for a folder."""
+    model = model.resolve()
+    if model.is_dir():
+        return model.parent / f"{model.name}-{format}-{precision}"
+    return model.parent.parent / "export" / f"{format}-{precision}"
+
+
+def real_samples(task: str, loaded, path: Path) -> list[tuple[torch.Tensor, ...]]:
+    """Check inputs from real files (`--check-data`: a file or a folder of them)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if task == "speech-recognition":
+        from tiffin.audio_io import is_audio_file, load_audio
+
+        waves = [load_audio(f, loaded.spec.sample_rate) for f in files if is_audio_file(f)][:4]
+        if not waves:
+            raise TiffinError(f"--check-data {path}: no audio files")
+        batch = torch.zeros(len(waves), max(len(w) for w in waves))
+        for i, w in enumerate(waves):
+            batch[i, : len(w)] = torch.from_numpy(w)
+        return [(batch, torch.tensor([len(w) for w in waves]))]
+    from tiffin.video_io import is_video_file
+    from train.predict import video_clips
+
+    clips = [video_clips(f, loaded.spec, 1)[0] for f in files if is_video_file(f)][:4]
+    if not clips:
+        raise TiffinError(f"--check-data {path}: no video files")
+    return [(torch.from_numpy(np.stack(clips)),)]
+
+
+def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
+    """Export, check parity, and move the artifact into place.
+
+    Returns:
+        (artifact directory, tiffin.json contents).
+
+    Raises:
+        TiffinError: bad options; ParityError (a TiffinError) when the artifact is refused.
+    """
+    out = _check_options(opts)
+    task, loaded, spec = load_source(Path(opts.model))
+    fmt = FORMATS[opts.format]
+    meta = _describe(task, loaded, spec, opts)
+    samples = spec.check_samples() + (real_samples(task, loaded, Path(opts.check_data)) if opts.check_data else [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta)
+        vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
+        meta["parity"] = check_parity(loaded.net, fmt.runner(tmp / fmt.file, spec), samples,
+                                      spec.tolerances[opts.precision], task, vocab)
+        meta["sha256"] = sha256(tmp / fmt.file)
+        (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, meta
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` by `tmp` so that some complete artifact is at `out` at every moment but one rename."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_artifact(path: Path) -> dict[str, Any]:
+    """tiffin.json of an artifact directory, with the model file's hash verified.
+
+    Raises:
+        TiffinError: not an artifact, unknown schema, or a model file that changed since export.
+    """
+    meta_path = Path(path) / "tiffin.json"
+    if not meta_path.is_file():
+        raise TiffinError(f"{path}: not an artifact (no tiffin.json); give a folder written by `tiffin export`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TiffinError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+    if meta.get("schema_version") != SCHEMA_VERSION or meta.get("format") not in FORMATS:
+        raise TiffinError(f"{meta_path}: schema {meta.get('schema_version')} / format {meta.get('format')} "
+                          f"is not one this tiffin reads (schema {SCHEMA_VERSION})")
+    model_file = Path(path) / FORMATS[meta["format"]].file
+    if not model_file.is_file() or sha256(model_file) != meta.get("sha256"):
+        raise TiffinError(f"{model_file}: missing or changed since export (sha256 differs); export it again")
+    return meta
+
+
+def artifact_spec(meta: dict[str, Any]) -> ExportSpec:
+    pre = meta["preprocessing"]
+    if meta["task"] == "speech-recognition":
+        return speech_export_spec(pre["sample_rate"], len(meta["vocab"]))
+    return video_export_spec(pre["num_frames"], pre["crop_size"], len(meta["labels"]))
+
+
+def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
+    """Re-run the parity report of an artifact against the model it was exported from."""
+    meta = read_artifact(path)
+    source = Path(meta["source"])
+    if not source.exists():
+        raise TiffinError(f"{path}: its source model {source} is gone; parity needs the PyTorch model")
+    task, loaded, spec = load_source(source)
+    fmt = FORMATS[meta["format"]]
+    samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
+    vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
+    return check_parity(loaded.net, fmt.runner(Path(path) / fmt.file, spec), samples,
+                        spec.tolerances[meta["precision"]], task, vocab)
+
+
+class ArtifactNet:
+    """An artifact's runner called like the PyTorch network (torch tensors in and out), so
+    prediction code serves checkpoints and artifacts alike."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.runner = FORMATS[meta["format"]].runner(Path(path) / meta["model_file"], artifact_spec(meta))
+        self.strides = tuple(meta["preprocessing"].get("conv_stride", ()))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.runner(*inputs)))
+
+
+def load_artifact_model(path: Path):
+    """An artifact wrapped like a loaded checkpoint, for train.predict's classify/transcribe functions."""
+    from tiffin.spec import SpeechSpec, VideoSpec
+    from train.predict import LoadedSpeechModel, LoadedVideoModel
+
+    meta = read_artifact(Path(path))
+    net = ArtifactNet(Path(path), meta)
+    if meta["task"] == "speech-recognition":
+        return LoadedSpeechModel(net, SpeechSpec.from_dict(meta["preprocessing"]), meta["backbone"])
+    return LoadedVideoModel(net, VideoSpec.from_dict(meta["preprocessing"]), meta["backbone"])

@@ -1,0 +1,87 @@
+"""ONNX export (torch.onnx, TorchScript-based exporter) and its ONNX Runtime runner.
+
+fp16 converts the graph's float weights and ops to half with float32 inputs and outputs kept
+(onnxruntime's float16 converter), so callers feed and read the same arrays as for fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.specs import ExportSpec
+
+# Opset 17: the newest the TorchScript-based exporter in torch 2.11 emits without onnxscript
+# (the dynamo exporter needs it), and ONNX Runtime >= 1.14 runs it.
+DEFAULT_OPSET = 17
+
+
+def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
+                metadata: dict) -> None:
+    """Trace `net` on the spec's sample and write `path` with `metadata` in metadata_props."""
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            net, spec.trace_sample(), str(path), input_names=[i.name for i in spec.inputs],
+            output_names=[o.name for o in spec.outputs], dynamic_axes=spec.dynamic_axes(),
+            opset_version=opset or DEFAULT_OPSET, dynamo=False, do_constant_folding=True,
+        )
+    model = onnx.load(str(path))
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = _topologically_sorted(convert_float_to_float16(model, keep_io_types=True))
+    onnx.checker.check_model(model)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "tiffin", json.dumps(metadata)
+    onnx.save(model, str(path))
+
+
+class OnnxRunner:
+    """An ONNX Runtime session called like the PyTorch network (torch tensors in, numpy out)."""
+
+    def __init__(self, path: Path, spec: ExportSpec):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
+        self.names = [i.name for i in spec.inputs]
+
+    def __call__(self, *inputs: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {n: x.numpy() for n, x in zip(self.names, inputs)})[0]
+
+
+def read_onnx_metadata(path: Path) -> dict:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props["tiffin"])
+
+
+def _topologically_sorted(model):
+    """The float16 converter appends its input casts after the nodes that read them; ONNX wants
+    every node after its producers (onnx.checker refuses the graph otherwise)."""
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        progressed = False
+        for node in list(pending):
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+                pending.remove(node)
+                progressed = True
+        if not progressed:  # a cycle or a missing input: leave the order to the checker's verdict
+            ordered += pending
+            break
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model

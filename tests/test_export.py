@@ -1,0 +1,151 @@
+"""export/: every format x precision in the table, for both tasks, gated by parity."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from export.artifact import ExportOptions, export_model, read_artifact
+from export.formats import FORMATS
+from export.onnx_format import read_onnx_metadata
+from export.parity import ParityError
+from tests.speech_media import write_corpus
+from tiffin.cli import app
+
+CASES = [(task, fmt, precision) for task in ("video", "speech") for fmt in FORMATS for precision in FORMATS[fmt].precisions]
+REQUIRED = {"schema_version", "task", "backbone", "preprocessing", "parity", "precision", "format", "sha256",
+            "inputs", "outputs", "dynamic_axes", "versions"}
+
+
+def tiffin(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(motion_dataset, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    video = tiffin("train", "video", "--train-folder", motion_dataset, "--backbone", "x3d_xs", "--no-pretrained",
+                   "--num-frames", "4", "--crop-size", "32", "--clip-duration", "0.8", "--max-steps", "2",
+                   "--num-workers", "0", "--no-progress", "--out", root / "video")
+    assert video.exit_code == 0, video.output
+    rows = write_corpus(root / "clips", 8)
+    (root / "train.csv").write_text("speech_files,targets\n" + "\n".join(f"clips/{n},{t}" for n, t in rows))
+    speech = tiffin("train", "speech", "--train-csv", root / "train.csv", "--backbone", "tiffin/wav2vec2-tiny",
+                    "--max-steps", "2", "--num-workers", "0", "--no-progress", "--out", root / "speech")
+    assert speech.exit_code == 0, speech.output
+    return {"video": root / "video" / "checkpoints" / "best.ckpt", "speech": root / "speech" / "checkpoints" / "best.ckpt",
+            "clips": root / "clips"}
+
+
+def _embedded(path: Path) -> dict:
+    if path.suffix == ".onnx":
+        return read_onnx_metadata(path)
+    with zipfile.ZipFile(path) as z:  # TorchScript and lite-interpreter files are zip archives
+        name = next(n for n in z.namelist() if n.endswith("extra/tiffin.json"))
+        return json.loads(z.read(name))
+
+
+@pytest.mark.parametrize("task,fmt,precision", CASES, ids=[f"{t}-{f}-{p}" for t, f, p in CASES])
+def test_export_check_and_predict(checkpoints, motion_dataset, tmp_path, task, fmt, precision):
+    out = tmp_path / "artifact"
+    result = tiffin("export", checkpoints[task], "--format", fmt, "--precision", precision, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert REQUIRED <= set(meta) and meta == read_artifact(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([FORMATS[fmt].file, "tiffin.json"])
+    embedded = _embedded(out / FORMATS[fmt].file)
+    assert embedded == {k: v for k, v in meta.items() if k not in ("parity", "sha256")}
+    checked_shapes = [s["inputs"][0][0] for s in meta["parity"]["samples"]]
+    assert 2 not in checked_shapes  # checked on batch sizes other than the tracing sample's
+    if task == "video":
+        assert meta["labels"] == ["move_down", "move_left", "move_right", "move_up"]
+        files = sorted(motion_dataset.rglob("*.mp4"))[:2]
+        args = ["--top-k", "2", "--json"]
+    else:
+        assert meta["vocab"][4] == "|" and meta["preprocessing"]["sample_rate"] == 16000
+        assert meta["dynamic_axes"]["waveform"] == {"0": "batch", "1": "samples"}
+        files = sorted(checkpoints["clips"].glob("*.*"))[:2]
+        args = ["--json"]
+    from_artifact = json.loads(tiffin("predict", out, *files, *args).stdout)
+    from_checkpoint = json.loads(tiffin("predict", checkpoints[task], *files, *args).stdout)
+    if task == "speech" or precision == "fp32":
+        key = "text" if task == "speech" else "labels"
+        if task == "video":
+            assert [r["labels"][0]["label"] for r in from_artifact] == [r["labels"][0]["label"] for r in from_checkpoint]
+        else:
+            assert [r[key] for r in from_artifact] == [r[key] for r in from_checkpoint]
+    check = tiffin("check", out)
+    assert check.exit_code == 0, check.output
+
+
+def test_an_export_that_does_not_match_pytorch_is_refused_and_leaves_nothing(checkpoints, tmp_path, monkeypatch):
+    from export import formats
+    from export.onnx_format import export_onnx
+
+    def broken_export(net, spec, path, precision, opset, metadata):
+        with torch.no_grad():  # an exporter bug: one weight changes on the way out
+            wrong = __import__("copy").deepcopy(net)
+            wrong.head().bias.add_(1.0)
+        export_onnx(wrong, spec, path, precision, opset, metadata)
+
+    monkeypatch.setitem(formats.FORMATS, "onnx", formats.Format("onnx", "model.onnx", ("fp32",), broken_export,
+                                                                 formats.OnnxRunner, uses_opset=True))
+    with pytest.raises(ParityError, match="exceeds atol"):
+        export_model(ExportOptions(checkpoints["video"], out=tmp_path / "a"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_refuses_an_artifact_whose_model_changed(checkpoints, tmp_path):
+    out = tmp_path / "a"
+    assert tiffin("export", checkpoints["video"], "--out", out).exit_code == 0
+    # the PyTorch model moves on (perturbed weights): the artifact no longer matches it
+    ckpt = torch.load(checkpoints["video"], map_location="cpu", weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("proj.bias"))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1.0
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ckpt, moved)
+    meta = json.loads((out / "tiffin.json").read_text())
+    meta["source"] = str(moved)
+    (out / "tiffin.json").write_text(json.dumps(meta))
+    result = tiffin("check", out)
+    assert result.exit_code == 2 and "exceeds atol" in result.output
+    (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"\0")
+    tampered = tiffin("predict", out, "x.mp4")
+    assert tampered.exit_code == 2 and "sha256" in tampered.output
+
+
+def test_existing_artifacts_need_force_and_bad_options_are_one_line_errors(checkpoints, tmp_path):
+    out = tmp_path / "a"
+    assert tiffin("export", checkpoints["speech"], "--out", out).exit_code == 0
+    first = (out / "tiffin.json").read_text()
+    again = tiffin("export", checkpoints["speech"], "--out", out)
+    assert again.exit_code == 2 and "--force" in again.output and (out / "tiffin.json").read_text() == first
+    forced = tiffin("export", checkpoints["speech"], "--out", out, "--format", "torchscript", "--force")
+    assert forced.exit_code == 0 and sorted(p.name for p in out.iterdir()) == ["model.pt", "tiffin.json"]
+    for args, needle in [(["--format", "mobile", "--precision", "fp16"], "--precision fp16"),
+                         (["--format", "torchscript", "--opset", "17"], "--opset 17")]:
+        result = tiffin("export", checkpoints["speech"], "--out", tmp_path / "b", *args)
+        assert result.exit_code == 2 and needle in result.output, result.output
+    (tmp_path / "bad.ckpt").write_bytes(b"nope")
+    bad = tiffin("export", tmp_path / "bad.ckpt", "--out", tmp_path / "c")
+    assert bad.exit_code == 2 and "not a readable checkpoint" in bad.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_default_output_sits_in_the_run_folder(checkpoints):
+    result = tiffin("export", checkpoints["video"], "--format", "torchscript")
+    run = checkpoints["video"].parent.parent
+    assert result.exit_code == 0 and (run / "export" / "torchscript-fp32" / "model.pt").is_file()
+
+
+def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path):
+    result = tiffin("export", checkpoints["speech"], "--out", tmp_path / "a", "--check-data", checkpoints["clips"],
+                    "--json")
+    assert result.exit_code == 0, result.output
+    samples = json.loads(result.stdout)["parity"]["samples"]
+    assert len(samples) == 3 and samples[-1]["inputs"][0][0] == 4  # 4 real recordings in the last batch
