@@ -40,6 +40,7 @@ class ExportOptions:
     opset: int | None = None
     out: Path | None = None
     check_data: Path | None = None
+    calibration_data: Path | None = None
     force: bool = False
 
 
@@ -121,26 +122,31 @@ def default_out(model: Path, format: str, precision: str) -> Path:
     return model.parent.parent / "export" / f"{format}-{precision}"
 
 
-def real_samples(task: str, loaded, path: Path) -> list[tuple[torch.Tensor, ...]]:
-    """Check inputs from real files (`--check-data`: a file or a folder of them)."""
+def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "--check-data"
+                 ) -> list[tuple[torch.Tensor, ...]]:
+    """Inputs from real files (a file or a folder of them), at most `limit`, one batch per 4."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if task == "speech-recognition":
         from tiffin.audio_io import is_audio_file, load_audio
 
-        waves = [load_audio(f, loaded.spec.sample_rate) for f in files if is_audio_file(f)][:4]
+        waves = [load_audio(f, loaded.spec.sample_rate) for f in files if is_audio_file(f)][:limit]
         if not waves:
-            raise TiffinError(f"--check-data {path}: no audio files")
-        batch = torch.zeros(len(waves), max(len(w) for w in waves))
-        for i, w in enumerate(waves):
-            batch[i, : len(w)] = torch.from_numpy(w)
-        return [(batch, torch.tensor([len(w) for w in waves]))]
+            raise TiffinError(f"{option} {path}: no audio files")
+        batches = []
+        for k in range(0, len(waves), 4):
+            group = waves[k : k + 4]
+            batch = torch.zeros(len(group), max(len(w) for w in group))
+            for i, w in enumerate(group):
+                batch[i, : len(w)] = torch.from_numpy(w)
+            batches.append((batch, torch.tensor([len(w) for w in group])))
+        return batches
     from tiffin.video_io import is_video_file
     from train.predict import video_clips
 
-    clips = [video_clips(f, loaded.spec, 1)[0] for f in files if is_video_file(f)][:4]
+    clips = [video_clips(f, loaded.spec, 1)[0] for f in [f for f in files if is_video_file(f)][:limit]]
     if not clips:
-        raise TiffinError(f"--check-data {path}: no video files")
-    return [(torch.from_numpy(np.stack(clips)),)]
+        raise TiffinError(f"{option} {path}: no video files")
+    return [(torch.from_numpy(np.stack(clips[k : k + 4])),) for k in range(0, len(clips), 4)]
 
 
 def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
@@ -157,12 +163,18 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
     fmt = FORMATS[opts.format]
     meta = _describe(task, loaded, spec, opts)
     samples = spec.check_samples() + (real_samples(task, loaded, Path(opts.check_data)) if opts.check_data else [])
+    calibration = None
+    if opts.precision == "int8" and task == "video-classification":
+        if opts.calibration_data is None:
+            raise TiffinError("--precision int8 for video is static quantisation: give --calibration-data DIR "
+                              "(a few dozen of your videos)")
+        calibration = real_samples(task, loaded, Path(opts.calibration_data), limit=64, option="--calibration-data")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta)
+        fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
         vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
         meta["parity"] = check_parity(loaded.net, fmt.runner(tmp / fmt.file, spec), samples,
                                       spec.tolerances[opts.precision], task, vocab)

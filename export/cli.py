@@ -21,24 +21,27 @@ class ExportPrecision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 @reported
 def export_command(
     model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, or a Hugging Face speech model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format"),
-    precision: ExportPrecision = typer.Option(ExportPrecision.fp32, help="onnx: fp32|fp16; torchscript: fp32|bf16; "
-                                              "mobile: fp32."),
+    precision: ExportPrecision = typer.Option(ExportPrecision.fp32, help="onnx: fp32|fp16|int8; torchscript: "
+                                              "fp32|bf16; mobile: fp32."),
     opset: int = typer.Option(None, help="ONNX opset, 13..18 [default: 17]."),
     out: Path = typer.Option(None, help="Artifact folder [default: runs/NAME/export/FORMAT-PRECISION]."),
     check_data: Path = typer.Option(None, help="Real videos or recordings (a file or folder) to check parity on too."),
+    calibration_data: Path = typer.Option(None, help="Videos to calibrate static int8 quantisation on (video int8)."),
     force: bool = typer.Option(False, help="Replace an existing artifact at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print tiffin.json."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from export.artifact import ExportOptions, export_model
 
-    out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data, force))
+    out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data, calibration_data,
+                                                 force))
     if as_json:
         typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
         return

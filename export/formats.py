@@ -26,7 +26,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
-        Format("onnx", "model.onnx", ("fp32", "fp16"), export_onnx, OnnxRunner, uses_opset=True),
+        Format("onnx", "model.onnx", ("fp32", "fp16", "int8"), export_onnx, OnnxRunner, uses_opset=True),
         Format("torchscript", "model.pt", ("fp32", "bf16"), export_torchscript, TorchScriptRunner),
         Format("mobile", "model.ptl", ("fp32",), export_mobile, TorchScriptRunner),
     ]

@@ -21,8 +21,13 @@ DEFAULT_OPSET = 17
 
 
 def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                metadata: dict) -> None:
-    """Trace `net` on the spec's sample and write `path` with `metadata` in metadata_props."""
+                metadata: dict, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> None:
+    """Trace `net` on the spec's sample and write `path` with `metadata` in metadata_props.
+
+    int8 is ONNX Runtime quantization of the fp32 graph, by the method measured to pay off per
+    task: speech, dynamic int8 on the MatMuls (about 1.7x on CPU for wav2vec2); video, static
+    QDQ calibrated on real clips (dynamic int8 on Conv3d made SlowFast slower).
+    """
     import onnx
 
     with warnings.catch_warnings():
@@ -32,6 +37,8 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
             output_names=[o.name for o in spec.outputs], dynamic_axes=spec.dynamic_axes(),
             opset_version=opset or DEFAULT_OPSET, dynamo=False, do_constant_folding=True,
         )
+    if precision == "int8":
+        _quantize(path, spec, calibration)
     model = onnx.load(str(path))
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -41,6 +48,35 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
     entry = model.metadata_props.add()
     entry.key, entry.value = "tiffin", json.dumps(metadata)
     onnx.save(model, str(path))
+
+
+def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor, ...]] | None) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = path.with_suffix(".fp32.onnx")
+    path.rename(fp32)
+    try:
+        prepared = path.with_suffix(".pre.onnx")
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        if spec.task == "speech-recognition":
+            quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8)
+        else:
+            names = [i.name for i in spec.inputs]
+
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.batches = iter([{n: x.numpy() for n, x in zip(names, b)} for b in calibration or []])
+
+                def get_next(self):
+                    return next(self.batches, None)
+
+            quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        fp32.unlink(missing_ok=True)
+        path.with_suffix(".pre.onnx").unlink(missing_ok=True)
 
 
 class OnnxRunner:

@@ -19,6 +19,8 @@ TOLERANCES: dict[str, dict[str, float]] = {
     # half precision: values drift, decisions must not (near-ties on random inputs may flip)
     "fp16": {"atol": 0.1, "rtol": 0.05, "min_top1_agreement": 0.9, "max_cer": 0.05},
     "bf16": {"atol": 0.25, "rtol": 0.1, "min_top1_agreement": 0.8, "max_cer": 0.1},
+    # int8: quantisation error is large on individual logits; what must hold is the decisions
+    "int8": {"atol": 1.5, "rtol": 0.3, "min_top1_agreement": 0.75, "max_cer": 0.15},
 }
 
 

@@ -40,12 +40,12 @@ def _trace(net: torch.nn.Module, spec: ExportSpec, precision: str) -> torch.jit.
 
 
 def export_torchscript(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                       metadata: dict) -> None:
+                       metadata: dict, calibration=None) -> None:
     torch.jit.save(_trace(net, spec, precision), str(path), _extra_files={"tiffin.json": json.dumps(metadata)})
 
 
 def export_mobile(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                  metadata: dict) -> None:
+                  metadata: dict, calibration=None) -> None:
     from torch.utils.mobile_optimizer import MobileOptimizerType, optimize_for_mobile
 
     # Conv-BatchNorm fusion is skipped: on X3D (BatchNorm after depthwise 3-D convs) it changed the
