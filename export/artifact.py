@@ -42,6 +42,7 @@ class ExportOptions:
     check_data: Path | None = None
     calibration_data: Path | None = None
     force: bool = False
+    batch: int | None = None  # None: dynamic batch axis
 
 
 def sha256(path: Path) -> str:
@@ -64,17 +65,17 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def load_source(model: Path):
+def load_source(model: Path, batch: int | None = None):
     """(task, loaded model, export spec) for a checkpoint or a Hugging Face speech folder."""
     from train.predict import load_speech_model, load_video_model, model_task
 
     task = model_task(model)
     if task == "speech-recognition":
         loaded = load_speech_model(model)
-        return task, loaded, speech_export_spec(loaded.spec.sample_rate, len(loaded.spec.vocab))
+        return task, loaded, speech_export_spec(loaded.spec.sample_rate, len(loaded.spec.vocab), batch)
     loaded = load_video_model(model)
     spec = loaded.spec
-    return task, loaded, video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels))
+    return task, loaded, video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels), batch)
 
 
 def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
@@ -106,6 +107,8 @@ def _check_options(opts: ExportOptions) -> Path:
         supported = {name: f.precisions for name, f in FORMATS.items()}
         raise TiffinError(f"--precision {opts.precision}: {opts.format} exports {', '.join(fmt.precisions)} "
                           f"(all formats: {supported})")
+    if opts.batch is not None and opts.batch < 1:
+        raise TiffinError(f"--batch {opts.batch}: give 'dynamic' or a positive batch size")
     if opts.opset is not None and (not fmt.uses_opset or not 13 <= opts.opset <= 18):
         raise TiffinError(f"--opset {opts.opset}: give 13..18, and only with --format onnx")
     out = Path(opts.out) if opts.out else default_out(Path(opts.model), opts.format, opts.precision)
@@ -159,7 +162,7 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
         TiffinError: bad options; ParityError (a TiffinError) when the artifact is refused.
     """
     out = _check_options(opts)
-    task, loaded, spec = load_source(Path(opts.model))
+    task, loaded, spec = load_source(Path(opts.model), opts.batch)
     fmt = FORMATS[opts.format]
     meta = _describe(task, loaded, spec, opts)
     samples = spec.check_samples() + (real_samples(task, loaded, Path(opts.check_data)) if opts.check_data else [])
@@ -217,11 +220,17 @@ def read_artifact(path: Path) -> dict[str, Any]:
     return meta
 
 
+def fixed_batch(meta: dict[str, Any]) -> int | None:
+    """The batch size baked into an artifact's graph, None when the batch axis is dynamic."""
+    batch = meta["inputs"][0]["shape"][0]
+    return batch if isinstance(batch, int) else None
+
+
 def artifact_spec(meta: dict[str, Any]) -> ExportSpec:
-    pre = meta["preprocessing"]
+    pre, batch = meta["preprocessing"], fixed_batch(meta)
     if meta["task"] == "speech-recognition":
-        return speech_export_spec(pre["sample_rate"], len(meta["vocab"]))
-    return video_export_spec(pre["num_frames"], pre["crop_size"], len(meta["labels"]))
+        return speech_export_spec(pre["sample_rate"], len(meta["vocab"]), batch)
+    return video_export_spec(pre["num_frames"], pre["crop_size"], len(meta["labels"]), batch)
 
 
 def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
@@ -230,7 +239,7 @@ def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
     source = Path(meta["source"])
     if not source.exists():
         raise TiffinError(f"{path}: its source model {source} is gone; parity needs the PyTorch model")
-    task, loaded, spec = load_source(source)
+    task, loaded, spec = load_source(source, fixed_batch(meta))
     fmt = FORMATS[meta["format"]]
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
     vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None

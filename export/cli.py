@@ -34,14 +34,19 @@ def export_command(
     out: Path = typer.Option(None, help="Artifact folder [default: runs/NAME/export/FORMAT-PRECISION]."),
     check_data: Path = typer.Option(None, help="Real videos or recordings (a file or folder) to check parity on too."),
     calibration_data: Path = typer.Option(None, help="Videos to calibrate static int8 quantisation on (video int8)."),
+    batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size baked into the graph."),
     force: bool = typer.Option(False, help="Replace an existing artifact at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print tiffin.json."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from export.artifact import ExportOptions, export_model
+    from tiffin.errors import TiffinError
 
-    out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data, calibration_data,
-                                                 force))
+    if batch != "dynamic" and not batch.isdigit():
+        raise TiffinError(f"--batch {batch}: give 'dynamic' or a positive batch size")
+    fixed = None if batch == "dynamic" else int(batch)
+    out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data,
+                                               calibration_data, force, fixed))
     if as_json:
         typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
         return

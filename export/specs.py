@@ -59,26 +59,32 @@ class ExportSpec:
         }
 
 
-def video_export_spec(num_frames: int, crop: int, num_classes: int) -> ExportSpec:
-    """uint8 frames [batch, T, S, S, 3] -> logits [batch, classes]; traced at batch 2, checked at 1 and 3."""
+def video_export_spec(num_frames: int, crop: int, num_classes: int, batch: int | None = None) -> ExportSpec:
+    """uint8 frames [batch, T, S, S, 3] -> logits [batch, classes].
+
+    Dynamic batch (`batch` None): traced at 2 (the smallest that keeps the axis symbolic), checked
+    at 3 and 1. Fixed batch: traced and checked at `batch` on other inputs.
+    """
 
     def frames(batch: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, 256, (batch, num_frames, crop, crop, 3), dtype=torch.uint8, generator=g)
 
+    b = batch or "batch"
     return ExportSpec(
         task="video-classification",
-        inputs=(IOSpec("frames", "uint8", ("batch", num_frames, crop, crop, 3)),),
-        outputs=(IOSpec("logits", "float32", ("batch", num_classes)),),
-        trace_sample=lambda: (frames(2, 0),),
-        check_samples=lambda: [(frames(3, 1),), (frames(1, 2),)],
+        inputs=(IOSpec("frames", "uint8", (b, num_frames, crop, crop, 3)),),
+        outputs=(IOSpec("logits", "float32", (b, num_classes)),),
+        trace_sample=lambda: (frames(batch or 2, 0),),
+        check_samples=lambda: [(frames(batch or 3, 1),), (frames(batch or 1, 2),)],
     )
 
 
-def speech_export_spec(sample_rate: int, vocab_size: int) -> ExportSpec:
+def speech_export_spec(sample_rate: int, vocab_size: int, batch: int | None = None) -> ExportSpec:
     """float32 waveform [batch, samples] + lengths [batch] -> logits [batch, frames, vocab].
 
-    Traced at 2 x 1 s; checked at 3 utterances of unequal lengths up to 1.7 s and at 1 x 0.5 s.
+    Traced at 2 x 1 s; checked at 3 utterances of unequal lengths up to 1.7 s and at 1 x 0.5 s
+    (with a fixed `batch`, that many utterances each time, lengths still varied).
     """
 
     def waves(lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,11 +94,15 @@ def speech_export_spec(sample_rate: int, vocab_size: int) -> ExportSpec:
             x[i, :n] = 0.1 * torch.randn(n, generator=g)
         return x, torch.tensor(lengths, dtype=torch.int64)
 
-    sr = sample_rate
+    sr, b = sample_rate, batch or "batch"
+
+    def lengths(longest: float, n: int) -> list[int]:
+        return [int(sr * longest * (1 - 0.6 * i / max(1, n - 1))) for i in range(n)]
+
     return ExportSpec(
         task="speech-recognition",
-        inputs=(IOSpec("waveform", "float32", ("batch", "samples")), IOSpec("lengths", "int64", ("batch",))),
-        outputs=(IOSpec("logits", "float32", ("batch", "frames", vocab_size)),),
-        trace_sample=lambda: waves([sr, sr], 0),
-        check_samples=lambda: [waves([int(1.7 * sr), sr, int(0.6 * sr)], 1), waves([sr // 2], 2)],
+        inputs=(IOSpec("waveform", "float32", (b, "samples")), IOSpec("lengths", "int64", (b,))),
+        outputs=(IOSpec("logits", "float32", (b, "frames", vocab_size)),),
+        trace_sample=lambda: waves([sr] * (batch or 2), 0),
+        check_samples=lambda: [waves(lengths(1.7, batch or 3), 1), waves(lengths(0.5, batch or 1), 2)],
     )

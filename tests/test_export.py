@@ -157,3 +157,20 @@ def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path)
     assert result.exit_code == 0, result.output
     samples = json.loads(result.stdout)["parity"]["samples"]
     assert len(samples) == 3 and samples[-1]["inputs"][0][0] == 4  # 4 real recordings in the last batch
+
+
+@pytest.mark.parametrize("task", ["video", "speech"])
+def test_fixed_batch_is_baked_in_and_checked_at_that_size(checkpoints, tmp_path, task):
+    out = tmp_path / "a"
+    result = tiffin("export", checkpoints[task], "--batch", "4", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert meta["inputs"][0]["shape"][0] == 4 and "0" not in meta["dynamic_axes"].get(meta["inputs"][0]["name"], {})
+    assert {s["inputs"][0][0] for s in meta["parity"]["samples"]} == {4}
+    import onnx
+
+    graph_input = onnx.load(str(out / "model.onnx")).graph.input[0]
+    assert graph_input.type.tensor_type.shape.dim[0].dim_value == 4
+    assert tiffin("check", out).exit_code == 0
+    bad = tiffin("export", checkpoints[task], "--batch", "0", "--out", tmp_path / "b")
+    assert bad.exit_code == 2 and "--batch 0" in bad.output
