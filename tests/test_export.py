@@ -174,3 +174,14 @@ def test_fixed_batch_is_baked_in_and_checked_at_that_size(checkpoints, tmp_path,
     assert tiffin("check", out).exit_code == 0
     bad = tiffin("export", checkpoints[task], "--batch", "0", "--out", tmp_path / "b")
     assert bad.exit_code == 2 and "--batch 0" in bad.output
+
+
+def test_a_hugging_face_speech_folder_exports_like_its_checkpoint(checkpoints, tmp_path):
+    hf = checkpoints["speech"].parent.parent / "hf"
+    out = tmp_path / "a"
+    result = tiffin("export", hf, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["source"] == str(hf.resolve())
+    files = sorted(checkpoints["clips"].glob("*.*"))[:2]
+    texts = [json.loads(tiffin("predict", m, *files, "--json").stdout) for m in (out, checkpoints["speech"])]
+    assert [r["text"] for r in texts[0]] == [r["text"] for r in texts[1]]
