@@ -127,8 +127,21 @@ def default_out(model: Path, format: str, precision: str) -> Path:
 
 def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "--check-data"
                  ) -> list[tuple[torch.Tensor, ...]]:
-    """Inputs from real files (a file or a folder of them), at most `limit`, one batch per 4."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """Inputs from real files, at most `limit`, one batch per 4: a media file, a folder of them, or a
+    CSV/TSV whose first column lists them (relative to the CSV, as training CSVs do)."""
+    path = Path(path)
+    if not path.exists():
+        raise TiffinError(f"{option} {path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        from train.table_io import open_table
+
+        _, reader = open_table(path, option, "a CSV whose first column lists media files")
+        first = reader.fieldnames[0] if reader.fieldnames else None
+        files = [path.parent / row[first] for row in reader if first and row.get(first)]
+    else:
+        files = [path]
     if task == "speech-recognition":
         from tiffin.audio_io import is_audio_file, load_audio
 

@@ -151,6 +151,17 @@ def test_default_output_sits_in_the_run_folder(checkpoints):
     assert result.exit_code == 0 and (run / "export" / "torchscript-fp32" / "model.pt").is_file()
 
 
+def test_calibration_data_can_be_a_csv_of_videos(checkpoints, motion_dataset, tmp_path):
+    videos = sorted(motion_dataset.rglob("*.mkv"))[:5]
+    (tmp_path / "cal.csv").write_text("path,label\n" + "\n".join(f"{v},{v.parent.name}" for v in videos))
+    result = tiffin("export", checkpoints["video"], "--precision", "int8", "--calibration-data", tmp_path / "cal.csv",
+                    "--check-data", tmp_path / "cal.csv", "--out", tmp_path / "a", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parity"]["samples"][-1]["inputs"][0][0] == 4  # real clips checked too
+    missing = tiffin("export", checkpoints["video"], "--check-data", tmp_path / "nope.csv", "--out", tmp_path / "b")
+    assert missing.exit_code == 2 and "--check-data" in missing.output
+
+
 def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path):
     result = tiffin("export", checkpoints["speech"], "--out", tmp_path / "a", "--check-data", checkpoints["clips"],
                     "--json")
