@@ -40,9 +40,13 @@ def load_video_model(path: str | Path) -> LoadedVideoModel:
         raise TiffinError(f"{path}: is a {meta.get('task')} checkpoint, not video-classification")
     spec = VideoSpec.from_dict(meta["spec"])
     net = build_video_net(meta["backbone"], spec)
-    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+    net.load_state_dict(_net_state(checkpoint))
     return LoadedVideoModel(net.eval(), spec, meta["backbone"])
+
+
+def _net_state(checkpoint: dict) -> dict:
+    """The network's weights in a Lightning checkpoint (the task holds the network as `net`)."""
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
 def video_clips(path: str | Path, spec: VideoSpec, clips: int) -> np.ndarray:
@@ -92,16 +96,14 @@ class LoadedSpeechModel:
 def load_speech_model(path: str | Path) -> LoadedSpeechModel:
     """Rebuild a speech model from a tiffin checkpoint or a Hugging Face model folder (offline)."""
     from tiffin.spec import SpeechSpec
-    from train.speech_model import SpeechNet, build_speech_net, load_backbone
+    from train.speech_model import SpeechNet, build_speech_net, does_normalize, load_backbone
 
     path = Path(path)
     if path.is_dir():
-        from train.speech_fit import _does_normalize
-
         model, vocab, _ = load_backbone(str(path), pretrained=True)
         if vocab is None:
             raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
-        spec = SpeechSpec(sample_rate=_feature_rate(path), normalize=_does_normalize(str(path)), vocab=vocab.tokens)
+        spec = SpeechSpec(sample_rate=_feature_rate(path), normalize=does_normalize(path), vocab=vocab.tokens)
         return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))
     checkpoint = read_checkpoint(path)
     meta = checkpoint["tiffin"]
@@ -109,8 +111,7 @@ def load_speech_model(path: str | Path) -> LoadedSpeechModel:
         raise TiffinError(f"{path}: is a {meta.get('task')} checkpoint, not speech-recognition")
     spec = SpeechSpec.from_dict(meta["spec"])
     net = build_speech_net(meta["model_config"], spec)
-    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+    net.load_state_dict(_net_state(checkpoint))
     return LoadedSpeechModel(net.eval(), spec, meta["backbone"])
 
 

@@ -137,6 +137,14 @@ def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | N
     return True
 
 
+def does_normalize(source: str | Path) -> bool:
+    """The feature extractor setting saved beside a model (preprocessor_config.json), True when unknown."""
+    path = Path(source) / "preprocessor_config.json"
+    if path.is_file():
+        return bool(json.loads(path.read_text()).get("do_normalize", True))
+    return True
+
+
 def build_speech_net(model_config: dict, spec: SpeechSpec) -> SpeechNet:
     """Rebuild a network from a saved config (no download): weights come from a checkpoint."""
     Wav2Vec2Config, Wav2Vec2ForCTC = model_class()
