@@ -124,38 +124,18 @@ def _feature_rate(folder: Path) -> int:
 
 @torch.inference_mode()
 def speech_logits(model: LoadedSpeechModel, wave: np.ndarray) -> np.ndarray:
-    """CTC logits [frames, vocab] of a whole recording, in overlapping windows when it is long.
+    """CTC logits [frames, vocab] of a whole recording; long ones in overlapping windows
+    (tiffin.chunking, shared with serving)."""
+    from tiffin.chunking import chunked_logits
 
-    Windows of `chunk_seconds` start a whole number of frames apart (the conv stack's hop, 320
-    samples for wav2vec2), so window frame k is recording frame start/hop + k. Each recording
-    frame is taken from the window where it sits furthest from an edge: a window gives up the
-    `stride_seconds` next to a neighbour (the first keeps its start, the last its end). Memory
-    stays bounded by the window, and every kept frame saw context on both sides.
-    """
     spec, net = model.spec, model.net
-    hop = int(np.prod(net.strides))
-    chunk = int(spec.chunk_seconds * spec.sample_rate)
-    margin = int(spec.stride_seconds * spec.sample_rate) // hop  # frames given up next to a neighbour
-    step = (chunk - 2 * margin * hop) // hop * hop
-    if step <= 0:
-        raise TiffinError(f"chunk of {spec.chunk_seconds}s leaves no room between strides of {spec.stride_seconds}s")
 
     def run(piece: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(piece))[None]
         return net(x, torch.tensor([len(piece)]))[0].float().numpy()
 
-    if len(wave) <= chunk:
-        return run(wave)
-    kept, filled, start = [], 0, 0
-    while True:
-        logits = run(wave[start : start + chunk])
-        offset, last = start // hop, start + chunk >= len(wave)
-        end = offset + len(logits) - (0 if last else margin)
-        kept.append(logits[filled - offset : end - offset])
-        filled = end
-        if last:
-            return np.concatenate(kept)
-        start += step
+    return chunked_logits(run, wave, spec.sample_rate, int(np.prod(net.strides)), spec.chunk_seconds,
+                          spec.stride_seconds)
 
 
 def transcribe_files(model: LoadedSpeechModel, files: list[str | Path]) -> list[dict[str, Any]]:
