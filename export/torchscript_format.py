@@ -70,8 +70,3 @@ class TorchScriptRunner:
         with torch.inference_mode():
             return self.module(*inputs).float().numpy()
 
-
-def read_torchscript_metadata(path: Path) -> dict:
-    files = {"tiffin.json": ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-    return json.loads(files["tiffin.json"])

@@ -109,11 +109,12 @@ def test_bad_files_raise_media_error_naming_the_path(tmp_path, kind):
         path.write_bytes(good.read_bytes()[:400])
     elif kind == "audio_only":
         _audio_only(path)
-    with pytest.raises(MediaError) as err:
-        probe(path)
-        decode_clip(path, 0, 1, 4)
-    assert str(path) in str(err.value)
-    assert "\n" not in str(err.value)
+    # both entry points refuse the file on their own (training probes; prediction and serving decode)
+    for read in (lambda: probe(path), lambda: decode_clip(path, 0.5, 1, 4)):
+        with pytest.raises(MediaError) as err:
+            read()
+        assert str(path) in str(err.value)
+        assert "\n" not in str(err.value)
 
 
 def test_clip_planning():

@@ -60,11 +60,12 @@ def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
             chunks = []
             for frame in container.decode(stream):
                 # to_ndarray gives [channels, samples] for planar formats, [1, samples*channels] packed
-                array = frame.to_ndarray().astype(np.float32)
+                raw = frame.to_ndarray()
+                array = raw.astype(np.float32)
                 if not frame.format.is_planar:
                     array = array.reshape(-1, len(frame.layout.channels)).T
-                if np.issubdtype(frame.to_ndarray().dtype, np.integer):
-                    array /= float(np.iinfo(frame.to_ndarray().dtype).max) + 1
+                if np.issubdtype(raw.dtype, np.integer):
+                    array /= float(np.iinfo(raw.dtype).max) + 1
                 chunks.append(array)
             rate = stream.rate
     except MediaError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -41,7 +42,8 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    @property
+    # Derived tables are computed once per vocabulary: normalise/encode run for every transcript.
+    @cached_property
     def index(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.tokens)}
 
@@ -49,7 +51,7 @@ class Vocabulary:
     def blank_id(self) -> int:
         return self.tokens.index(PAD)
 
-    @property
+    @cached_property
     def case(self) -> str | None:
         """'upper' or 'lower' when every letter of the vocabulary has that case, else None."""
         letters = [t for t in self.tokens if len(t) == 1 and t.isalpha() and t.upper() != t.lower()]
@@ -68,7 +70,7 @@ class Vocabulary:
         """
         text = unicodedata.normalize("NFKC", text)
         text = text.upper() if self.case == "upper" else text.lower() if self.case == "lower" else text
-        known = set(self.tokens)
+        known = self.index
         out, result = [], Normalised("")
         for ch in text:
             ch = _EQUIVALENT.get(ch, ch) if ch not in known else ch

@@ -96,14 +96,15 @@ class LoadedSpeechModel:
 def load_speech_model(path: str | Path) -> LoadedSpeechModel:
     """Rebuild a speech model from a tiffin checkpoint or a Hugging Face model folder (offline)."""
     from tiffin.spec import SpeechSpec
-    from train.speech_model import SpeechNet, build_speech_net, does_normalize, load_backbone
+    from train.speech_model import SpeechNet, build_speech_net, feature_settings, load_backbone
 
     path = Path(path)
     if path.is_dir():
         model, vocab, _ = load_backbone(str(path), pretrained=True)
         if vocab is None:
             raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
-        spec = SpeechSpec(sample_rate=_feature_rate(path), normalize=does_normalize(path), vocab=vocab.tokens)
+        rate, normalize = feature_settings(path)
+        spec = SpeechSpec(sample_rate=rate, normalize=normalize, vocab=vocab.tokens)
         return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))
     checkpoint = read_checkpoint(path)
     meta = checkpoint["tiffin"]
@@ -113,13 +114,6 @@ def load_speech_model(path: str | Path) -> LoadedSpeechModel:
     net = build_speech_net(meta["model_config"], spec)
     net.load_state_dict(_net_state(checkpoint))
     return LoadedSpeechModel(net.eval(), spec, meta["backbone"])
-
-
-def _feature_rate(folder: Path) -> int:
-    config = folder / "preprocessor_config.json"
-    if config.is_file():
-        return int(json.loads(config.read_text()).get("sampling_rate", 16000))
-    return 16000
 
 
 @torch.inference_mode()

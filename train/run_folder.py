@@ -39,6 +39,12 @@ def backbone_frozen(strategy: str, epoch: int, unfreeze_epoch: int) -> bool:
     return strategy == "freeze" or (strategy == "freeze_unfreeze" and epoch < unfreeze_epoch)
 
 
+def params_outside(module: torch.nn.Module, head: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of `module` that are not the new head's: the pretrained backbone."""
+    own = {id(p) for p in head.parameters()}
+    return [p for p in module.parameters() if id(p) not in own]
+
+
 @dataclass
 class RunOptions:
     """Options of every `tiffin train` command that are about the run, not the model."""

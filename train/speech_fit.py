@@ -105,7 +105,7 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from train.speech_model import does_normalize, fit_head, load_backbone
+    from train.speech_model import feature_settings, fit_head, load_backbone
     from train.speech_task import SpeechRecognitionTask
 
     if cfg.strategy not in FINETUNE_STRATEGIES:
@@ -134,7 +134,7 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
         if fit_head(model, vocab, backbone_vocab):
             say(f"new CTC head for a vocabulary of {len(vocab.tokens)} tokens")
         model_config = json.loads(model.config.to_json_string())
-        spec = SpeechSpec(sample_rate=cfg.sample_rate, normalize=does_normalize(source), vocab=vocab.tokens)
+        spec = SpeechSpec(sample_rate=cfg.sample_rate, normalize=feature_settings(source)[1], vocab=vocab.tokens)
 
     say(f"checking {len(train_rows) + len(val_rows or [])} recordings ...")
     train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict)

@@ -137,12 +137,12 @@ def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | N
     return True
 
 
-def does_normalize(source: str | Path) -> bool:
-    """The feature extractor setting saved beside a model (preprocessor_config.json), True when unknown."""
+def feature_settings(source: str | Path) -> tuple[int, bool]:
+    """(sampling rate, do_normalize) of the feature extractor saved beside a model
+    (preprocessor_config.json); wav2vec2's (16000, True) when there is none."""
     path = Path(source) / "preprocessor_config.json"
-    if path.is_file():
-        return bool(json.loads(path.read_text()).get("do_normalize", True))
-    return True
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return int(saved.get("sampling_rate", 16000)), bool(saved.get("do_normalize", True))
 
 
 def build_speech_net(model_config: dict, spec: SpeechSpec) -> SpeechNet:

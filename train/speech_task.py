@@ -18,7 +18,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tiffin.ctc import Vocabulary
 from tiffin.spec import SpeechSpec
-from train.run_folder import backbone_frozen, finetune_optimizer, say
+from train.run_folder import backbone_frozen, finetune_optimizer, params_outside, say
 from train.speech_model import SpeechNet, build_speech_net
 
 TASK = "speech-recognition"
@@ -61,13 +61,9 @@ class SpeechRecognitionTask(pl.LightningModule):
     def _feature_encoder(self) -> torch.nn.Module:
         return self.net.model.wav2vec2.feature_extractor
 
-    def _backbone_params(self) -> list[torch.nn.Parameter]:
-        head = {id(p) for p in self.net.head().parameters()}
-        return [p for p in self.net.parameters() if id(p) not in head]
-
     def on_train_epoch_start(self) -> None:
         frozen = backbone_frozen(self.hparams.strategy, self.current_epoch, self.hparams.unfreeze_epoch)
-        for p in self._backbone_params():
+        for p in params_outside(self.net, self.net.head()):
             p.requires_grad_(not frozen)
         self.net.model.wav2vec2.train(not frozen)
         if self.hparams.freeze_feature_encoder:
@@ -77,7 +73,8 @@ class SpeechRecognitionTask(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return finetune_optimizer(self, list(self.net.head().parameters()), self._backbone_params(), hp.strategy,
+        head = self.net.head()
+        return finetune_optimizer(self, list(head.parameters()), params_outside(self.net, head), hp.strategy,
                                   hp.learning_rate, hp.backbone_lr_scale, hp.weight_decay)
 
     # --- steps ----------------------------------------------------------------------------

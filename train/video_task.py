@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from tiffin.spec import VideoSpec
-from train.run_folder import backbone_frozen, finetune_optimizer
+from train.run_folder import backbone_frozen, finetune_optimizer, params_outside
 from train.video_model import VideoNet, build_video_net
 
 TASK = "video-classification"
@@ -60,13 +60,9 @@ class VideoClassificationTask(pl.LightningModule):
 
     # --- fine-tuning strategy -------------------------------------------------------------
 
-    def _backbone_params(self) -> list[torch.nn.Parameter]:
-        head = {id(p) for p in self.net.head().parameters()}
-        return [p for p in self.net.parameters() if id(p) not in head]
-
     def on_train_epoch_start(self) -> None:
         frozen = backbone_frozen(self.hparams.strategy, self.current_epoch, self.hparams.unfreeze_epoch)
-        for p in self._backbone_params():
+        for p in params_outside(self.net, self.net.head()):
             p.requires_grad_(not frozen)
         # Frozen means frozen statistics too: BatchNorm in eval mode keeps the loaded running stats.
         self.net.backbone.train(not frozen)
@@ -74,7 +70,8 @@ class VideoClassificationTask(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return finetune_optimizer(self, list(self.net.head().parameters()), self._backbone_params(), hp.strategy,
+        head = self.net.head()
+        return finetune_optimizer(self, list(head.parameters()), params_outside(self.net, head), hp.strategy,
                                   hp.learning_rate, hp.backbone_lr_scale, hp.weight_decay)
 
     # --- steps ----------------------------------------------------------------------------
