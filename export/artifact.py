@@ -9,7 +9,6 @@ It is written to a temporary directory and moved into place only once parity pas
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,11 +23,9 @@ import torch
 from export.formats import FORMATS
 from export.parity import check_parity
 from export.specs import ExportSpec, speech_export_spec, video_export_spec
+from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
-
-SCHEMA_VERSION = 1
-
 
 @dataclass
 class ExportOptions:
@@ -43,14 +40,6 @@ class ExportOptions:
     calibration_data: Path | None = None
     force: bool = False
     batch: int | None = None  # None: dynamic batch axis
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -157,7 +146,7 @@ def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "-
             batches.append((batch, torch.tensor([len(w) for w in group])))
         return batches
     from tiffin.video_io import is_video_file
-    from train.predict import video_clips
+    from tiffin.inference import video_clips
 
     clips = [video_clips(f, loaded.spec, 1)[0] for f in [f for f in files if is_video_file(f)][:limit]]
     if not clips:
@@ -209,34 +198,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def read_artifact(path: Path) -> dict[str, Any]:
-    """tiffin.json of an artifact directory, with the model file's hash verified.
-
-    Raises:
-        TiffinError: not an artifact, unknown schema, or a model file that changed since export.
-    """
-    meta_path = Path(path) / "tiffin.json"
-    if not meta_path.is_file():
-        raise TiffinError(f"{path}: not an artifact (no tiffin.json); give a folder written by `tiffin export`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TiffinError(f"{meta_path}: not valid JSON ({exc.msg})") from None
-    if meta.get("schema_version") != SCHEMA_VERSION or meta.get("format") not in FORMATS:
-        raise TiffinError(f"{meta_path}: schema {meta.get('schema_version')} / format {meta.get('format')} "
-                          f"is not one this tiffin reads (schema {SCHEMA_VERSION})")
-    model_file = Path(path) / FORMATS[meta["format"]].file
-    if not model_file.is_file() or sha256(model_file) != meta.get("sha256"):
-        raise TiffinError(f"{model_file}: missing or changed since export (sha256 differs); export it again")
-    return meta
-
-
-def fixed_batch(meta: dict[str, Any]) -> int | None:
-    """The batch size baked into an artifact's graph, None when the batch axis is dynamic."""
-    batch = meta["inputs"][0]["shape"][0]
-    return batch if isinstance(batch, int) else None
 
 
 def artifact_spec(meta: dict[str, Any]) -> ExportSpec:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from export.onnx_format import OnnxRunner, export_onnx
 from export.torchscript_format import TorchScriptRunner, export_mobile, export_torchscript
+from tiffin.artifact import MODEL_FILES
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
-        Format("onnx", "model.onnx", ("fp32", "fp16", "int8"), export_onnx, OnnxRunner, uses_opset=True),
-        Format("torchscript", "model.pt", ("fp32", "bf16"), export_torchscript, TorchScriptRunner),
-        Format("mobile", "model.ptl", ("fp32",), export_mobile, TorchScriptRunner),
+        Format("onnx", MODEL_FILES["onnx"], ("fp32", "fp16", "int8"), export_onnx, OnnxRunner, uses_opset=True),
+        Format("torchscript", MODEL_FILES["torchscript"], ("fp32", "bf16"), export_torchscript, TorchScriptRunner),
+        Format("mobile", MODEL_FILES["mobile"], ("fp32",), export_mobile, TorchScriptRunner),
     ]
 }

@@ -80,18 +80,16 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
 
 
 class OnnxRunner:
-    """An ONNX Runtime session called like the PyTorch network (torch tensors in, numpy out)."""
+    """An ONNX Runtime session (tiffin.onnx_session, as serving opens it) called like the PyTorch
+    network: torch tensors in, numpy out."""
 
     def __init__(self, path: Path, spec: ExportSpec):
-        import onnxruntime as ort
+        from tiffin.onnx_session import OnnxSession
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
-        self.names = [i.name for i in spec.inputs]
+        self.session = OnnxSession(path)
 
     def __call__(self, *inputs: torch.Tensor) -> np.ndarray:
-        return self.session.run(None, {n: x.numpy() for n, x in zip(self.names, inputs)})[0]
+        return self.session(*(x.numpy() for x in inputs))
 
 
 def read_onnx_metadata(path: Path) -> dict:

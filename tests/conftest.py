@@ -9,7 +9,17 @@ import av
 import numpy as np
 import pytest
 
+from tests.speech_media import write_corpus
 from train.synthetic import make_motion_dataset
+
+
+def tiffin(*args):
+    """Run the `tiffin` CLI in-process (typer's runner); the result has exit_code and output."""
+    from typer.testing import CliRunner
+
+    from tiffin.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +28,23 @@ def motion_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("motion")
     make_motion_dataset(root, per_class=6, seed=1, size=(80, 60))
     return root
+
+
+@pytest.fixture(scope="session")
+def checkpoints(motion_dataset, tmp_path_factory) -> dict[str, Path]:
+    """Two-step training runs of both tasks (tiny x3d_xs, tiny wav2vec2) and the speech clips they used."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    video = tiffin("train", "video", "--train-folder", motion_dataset, "--backbone", "x3d_xs", "--no-pretrained",
+                   "--num-frames", "4", "--crop-size", "32", "--clip-duration", "0.8", "--max-steps", "2",
+                   "--num-workers", "0", "--no-progress", "--out", root / "video")
+    assert video.exit_code == 0, video.output
+    rows = write_corpus(root / "clips", 8)
+    (root / "train.csv").write_text("speech_files,targets\n" + "\n".join(f"clips/{n},{t}" for n, t in rows))
+    speech = tiffin("train", "speech", "--train-csv", root / "train.csv", "--backbone", "tiffin/wav2vec2-tiny",
+                    "--max-steps", "2", "--num-workers", "0", "--no-progress", "--out", root / "speech")
+    assert speech.exit_code == 0, speech.output
+    return {"video": root / "video" / "checkpoints" / "best.ckpt", "speech": root / "speech" / "checkpoints" / "best.ckpt",
+            "clips": root / "clips"}
 
 
 def write_frames(path: Path, frames: np.ndarray, fps: int = 10, codec: str = "libx264", pix_fmt: str = "yuv420p",

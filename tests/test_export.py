@@ -8,40 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from export.artifact import ExportOptions, export_model, read_artifact
 from export.formats import FORMATS
 from export.onnx_format import read_onnx_metadata
 from export.parity import ParityError
 from export.specs import TOLERANCES
-from tests.speech_media import write_corpus
-from tiffin.cli import app
+from tests.conftest import tiffin
 from tiffin.ctc import error_rates
 
 CASES = [(task, fmt, precision) for task in ("video", "speech") for fmt in FORMATS for precision in FORMATS[fmt].precisions]
 REQUIRED = {"schema_version", "task", "backbone", "preprocessing", "parity", "precision", "format", "sha256",
             "inputs", "outputs", "dynamic_axes", "versions"}
-
-
-def tiffin(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def checkpoints(motion_dataset, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("export")
-    video = tiffin("train", "video", "--train-folder", motion_dataset, "--backbone", "x3d_xs", "--no-pretrained",
-                   "--num-frames", "4", "--crop-size", "32", "--clip-duration", "0.8", "--max-steps", "2",
-                   "--num-workers", "0", "--no-progress", "--out", root / "video")
-    assert video.exit_code == 0, video.output
-    rows = write_corpus(root / "clips", 8)
-    (root / "train.csv").write_text("speech_files,targets\n" + "\n".join(f"clips/{n},{t}" for n, t in rows))
-    speech = tiffin("train", "speech", "--train-csv", root / "train.csv", "--backbone", "tiffin/wav2vec2-tiny",
-                    "--max-steps", "2", "--num-workers", "0", "--no-progress", "--out", root / "speech")
-    assert speech.exit_code == 0, speech.output
-    return {"video": root / "video" / "checkpoints" / "best.ckpt", "speech": root / "speech" / "checkpoints" / "best.ckpt",
-            "clips": root / "clips"}
 
 
 def _embedded(path: Path) -> dict:

@@ -52,23 +52,22 @@ def test_standard_conv_strides_give_50_frames_a_second():
 
 def test_in_graph_normalisation_matches_the_feature_extractor():
     net = tiny_net()
-    waves = [utterance(["red", "cat"]), utterance(["go"])]
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True)
-    # per-utterance statistics over the real samples, as one utterance alone gets them (the attention mask
-    # tells the extractor where the padding is; without it, it would fold the padding into the statistics)
-    features = extractor(waves, sampling_rate=16000, padding=True, return_attention_mask=True,
-                         return_tensors="pt").input_values
-    padded = torch.zeros(2, len(waves[0]))
-    padded[1, : len(waves[1])] = torch.from_numpy(waves[1])
-    padded[0] = torch.from_numpy(waves[0])
-    with torch.no_grad():
-        ours = net(padded, torch.tensor([len(w) for w in waves]))
-        theirs = net.model(features).logits
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    for wave in (utterance(["red", "cat"]), utterance(["go"])):
+        # the feature extractor's per-utterance normalisation, then the plain Hugging Face model
+        features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True)(
+            [wave], sampling_rate=16000, return_tensors="pt").input_values
+        with torch.no_grad():
+            ours = net(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+            theirs = net.model(features).logits
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_layer_norm_models_answer_the_same_batched_or_alone():
-    net = tiny_net(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_padding_never_changes_an_utterance(norm):
+    """Group-norm (wav2vec2-base) and layer-norm (large-lv60) encoders: an utterance padded in a
+    batch gets the logits it gets alone, so batched training, serving and prediction agree."""
+    extra = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True) if norm == "layer" else {}
+    net = tiny_net(**extra)
     long, short = torch.from_numpy(utterance(["one", "two", "cat"])), torch.from_numpy(utterance(["up"]))
     batch = torch.zeros(2, len(long))
     batch[0], batch[1, : len(short)] = long, short

@@ -78,6 +78,32 @@ def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).T, rate
 
 
+def audio_duration(path: str | Path) -> float | None:
+    """Seconds of audio a file's headers announce, without decoding it (None when they don't say).
+
+    Serving checks this against its limit before decoding, so a long upload costs no memory.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate else None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        pass
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return None
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Mono float32 waveform at `sample_rate`: what every stage feeds a speech model."""
     wave, rate = read_audio(path)

@@ -26,20 +26,34 @@ def chunked_logits(run: Callable[[np.ndarray], np.ndarray], wave: np.ndarray, sa
     Raises:
         TiffinError: a chunk too short for its strides.
     """
+    starts = window_starts(len(wave), sample_rate, hop, chunk_seconds, stride_seconds)
     chunk = int(chunk_seconds * sample_rate)
-    margin = int(stride_seconds * sample_rate) // hop  # frames given up next to a neighbour
+    return stitch([run(wave[s : s + chunk]) for s in starts], starts, hop, stride_seconds * sample_rate)
+
+
+def window_starts(samples: int, sample_rate: int, hop: int, chunk_seconds: float, stride_seconds: float) -> list[int]:
+    """Start samples of the windows a recording of `samples` is run in (one window, [0], when it fits).
+
+    Serving runs all of a recording's windows as one batch; prediction runs them one by one.
+    """
+    chunk = int(chunk_seconds * sample_rate)
+    margin = int(stride_seconds * sample_rate) // hop
     step = (chunk - 2 * margin * hop) // hop * hop
     if step <= 0:
         raise TiffinError(f"chunk of {chunk_seconds}s leaves no room between strides of {stride_seconds}s")
-    if len(wave) <= chunk:
-        return run(wave)
-    kept, filled, start = [], 0, 0
-    while True:
-        logits = run(wave[start : start + chunk])
-        offset, last = start // hop, start + chunk >= len(wave)
+    starts = [0]
+    while starts[-1] + chunk < samples:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def stitch(window_logits: list[np.ndarray], starts: list[int], hop: int, stride_samples: float) -> np.ndarray:
+    """Join the logits of windows starting at `starts` (window_starts) into the recording's logits."""
+    margin = int(stride_samples) // hop  # frames given up next to a neighbour
+    kept, filled = [], 0
+    for i, (logits, start) in enumerate(zip(window_logits, starts)):
+        offset, last = start // hop, i == len(starts) - 1
         end = offset + len(logits) - (0 if last else margin)
         kept.append(logits[filled - offset : end - offset])
         filled = end
-        if last:
-            return np.concatenate(kept)
-        start += step
+    return kept[0] if len(kept) == 1 else np.concatenate(kept)

@@ -13,6 +13,7 @@ import typer
 
 from tiffin.errors import reported
 from export.cli import check_command, export_command
+from serve.cli import build_command, serve_command
 from train.cli import backbones_app, synth_app, train_app
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app.add_typer(backbones_app, name="backbones")
 app.add_typer(synth_app, name="synth")
 app.command("export")(export_command)
 app.command("check")(check_command)
+app.command("serve")(serve_command)
+app.command("build")(build_command)
 
 
 @app.command()

@@ -18,7 +18,7 @@ import torch
 
 from tiffin.errors import MediaError, TiffinError
 from tiffin.spec import VideoSpec
-from tiffin.video_io import center_crop, decode_clip, evenly_spaced_starts, probe
+from tiffin.inference import top_labels, video_clips
 from train.run_folder import read_checkpoint
 from train.video_model import VideoNet, build_video_net
 
@@ -49,16 +49,6 @@ def _net_state(checkpoint: dict) -> dict:
     return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
-def video_clips(path: str | Path, spec: VideoSpec, clips: int) -> np.ndarray:
-    """`clips` centre-cropped clips spread over the whole video: uint8 [N, T, S, S, 3]."""
-    duration = probe(path).duration
-    starts = evenly_spaced_starts(duration, spec.clip_duration, clips)
-    return np.stack([
-        center_crop(decode_clip(path, s, spec.clip_duration, spec.num_frames, spec.side_size), spec.crop_size)
-        for s in starts
-    ])
-
-
 @torch.inference_mode()
 def classify_videos(model: LoadedVideoModel, files: list[str | Path], top_k: int = 5, clips: int = 1
                     ) -> list[dict[str, Any]]:
@@ -67,8 +57,6 @@ def classify_videos(model: LoadedVideoModel, files: list[str | Path], top_k: int
     Returns:
         `[{"file": ..., "labels": [{"label": ..., "score": ...}, ...]}]` in the order given.
     """
-    labels = model.spec.labels
-    k = max(1, min(top_k, len(labels)))
     results = []
     for file in files:
         try:
@@ -76,11 +64,7 @@ def classify_videos(model: LoadedVideoModel, files: list[str | Path], top_k: int
         except MediaError as err:
             results.append({"file": str(file), "error": err.reason})
             continue
-        probs = torch.softmax(model.net(batch).float(), dim=-1).mean(0)
-        scores, idx = probs.topk(k)
-        results.append({"file": str(file), "labels": [
-            {"label": labels[i], "score": round(float(s), 6)} for s, i in zip(scores.tolist(), idx.tolist())
-        ]})
+        results.append({"file": str(file), "labels": top_labels(model.net(batch).float().numpy(), model.spec.labels, top_k)})
     return results
 
 

@@ -20,18 +20,54 @@ from tiffin.spec import SpeechSpec
 from train.backbones import SPEECH_BACKBONES, hf_hub_cache
 
 
+class MaskedInstanceNorm(nn.Module):
+    """The GroupNorm of wav2vec2's first conv layer (one group per channel, statistics over
+    time) taken over each utterance's real frames only.
+
+    Plain GroupNorm counts the zero padding of a batch, so a padded utterance came out different
+    from the same utterance alone; with this (and the attention mask), batched training,
+    batched serving and single-file prediction compute the same function. Same parameters
+    (`weight`, `bias`) under the same names, so checkpoints and Hugging Face weights load as before.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.frames: torch.Tensor | None = None  # [B] real frames, set by SpeechNet for each call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames is None:
+            mask = torch.ones_like(x[:, :1])
+        else:
+            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].to(x.dtype)
+        n = mask.sum(-1, keepdim=True).clamp(min=1)
+        mean = (x * mask).sum(-1, keepdim=True) / n
+        var = ((x - mean) * mask).pow(2).sum(-1, keepdim=True) / n
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight[None, :, None] + self.bias[None, :, None]
+
+
 class SpeechNet(nn.Module):
-    """Normalisation + Wav2Vec2ForCTC; outputs logits [B, frames, vocab]."""
+    """Normalisation + Wav2Vec2ForCTC; outputs logits [B, frames, vocab].
+
+    Padding never changes an utterance's logits: the waveform is normalised over its real
+    samples, the first conv layer's group norm (group-norm models: wav2vec2-base) over its real
+    frames, and the transformer gets the attention mask.
+    """
 
     def __init__(self, model: nn.Module, spec: SpeechSpec):
         super().__init__()
         self.model = model
         self.normalize = spec.normalize
-        # Models with layer-norm feature encoders (large-lv60) take an attention mask; the base
-        # (group-norm) ones must not get one: they were trained on zero-padded input.
-        self.use_mask = model.config.feat_extract_norm == "layer"
         self.kernels = tuple(model.config.conv_kernel)
         self.strides = tuple(model.config.conv_stride)
+        first = model.wav2vec2.feature_extractor.conv_layers[0]
+        if model.config.feat_extract_norm == "group":
+            first.layer_norm = MaskedInstanceNorm(first.layer_norm)
+
+    @property
+    def first_norm(self) -> MaskedInstanceNorm | None:
+        norm = getattr(self.model.wav2vec2.feature_extractor.conv_layers[0], "layer_norm", None)
+        return norm if isinstance(norm, MaskedInstanceNorm) else None
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
@@ -41,7 +77,14 @@ class SpeechNet(nn.Module):
             mean = x.sum(1, keepdim=True) / n
             var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
             x = (x - mean) / torch.sqrt(var + 1e-7) * mask
-        return self.model(x, attention_mask=mask.long() if self.use_mask else None).logits
+        norm = self.first_norm
+        if norm is not None:
+            norm.frames = torch.div(lengths - self.kernels[0], self.strides[0], rounding_mode="floor") + 1
+        try:
+            return self.model(x, attention_mask=mask.long()).logits
+        finally:
+            if norm is not None:
+                norm.frames = None
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Logit frames for input lengths: each conv layer maps L to (L - kernel) // stride + 1."""

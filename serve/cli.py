@@ -1,0 +1,46 @@
+"""CLI of the serving stage: `tiffin serve` and `tiffin build` (BentoML imported inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tiffin.errors import reported
+
+
+@reported
+def serve_command(
+    artifact: Path = typer.Argument(..., help="An ONNX artifact folder written by `tiffin export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(3000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, envvar="TIFFIN_WORKERS",
+                                help="API workers (they decode uploads); the model runs in one more."),
+    device: str = typer.Option("auto", envvar="TIFFIN_DEVICE", help="auto | cpu | cuda: ONNX Runtime provider."),
+    batching: bool = typer.Option(True, envvar="TIFFIN_BATCHING",
+                                  help="Adaptive batching of model calls across concurrent requests."),
+    max_upload_mb: float = typer.Option(100, min=0.001, envvar="TIFFIN_MAX_UPLOAD_MB",
+                                        help="Largest upload accepted (413 above)."),
+) -> None:
+    """Serve an artifact over HTTP with BentoML: POST /classify or /transcribe, /docs.json, /metrics.
+
+    Every TIFFIN_* variable of the README's serving table applies; these options set the common ones.
+    """
+    from serve.build import serve
+
+    settings = {"TIFFIN_DEVICE": device, "TIFFIN_BATCHING": "1" if batching else "0",
+                "TIFFIN_MAX_UPLOAD_MB": str(max_upload_mb)}
+    serve(artifact, host, port, workers, settings)
+
+
+@reported
+def build_command(
+    artifact: Path = typer.Argument(..., help="An ONNX artifact folder written by `tiffin export`."),
+    name: str = typer.Option(None, help="Model and bento name [default: tiffin-video / tiffin-speech]."),
+    gpu: bool = typer.Option(False, help="Bento with onnxruntime-gpu (CUDA and cuDNN from pip) instead of onnxruntime."),
+) -> None:
+    """Store an artifact as a BentoML model and build a torch-free bento from bentofile.yaml."""
+    from serve.build import build
+
+    tag, dockerfile = build(artifact, name, gpu)
+    typer.echo(f"bento {tag}\nDockerfile {dockerfile}\nimage: bentoml containerize {tag}")

@@ -1,0 +1,83 @@
+"""Serving settings, read from the environment once at import (BentoML builds its service
+classes at import time, so batching and workers must be known then).
+
+Every variable has a safe default; a bad value stops the server at start with a one-line error
+naming the variable. `tiffin serve` sets TIFFIN_ARTIFACT and TIFFIN_WORKERS; a bento built by
+`tiffin build` finds its own model without any.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tiffin.errors import TiffinError
+
+# name -> (default, meaning); README's serving table is this table
+VARIABLES: dict[str, tuple[str, str]] = {
+    "TIFFIN_ARTIFACT": ("", "artifact folder to serve (local runs); else the BentoML model TIFFIN_MODEL"),
+    "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video|speech:latest]"),
+    "TIFFIN_DEVICE": ("auto", "auto | cpu | cuda: ONNX Runtime provider"),
+    "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per model worker; 0 = all cores"),
+    "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own"),
+    "TIFFIN_BATCHING": ("1", "1: adaptive batching of model calls across requests; 0: off"),
+    "TIFFIN_MAX_BATCH": ("16", "largest batch (>= 2) the model is called with (clips or audio windows)"),
+    "TIFFIN_MAX_LATENCY_MS": ("60000", "longest a batched model call may wait and run before it fails (BentoML's max_latency_ms)"),
+    "TIFFIN_MAX_UPLOAD_MB": ("100", "largest upload accepted, checked while the body streams in (413 above)"),
+    "TIFFIN_MAX_VIDEO_SECONDS": ("600", "longest video accepted (422 above)"),
+    "TIFFIN_MAX_VIDEO_PIXELS": ("33177600", "largest frame accepted, width x height (8K = 7680x4320)"),
+    "TIFFIN_MAX_AUDIO_SECONDS": ("1800", "longest recording accepted (422 above)"),
+    "TIFFIN_CLIPS": ("1", "video: clips spread over each video, scores averaged (as `tiffin predict --clips`)"),
+    "TIFFIN_TIMEOUT_S": ("300", "request timeout"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifact: str
+    model: str
+    device: str
+    threads: int
+    workers: int
+    batching: bool
+    max_batch: int
+    max_latency_ms: int
+    max_upload_bytes: int
+    max_video_seconds: float
+    max_video_pixels: int
+    max_audio_seconds: float
+    clips: int
+    timeout_s: int
+
+
+def _number(name: str, kind: type, minimum: float, env: dict[str, str]) -> int | float:
+    raw = env.get(name, VARIABLES[name][0])
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise TiffinError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number >= {minimum}")
+    return value
+
+
+def read_settings(env: dict[str, str] | None = None) -> Settings:
+    """Settings from `env` (default os.environ)."""
+    env = dict(os.environ if env is None else env)
+    device = env.get("TIFFIN_DEVICE", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise TiffinError(f"TIFFIN_DEVICE={device!r}: choose auto, cpu or cuda")
+    batching = env.get("TIFFIN_BATCHING", "1")
+    if batching not in ("0", "1"):
+        raise TiffinError(f"TIFFIN_BATCHING={batching!r}: give 1 (on) or 0 (off)")
+    return Settings(
+        artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device,
+        threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),
+        batching=batching == "1", max_batch=int(_number("TIFFIN_MAX_BATCH", int, 2, env)),
+        max_latency_ms=int(_number("TIFFIN_MAX_LATENCY_MS", int, 1, env)),
+        max_upload_bytes=int(_number("TIFFIN_MAX_UPLOAD_MB", float, 0.001, env) * 1024 * 1024),
+        max_video_seconds=_number("TIFFIN_MAX_VIDEO_SECONDS", float, 0.01, env),
+        max_video_pixels=int(_number("TIFFIN_MAX_VIDEO_PIXELS", int, 1, env)),
+        max_audio_seconds=_number("TIFFIN_MAX_AUDIO_SECONDS", float, 0.01, env),
+        clips=int(_number("TIFFIN_CLIPS", int, 1, env)), timeout_s=int(_number("TIFFIN_TIMEOUT_S", int, 1, env)),
+    )

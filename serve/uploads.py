@@ -1,0 +1,171 @@
+"""What the services do with an upload before and after the model: size limit, error answers.
+
+Errors a client caused are answered as `{"error": REASON}` with a 4xx status (never a 500),
+and the reason never shows a server path: uploads live in BentoML's per-request temporary
+directory, which it removes after the response.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from tiffin.errors import MediaError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class UploadError(Exception):
+    """A request the service refuses: HTTP status and a reason for the client."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def check_upload(path: Path, kind: str) -> None:
+    """Refuse an empty upload before any decoder sees it."""
+    if path.stat().st_size == 0:
+        raise UploadError(400, f"the {kind} upload is empty (0 bytes); send the file's bytes as multipart field '{kind}'")
+
+
+def media_error(err: MediaError, kind: str) -> UploadError:
+    """A decoder's verdict on an upload, as a 422 whose reason names the field, not the temp file."""
+    return UploadError(422, f"{kind}: {err.reason}")
+
+
+def error_response(err: UploadError):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": err.reason}, status_code=err.status)
+
+
+def install_strict_form_parsing() -> None:
+    """Make BentoML's form parsing refuse what it would otherwise mishandle (bentoml 1.4):
+
+    - a file field sent as a string is fetched as a URL by BentoML; here it is refused (400), so
+      the server never reads a location a client names;
+    - a malformed multipart body (bad or missing boundary) surfaces from Starlette as an HTTP 400
+      that BentoML turns into a 500; here it stays a 400 with the parser's reason.
+    """
+    from _bentoml_impl import serde
+    from bentoml.exceptions import BadInput
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+
+    if getattr(serde.ALL_SERDE["multipart/form-data"], "tiffin_strict", False):
+        return
+
+    class StrictMultipartSerde(serde.MultipartSerde):
+        tiffin_strict = True
+
+        @staticmethod
+        async def ensure_file(obj: Any) -> UploadFile:
+            if isinstance(obj, UploadFile):
+                return obj
+            raise BadInput("file fields take an uploaded file (a multipart file part), not a string or URL")
+
+        async def parse_request(self, request: Any, cls: type) -> Any:
+            try:
+                return await super().parse_request(request, cls)
+            except HTTPException as exc:
+                raise BadInput(f"malformed form body: {exc.detail}") from None
+
+    serde.ALL_SERDE["multipart/form-data"] = StrictMultipartSerde  # type: ignore[index]
+    serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
+
+
+class UploadLimit:
+    """ASGI middleware: a request body larger than `max_bytes` gets 413, decided while it streams in.
+
+    A declared Content-Length over the limit is refused before a byte is read. Otherwise the body
+    is counted as it arrives, and the read that passes the limit fails with a 413 BentoMLException,
+    which BentoML answers (and counts in /metrics) as such. 4xx bodies leave as `{"error": ...}`.
+    """
+
+    def __init__(self, app: Callable, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self) -> str:
+        return f"upload larger than the limit of {self.max_bytes / (1024 * 1024):.3g} MB (TIFFIN_MAX_UPLOAD_MB)"
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if headers.get(b"expect", b"").lower() != b"100-continue":  # else the client waits and sends nothing
+                await _drain(receive)
+            return await _send_json(send, 413, {"error": self._message()})
+        seen, over = 0, False
+
+        async def counted_receive() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    over = message.get("more_body", False)  # the rest is drained after the answer
+                    from http import HTTPStatus
+
+                    from bentoml.exceptions import BentoMLException
+
+                    raise BentoMLException(self._message(), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return message
+
+        held: list[Message] = []  # a 4xx answer being collected, to rewrite its body
+
+        async def error_shaping_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                held.append(message)
+            elif held:
+                held.append(message)
+                if not message.get("more_body", False):
+                    await _send_error_object(held, send)
+                    held.clear()
+            else:
+                await send(message)
+
+        await self.app(scope, counted_receive, error_shaping_send)
+        if over:
+            await _drain(receive)
+
+
+# Bytes of a refused body read and dropped so that simple clients, which send the whole body
+# before they read the answer, get the 413 instead of a broken pipe. Past this, the connection
+# is closed on them.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
+async def _drain(receive: Callable[[], Awaitable[Message]]) -> None:
+    drained = 0
+    while drained <= DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        drained += len(message.get("body", b""))
+
+
+async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, obj: Any) -> None:
+    body = json.dumps(obj).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error_object(messages: list[Message], send: Callable[[Message], Awaitable[None]]) -> None:
+    """Send a held 4xx answer, with BentoML's `[{"error": ...}]` (from its own refusals) sent as
+    `{"error": ...}` like every other error of these services."""
+    start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, list) and len(decoded) == 1 and isinstance(decoded[0], dict) and "error" in decoded[0]:
+        return await _send_json(send, start["status"], decoded[0])
+    await send(start)
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,92 @@
+"""Video classification service: `POST /classify` (multipart field `video`) -> top-k labels.
+
+Two BentoML services: `VideoClassifier` (the public API, decoding in its workers) and
+`VideoModel` (one worker holding the ONNX Runtime session, its `logits` API adaptively batched
+across concurrent requests). Decoding, clip choice and score averaging are tiffin's own
+(tiffin.inference), so an answer equals `tiffin predict ARTIFACT FILE` on the same file.
+
+Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.video:VideoClassifier`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from pydantic import Field
+
+from serve.artifacts import run_fixed_batches, served_artifact
+from serve.settings import read_settings
+from serve.uploads import (
+    UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
+)
+from tiffin.artifact import fixed_batch
+from tiffin.errors import MediaError
+from tiffin.inference import top_labels, video_clips
+from tiffin.spec import VideoSpec
+from tiffin.video_io import probe
+
+TASK = "video-classification"
+# what BentoML needs when it builds the classes; each instance reads the rest when it starts
+SETTINGS = read_settings()
+install_strict_form_parsing()
+
+
+@bentoml.service(name="tiffin-video-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+class VideoModel:
+    """The exported graph: uint8 clips [N, T, S, S, 3] in, logits [N, classes] out."""
+
+    def __init__(self) -> None:
+        from tiffin.onnx_session import OnnxSession
+
+        settings = read_settings()
+        path, meta = served_artifact(settings, TASK)
+        self.session = OnnxSession(path / meta["model_file"], settings.device, settings.threads or None)
+        self.batch_size = fixed_batch(meta)
+
+    @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch, max_latency_ms=SETTINGS.max_latency_ms)
+    def logits(self, frames: np.ndarray) -> np.ndarray:
+        return run_fixed_batches(self.session, self.batch_size, frames)
+
+
+@bentoml.service(name="tiffin-video", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})
+class VideoClassifier:
+    """Classifies an uploaded video with the artifact's labels."""
+
+    model = bentoml.depends(VideoModel)
+
+    def __init__(self) -> None:
+        self.settings = read_settings()
+        _, meta = served_artifact(self.settings, TASK)
+        self.spec = VideoSpec.from_dict(meta["preprocessing"])
+        self.backbone = meta["backbone"]
+
+    @bentoml.api
+    def classify(self, video: Path, top_k: Annotated[int, Field(ge=1, le=1000)] = 5) -> dict[str, Any]:
+        """Top-k labels of a video (scores averaged over TIFFIN_CLIPS clips spread over it)."""
+        try:
+            return self._classify(video, top_k)
+        except UploadError as err:
+            return error_response(err)
+
+    def _classify(self, video: Path, top_k: int) -> dict[str, Any]:
+        check_upload(video, "video")
+        try:
+            info = probe(video)
+            if info.duration > self.settings.max_video_seconds:
+                raise UploadError(422, f"video: {info.duration:.1f} s is longer than the limit of "
+                                       f"{self.settings.max_video_seconds:g} s (TIFFIN_MAX_VIDEO_SECONDS)")
+            if info.width * info.height > self.settings.max_video_pixels:
+                raise UploadError(422, f"video: {info.width}x{info.height} frames are larger than the limit of "
+                                       f"{self.settings.max_video_pixels} pixels (TIFFIN_MAX_VIDEO_PIXELS)")
+            clips = video_clips(video, self.spec, self.settings.clips, duration=info.duration)
+        except MediaError as err:
+            raise media_error(err, "video") from None
+        logits = np.asarray(self.model.logits(clips))
+        return {"labels": top_labels(logits, self.spec.labels, top_k), "clips": len(clips),
+                "duration_s": round(info.duration, 3), "backbone": self.backbone}
+
+
+VideoClassifier.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

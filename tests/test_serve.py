@@ -1,0 +1,477 @@
+"""serve/: BentoML services over ONNX Runtime, called directly, over real HTTP, and built into a bento."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tarfile
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import tiffin, write_frames
+from tests.speech_media import utterance
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def artifacts(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    for task in ("video", "speech"):
+        result = tiffin("export", checkpoints[task], "--format", "onnx", "--out", root / task)
+        assert result.exit_code == 0, result.output
+    return {"video": root / "video", "speech": root / "speech"}
+
+
+@pytest.fixture(scope="module")
+def videos(motion_dataset) -> list[Path]:
+    return sorted(p for p in motion_dataset.rglob("*") if p.is_file())[::3]
+
+
+@pytest.fixture(scope="module")
+def recordings(checkpoints) -> list[Path]:
+    return sorted(checkpoints["clips"].iterdir())
+
+
+def predict_json(artifact: Path, files: list[Path], *args) -> list[dict]:
+    result = tiffin("predict", artifact, *files, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def service(monkeypatch, name: str, artifact: Path, **env):
+    """A service instance as BentoML creates it in a worker, configured through the environment."""
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifact))
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    from serve import speech, video
+
+    return {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]()
+
+
+# --- torch-free ------------------------------------------------------------------------------
+
+def test_serving_imports_no_torch(artifacts, videos, recordings):
+    code = f"""
+import os, sys
+from pathlib import Path
+os.environ["TIFFIN_ARTIFACT"] = {str(artifacts['video'])!r}
+from serve.video import VideoClassifier
+print(VideoClassifier().classify(Path({str(videos[0])!r}), top_k=1)["labels"][0]["label"])
+os.environ["TIFFIN_ARTIFACT"] = {str(artifacts['speech'])!r}
+from serve.speech import SpeechRecognizer
+print(repr(SpeechRecognizer().transcribe(Path({str(recordings[0])!r}))["text"]))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "transformers", "torchaudio", "torchvision"))
+print("HEAVY", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+# --- services called directly ----------------------------------------------------------------
+
+def test_video_answers_equal_predict(monkeypatch, artifacts, videos):
+    svc = service(monkeypatch, "video", artifacts["video"], TIFFIN_CLIPS=2)
+    expected = predict_json(artifacts["video"], videos, "--top-k", "3", "--clips", "2")
+    for file, want in zip(videos, expected):
+        got = svc.classify(file, top_k=3)
+        assert got["labels"] == want["labels"] and got["clips"] == 2, file
+        assert got["duration_s"] > 0
+
+
+def test_speech_answers_equal_predict(monkeypatch, artifacts, recordings):
+    svc = service(monkeypatch, "speech", artifacts["speech"])
+    expected = predict_json(artifacts["speech"], recordings)
+    assert [svc.transcribe(f)["text"] for f in recordings] == [e["text"] for e in expected]
+    assert [svc.transcribe(f)["duration_s"] for f in recordings] == [e["duration_s"] for e in expected]
+
+
+def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_dataset, recordings):
+    """The clip a served request feeds the model is the clip validation trained on, and the
+    waveform is the one the speech dataset gives; the served logits equal PyTorch's on them."""
+    import torch
+
+    from export.artifact import load_source
+    from serve.speech import SpeechModel
+    from serve.video import VideoModel
+    from tiffin.audio_io import read_audio, resample
+    from tiffin.inference import video_clips
+    from tiffin.spec import VideoSpec
+    from train.speech_data import SpeechDataset, Utterance
+    from train.video_data import VideoClipDataset, discover_folder, probe_all
+
+    meta = json.loads((artifacts["video"] / "tiffin.json").read_text())
+    spec = VideoSpec.from_dict(meta["preprocessing"])
+    found, _ = probe_all(discover_folder(motion_dataset))
+    dataset = VideoClipDataset(found[:6], list(spec.labels), spec, sampler="constant_clips_per_video", train=False)
+    served = np.stack([video_clips(v.path, spec, 1)[0] for v in found[:6]])
+    trained = np.stack([dataset[i]["video"].numpy() for i in range(6)])
+    np.testing.assert_array_equal(served, trained)
+
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["video"]))
+    _, loaded, _ = load_source(Path(meta["source"]))
+    with torch.inference_mode():
+        reference = loaded.net(torch.from_numpy(trained)).numpy()
+    np.testing.assert_allclose(VideoModel().logits(served), reference, atol=1e-4, rtol=1e-3)
+
+    speech_meta = json.loads((artifacts["speech"] / "tiffin.json").read_text())
+    rate = speech_meta["preprocessing"]["sample_rate"]
+    dataset = SpeechDataset([Utterance(Path(f), "", (), 0) for f in recordings], rate)
+    for i, file in enumerate(recordings):  # 16/22.05/44.1 (stereo)/8 kHz files
+        np.testing.assert_array_equal(resample(*read_audio(file), rate), dataset[i]["wave"].numpy())
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["speech"]))
+    _, speech_loaded, _ = load_source(Path(speech_meta["source"]))
+    wave = resample(*read_audio(recordings[2]), rate)
+    with torch.inference_mode():
+        reference = speech_loaded.net(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))[0].numpy()
+    np.testing.assert_allclose(SpeechModel().logits([wave])[0], reference, atol=1e-4, rtol=1e-3)
+
+
+def test_speech_batched_answer_equals_alone(monkeypatch, artifacts, recordings):
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["speech"]))
+    from serve.speech import SpeechModel
+    from tiffin.audio_io import load_audio
+
+    model = SpeechModel()
+    waves = [load_audio(f, 16000) for f in recordings[:5]]
+    assert len({len(w) for w in waves}) > 1  # unequal lengths: the batch is padded
+    together = model.logits(waves)
+    for wave, batched in zip(waves, together):
+        alone = model.logits([wave])[0]
+        assert batched.shape == alone.shape
+        np.testing.assert_allclose(batched, alone, atol=1e-4, rtol=1e-3)
+
+
+def test_long_audio_is_windowed_like_predict(monkeypatch, artifacts, tmp_path):
+    """A recording longer than the artifact's window is cut into windows, batched, stitched
+    and decoded exactly as `tiffin predict` does it."""
+    artifact = tmp_path / "short-window"
+    shutil.copytree(artifacts["speech"], artifact)
+    meta = json.loads((artifact / "tiffin.json").read_text())
+    meta["preprocessing"].update(chunk_seconds=1.0, stride_seconds=0.2)
+    (artifact / "tiffin.json").write_text(json.dumps(meta))
+    words = ["one", "two", "red", "cat", "go", "up"] * 3
+    long = tmp_path / "long.wav"
+    sf.write(long, utterance(words, 16000), 16000)
+    assert sf.info(long).duration > 3
+
+    svc = service(monkeypatch, "speech", artifact)
+    calls = []
+    real = svc.model.logits
+    monkeypatch.setattr(svc.model, "logits", lambda waves: calls.append(len(waves)) or real(waves))
+    got = svc.transcribe(long)
+    assert calls and calls[0] >= 3  # every window of the recording in one model call
+    assert got["text"] == predict_json(artifact, [long])[0]["text"]
+
+
+def test_bad_uploads_get_4xx_reasons(monkeypatch, artifacts, tmp_path, videos, recordings):
+    video = service(monkeypatch, "video", artifacts["video"], TIFFIN_MAX_VIDEO_SECONDS=5, TIFFIN_MAX_VIDEO_PIXELS=100 * 100)
+    speech = service(monkeypatch, "speech", artifacts["speech"], TIFFIN_MAX_AUDIO_SECONDS=8)
+    cases = bad_media(tmp_path, videos, recordings)
+    for name, (kind, path, status, words) in cases.items():
+        answer = (video.classify(path) if kind == "video" else speech.transcribe(path))
+        assert not isinstance(answer, dict), f"{name} was accepted: {answer}"
+        body = json.loads(answer.body)
+        assert answer.status_code == status and words in body["error"], (name, answer.status_code, body)
+        assert str(tmp_path) not in body["error"]  # never a server path in an answer
+
+
+def bad_media(folder: Path, videos: list[Path], recordings: list[Path]) -> dict[str, tuple[str, Path, int, str]]:
+    """name -> (field, file, expected status, words in the reason). Limits: video 5 s and 100x100
+    pixels, audio 8 s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def write(name: str, data: bytes) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    good_mp4 = next(v for v in videos if v.suffix == ".mp4").read_bytes()
+    long_video = write_frames(folder / "long.mp4", np.zeros((24, 32, 32, 3), np.uint8), fps=4)
+    big_frames = write_frames(folder / "big.mp4", np.zeros((4, 128, 128, 3), np.uint8), fps=4)
+    silence = folder / "long.flac"
+    sf.write(silence, np.zeros(16000 * 10, np.float32), 16000)
+    nan = folder / "nan.wav"
+    sf.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
+    return {
+        "empty video": ("video", write("empty.mp4", b""), 400, "empty"),
+        "truncated mp4": ("video", write("truncated.mp4", good_mp4[: len(good_mp4) // 3]), 422, "video:"),
+        "random bytes": ("video", write("random.mp4", rng.bytes(5000)), 422, "cannot be read"),
+        "text as mp4": ("video", write("text.mp4", b"just some text, not a video\n" * 40), 422, "cannot be read"),
+        "audio to /classify": ("video", recordings[0], 422, "video"),
+        "video too long": ("video", long_video, 422, "TIFFIN_MAX_VIDEO_SECONDS"),
+        "frames too large": ("video", big_frames, 422, "TIFFIN_MAX_VIDEO_PIXELS"),
+        "empty audio": ("audio", write("empty.wav", b""), 400, "empty"),
+        "header-only wav": ("audio", write("header.wav", _wav_header()), 422, "audio:"),
+        "random audio": ("audio", write("random.wav", rng.bytes(5000)), 422, "cannot be read"),
+        "video to /transcribe": ("audio", long_video, 422, "no audio"),
+        "NaN samples": ("audio", nan, 422, "NaN"),
+        "audio too long": ("audio", silence, 422, "TIFFIN_MAX_AUDIO_SECONDS"),
+    }
+
+
+def _wav_header() -> bytes:
+    """A 44-byte RIFF/WAVE header announcing 16 kHz mono 16-bit audio, and no samples."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+            + b"data" + struct.pack("<I", 0))
+
+
+def test_bad_settings_are_one_line_errors(artifacts, checkpoints, tmp_path):
+    from serve.settings import read_settings
+    from tiffin.errors import TiffinError
+
+    for env, words in [({"TIFFIN_MAX_UPLOAD_MB": "lots"}, "TIFFIN_MAX_UPLOAD_MB"), ({"TIFFIN_BATCHING": "yes"}, "TIFFIN_BATCHING"),
+                       ({"TIFFIN_MAX_BATCH": "1"}, ">= 2"), ({"TIFFIN_DEVICE": "tpu"}, "TIFFIN_DEVICE")]:
+        with pytest.raises(TiffinError, match=words):
+            read_settings(env)
+    torchscript = tmp_path / "ts"
+    assert tiffin("export", checkpoints["video"], "--format", "torchscript", "--out", torchscript).exit_code == 0
+    for artifact, words in [(torchscript, "--format onnx"), (tmp_path, "not an artifact")]:
+        for command in ("serve", "build"):
+            result = tiffin(command, artifact)
+            assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+# --- a real server -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(artifact: Path, tmp_path: Path, **env):
+    """`tiffin serve ARTIFACT` in a process group of its own, ready, then stopped."""
+    port = free_port()
+    log = open(tmp_path / f"server-{port}.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tiffin", "serve", str(artifact), "--port", str(port)],
+        env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), **{k: str(v) for k, v in env.items()}},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            assert process.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-3000:]
+            try:
+                if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        else:
+            raise AssertionError("server not ready in 120 s")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+    assert process.returncode is not None
+
+
+def post_multipart(url: str, field: str, data: bytes, filename: str = "upload.bin",
+                   fields: dict[str, str] | None = None) -> tuple[int, dict]:
+    """A multipart POST written by hand with urllib, as a client that is not BentoML's would."""
+    boundary = uuid.uuid4().hex
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+             for k, v in (fields or {}).items()]
+    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return _send(request)
+
+
+def _send(request: urllib.request.Request) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+LIMITS = {"TIFFIN_MAX_UPLOAD_MB": 0.5, "TIFFIN_MAX_VIDEO_SECONDS": 5, "TIFFIN_MAX_VIDEO_PIXELS": 100 * 100,
+          "TIFFIN_MAX_AUDIO_SECONDS": 8}
+
+
+def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
+    import bentoml
+    import httpx
+
+    expected = {str(e["file"]): e["labels"] for e in predict_json(artifacts["video"], videos, "--top-k", "2")}
+    with running_server(artifacts["video"], tmp_path, **LIMITS) as url:
+        for path in ("/livez", "/readyz", "/"):
+            assert urllib.request.urlopen(url + path).status == 200
+        assert "/classify" in json.loads(urllib.request.urlopen(url + "/docs.json").read())["paths"]
+
+        with bentoml.SyncHTTPClient(url) as client:
+            for file in videos[:3]:
+                assert client.classify(video=file, top_k=2)["labels"] == expected[str(file)]
+        status, body = post_multipart(url + "/classify", "video", videos[3].read_bytes(), videos[3].name, {"top_k": "2"})
+        assert status == 200 and body["labels"] == expected[str(videos[3])]
+
+        # concurrent requests are batched into shared model calls; each still gets its own answer
+        answers: dict[int, tuple] = {}
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
+            i, post_multipart(url + "/classify", "video", videos[i].read_bytes(), videos[i].name, {"top_k": "2"})))
+            for i in range(len(videos))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(answers[i] == (200, {**answers[i][1], "labels": expected[str(videos[i])]}) for i in range(len(videos)))
+
+        tried = 0
+        for name, (kind, path, status, words) in bad_media(tmp_path / "bad", videos, recordings).items():
+            if kind != "video":
+                continue
+            got, body = post_multipart(url + "/classify", "video", path.read_bytes(), path.name)
+            assert got == status and words in body["error"], (name, got, body)
+            tried += 1
+        oversize = np.random.default_rng(1).bytes(600 * 1024)
+        got, body = post_multipart(url + "/classify", "video", oversize)
+        assert got == 413 and "TIFFIN_MAX_UPLOAD_MB" in body["error"]
+        # no Content-Length (chunked): the limit holds while the body streams in
+        body = (b"--b0\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n\r\n" + oversize
+                + b"\r\n--b0--\r\n")
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        streamed = httpx.post(url + "/classify", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=b0"})
+        assert streamed.status_code == 413 and "TIFFIN_MAX_UPLOAD_MB" in streamed.json()["error"]
+        # a file field given as a string is never fetched as a URL or read as a path
+        for value in ("http://127.0.0.1:9/x.mp4", "/etc/passwd"):
+            got = httpx.post(url + "/classify", files={"video": (None, value)})
+            assert got.status_code == 400 and "uploaded file" in got.json()["error"]
+        malformed = httpx.post(url + "/classify", content=oversize[:1000], headers={"Content-Type": "multipart/form-data"})
+        assert malformed.status_code == 400 and "malformed" in malformed.json()["error"]
+        for request, status in [
+            (urllib.request.Request(url + "/classify", data=b'{"video": "/etc/passwd"}', method="POST",
+                                    headers={"Content-Type": "application/json"}), 400),  # never a server path
+            (urllib.request.Request(url + "/classify", data=b"\x80\x04N.", method="POST",
+                                    headers={"Content-Type": "application/vnd.bentoml+pickle"}), 415),  # never pickle
+        ]:
+            assert _send(request)[0] == status
+        assert post_multipart(url + "/classify", "wrong_field", b"x")[0] == 400
+        assert post_multipart(url + "/classify", "video", videos[0].read_bytes(), fields={"top_k": "0"})[0] == 400
+        assert tried >= 7
+        # still up and right after every refusal
+        assert post_multipart(url + "/classify", "video", videos[0].read_bytes(), videos[0].name,
+                              {"top_k": "2"}) == (200, {**body_of(url, videos[0]), "labels": expected[str(videos[0])]})
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+        codes = {line.split('http_response_code="')[1].split('"')[0] for line in metrics.splitlines()
+                 if line.startswith("bentoml_service_request_total") and 'endpoint="/classify"' in line
+                 and float(line.split()[-1]) > 0}
+        assert {"200", "400", "413", "415", "422"} <= codes and not any(c.startswith("5") for c in codes), codes
+
+
+def body_of(url: str, file: Path) -> dict:
+    return post_multipart(url + "/classify", "video", file.read_bytes(), file.name, {"top_k": "2"})[1]
+
+
+def test_speech_server_over_http(artifacts, videos, recordings, tmp_path):
+    import bentoml
+
+    expected = predict_json(artifacts["speech"], recordings)
+    with running_server(artifacts["speech"], tmp_path, **LIMITS) as url:
+        assert "/transcribe" in json.loads(urllib.request.urlopen(url + "/docs.json").read())["paths"]
+        with bentoml.SyncHTTPClient(url) as client:
+            assert [client.transcribe(audio=f)["text"] for f in recordings] == [e["text"] for e in expected]
+        answers: dict[int, tuple] = {}
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
+            i, post_multipart(url + "/transcribe", "audio", recordings[i].read_bytes(), recordings[i].name)))
+            for i in range(len(recordings))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [answers[i][1]["text"] for i in range(len(recordings))] == [e["text"] for e in expected]
+        tried = 0
+        for name, (kind, path, status, words) in bad_media(tmp_path / "bad", videos, recordings).items():
+            if kind != "audio":
+                continue
+            got, body = post_multipart(url + "/transcribe", "audio", path.read_bytes(), path.name)
+            assert got == status and words in body["error"], (name, got, body)
+            tried += 1
+        assert post_multipart(url + "/transcribe", "audio", np.random.default_rng(2).bytes(600 * 1024))[0] == 413
+        assert tried >= 6
+        status, body = post_multipart(url + "/transcribe", "audio", recordings[0].read_bytes(), recordings[0].name)
+        assert status == 200 and body["text"] == expected[0]["text"]
+
+
+# --- bento -------------------------------------------------------------------------------------
+
+def stored_tag(tmp_path: Path) -> str:
+    version = next((tmp_path / "bentoml" / "models" / "my-speech").glob("*/model.onnx")).parent.name
+    return f"my-speech:{version}"
+
+
+def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    out = subprocess.run([sys.executable, "-m", "tiffin", "build", str(artifacts["speech"]), "--name", "my-speech"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = out.stdout.split()[1]
+    assert tag.startswith("my-speech:")
+    bento = tmp_path / "bentoml" / "bentos" / "my-speech" / tag.split(":")[1]
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().lower()
+    assert {"onnxruntime", "av", "soundfile", "numpy"} <= {line.split(">")[0].split("=")[0] for line in requirements.split()}
+    for heavy in ("torch", "lightning", "transformers", "pytorchvideo"):
+        assert heavy not in requirements
+    sources = {p.relative_to(bento / "src").parts[0] for p in (bento / "src").rglob("*.py")}
+    assert sources == {"tiffin", "serve"}
+    assert not (bento / "src" / "tiffin" / "cli.py").exists()  # the CLI imports train/ and export/
+    manifest = (bento / "bento.yaml").read_text()
+    assert "service: serve.speech:SpeechRecognizer" in manifest and f"model: {stored_tag(tmp_path)}" in manifest
+    assert "bentoml" in (bento / "env" / "docker" / "Dockerfile").read_text()
+    stored = list((tmp_path / "bentoml" / "models" / "my-speech").glob("*/model.onnx"))
+    assert len(stored) == 1 and (stored[0].parent / "tiffin.json").is_file()
+    export = subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(tmp_path / "b.bento")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr[-2000:]
+    with tarfile.open(tmp_path / "b.bento") as archive:  # what `bentoml containerize` ships: the model is inside
+        names = archive.getnames()
+    assert any(n.endswith("model.onnx") and "models/my-speech" in n for n in names)
+
+    # the bento serves from its own model store, with no TIFFIN_ARTIFACT
+    port = free_port()
+    env.pop("TIFFIN_ARTIFACT", None)
+    process = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    try:
+        for _ in range(240):
+            assert process.poll() is None, "bentoml serve of the bento exited"
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the bento's server was not ready in 120 s")
+        wav = tmp_path / "a.wav"
+        sf.write(wav, utterance(["red", "cat"]), 16000)
+        status, body = post_multipart(f"http://127.0.0.1:{port}/transcribe", "audio", wav.read_bytes(), "a.wav")
+        assert status == 200 and body["text"] == predict_json(artifacts["speech"], [wav])[0]["text"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -1,0 +1,56 @@
+"""Host-side inference steps shared by `tiffin predict` and serving, in numpy.
+
+The network (PyTorch, ONNX Runtime) is whatever maps model inputs to logits; everything around
+it (which clips to decode, how scores are averaged and rounded, how waveforms are padded into a
+batch and logits cut back to each utterance) lives here once, so a served answer equals the
+CLI's on the same file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tiffin.spec import VideoSpec
+from tiffin.video_io import center_crop, decode_clip, evenly_spaced_starts, probe
+
+SCORE_DIGITS = 6
+
+
+def video_clips(path: str | Path, spec: VideoSpec, clips: int, duration: float | None = None) -> np.ndarray:
+    """`clips` centre-cropped clips spread over the whole video: uint8 [N, T, S, S, 3]."""
+    duration = probe(path).duration if duration is None else duration
+    starts = evenly_spaced_starts(duration, spec.clip_duration, clips)
+    return np.stack([
+        center_crop(decode_clip(path, s, spec.clip_duration, spec.num_frames, spec.side_size), spec.crop_size)
+        for s in starts
+    ])
+
+
+def top_labels(logits: np.ndarray, labels: tuple[str, ...] | list[str], top_k: int) -> list[dict[str, Any]]:
+    """The `top_k` labels of one video from its clips' logits [clips, classes]: softmax per clip,
+    mean over clips, highest first, scores rounded to 6 digits."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    probs = (z / z.sum(axis=-1, keepdims=True)).mean(axis=0)
+    k = max(1, min(top_k, len(labels)))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"label": labels[i], "score": round(float(probs[i]), SCORE_DIGITS)} for i in order]
+
+
+def pad_waves(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of mono waveforms zero-padded to the longest: (float32 [B, samples], int64 lengths [B])."""
+    lengths = np.array([len(w) for w in waves], dtype=np.int64)
+    batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    return batch, lengths
+
+
+def output_frames(samples: int, kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]) -> int:
+    """Logit frames a wav2vec2-style conv feature encoder gives for `samples` input samples."""
+    for kernel, stride in zip(kernels, strides):
+        samples = (samples - kernel) // stride + 1
+    return max(0, samples)

@@ -1,0 +1,55 @@
+"""ONNX Runtime sessions as tiffin opens them: CUDA when the GPU build and a GPU are there, else CPU.
+
+Torch-free (numpy in, numpy out): serving and the export parity check run artifacts through the
+same session settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tiffin.errors import TiffinError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for `device`: auto takes CUDA when onnxruntime-gpu sees a GPU."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise TiffinError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise TiffinError("device cuda: this onnxruntime has no CUDA provider; install the gpu extra "
+                          "(onnxruntime-gpu) or use device cpu")
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxSession:
+    """One ONNX Runtime session over a model file, called with numpy arrays in input order."""
+
+    def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            # one session per worker: its intra-op pool is the worker's share of the cores
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_file), options, providers=providers_for(device))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        """The first output for inputs given in the graph's input order."""
+        return self.session.run(None, dict(zip(self.input_names, inputs)))[0]
