@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TIFFIN := $(VENV)/bin/tiffin
 DEMO := demo-run
 
-.PHONY: demo demo-video demo-speech test install clean
+.PHONY: demo demo-video demo-speech demo-serve test install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-demo: demo-video demo-speech
+demo: demo-video demo-speech demo-serve
 
 # Generates a synthetic action dataset (shapes moving in four directions, written with
 # PyAV in four containers), fine-tunes x3d_xs on it on the CPU and predicts unseen videos.
@@ -43,6 +43,24 @@ demo-speech: $(VENV)/.installed
 		--learning-rate 1e-3 --batch-size 8 --max-epochs 25 --seed 0 --out $(DEMO)/speech/run
 	$(TIFFIN) predict $(DEMO)/speech/run/checkpoints/best.ckpt $(DEMO)/speech/unseen/*.wav
 	@echo "what was said:"; tail -n +2 $(DEMO)/speech/unseen/train.csv
+
+# Exports both demo models to ONNX, serves each with `tiffin serve` (BentoML, ONNX Runtime, no
+# torch in the server) and asks it over HTTP about the unseen files, next to `tiffin predict`.
+SERVE_PORT ?= 3077
+demo-serve: $(VENV)/.installed
+	@command -v curl > /dev/null || { echo "demo-serve needs curl: apt-get install curl"; exit 1; }
+	$(TIFFIN) export $(DEMO)/video/run/checkpoints/best.ckpt --out $(DEMO)/video/onnx --force
+	$(TIFFIN) export $(DEMO)/speech/run/checkpoints/best.ckpt --out $(DEMO)/speech/onnx --force
+	@for task in video speech; do \
+	  if [ $$task = video ]; then api=classify; form="-F top_k=1 -F video"; files="$$(ls $(DEMO)/video/unseen/*/*.*)"; \
+	  else api=transcribe; form="-F audio"; files="$$(ls $(DEMO)/speech/unseen/*.wav)"; fi; \
+	  $(TIFFIN) serve $(DEMO)/$$task/onnx --port $(SERVE_PORT) > $(DEMO)/serve-$$task.log 2>&1 & pid=$$!; \
+	  for i in $$(seq 120); do curl -sf localhost:$(SERVE_PORT)/readyz > /dev/null && break; sleep 0.5; done; \
+	  echo "== $$task: tiffin predict, then POST /$$api"; \
+	  $(TIFFIN) predict $(DEMO)/$$task/onnx $$files --top-k 1; \
+	  for f in $$files; do printf '%s: ' $$f; curl -s $$form=@$$f localhost:$(SERVE_PORT)/$$api; echo; done; \
+	  kill $$pid; wait $$pid 2> /dev/null; \
+	done
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -16,8 +16,8 @@ from tiffin.errors import TiffinError
 # name -> (default, meaning); README's serving table is this table
 VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_ARTIFACT": ("", "artifact folder to serve (local runs); else the BentoML model TIFFIN_MODEL"),
-    "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video|speech:latest]"),
-    "TIFFIN_DEVICE": ("auto", "auto | cpu | cuda: ONNX Runtime provider"),
+    "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video:latest or tiffin-speech:latest]"),
+    "TIFFIN_DEVICE": ("auto", "ONNX Runtime provider: auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda"),
     "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per model worker; 0 = all cores"),
     "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own"),
     "TIFFIN_BATCHING": ("1", "1: adaptive batching of model calls across requests; 0: off"),

@@ -475,3 +475,11 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_readme_lists_every_serving_setting():
+    from serve.settings import VARIABLES
+
+    readme = (ROOT / "README.md").read_text()
+    for name, (default, meaning) in VARIABLES.items():
+        assert f"| `{name}` | {default or '—'} | {meaning} |" in readme, name
