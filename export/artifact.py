@@ -71,7 +71,7 @@ def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[
     fmt = FORMATS[opts.format]
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "task": task, "backbone": loaded.backbone, "format": opts.format,
-        "precision": opts.precision, "model_file": fmt.file, "source": str(Path(opts.model).resolve()),
+        "precision": opts.precision, "model_file": fmt.file, "source": _source(opts.model),
         "preprocessing": loaded.spec.to_dict(), **spec.describe(), "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -86,6 +86,13 @@ def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[
     else:
         meta["labels"] = list(loaded.spec.labels)
     return meta
+
+
+def _source(model: Path) -> str:
+    """Where the artifact came from: an embedded model's name, else the absolute path."""
+    from train.backbones import EMBEDDED_MODELS
+
+    return str(model) if str(model) in EMBEDDED_MODELS else str(Path(model).resolve())
 
 
 def _check_options(opts: ExportOptions) -> Path:
@@ -107,7 +114,12 @@ def _check_options(opts: ExportOptions) -> Path:
 
 
 def default_out(model: Path, format: str, precision: str) -> Path:
-    """runs/NAME/export/FORMAT-PRECISION for a checkpoint in runs/NAME/checkpoints/; DIR-FORMAT-PRECISION for a folder."""
+    """runs/NAME/export/FORMAT-PRECISION for a checkpoint in runs/NAME/checkpoints/; DIR-FORMAT-PRECISION for a
+    folder; runs/SHORT-NAME/export/FORMAT-PRECISION for an embedded model."""
+    from train.backbones import EMBEDDED_MODELS
+
+    if str(model) in EMBEDDED_MODELS:
+        return Path("runs") / str(model).split("/")[1] / "export" / f"{format}-{precision}"
     model = model.resolve()
     if model.is_dir():
         return model.parent / f"{model.name}-{format}-{precision}"
@@ -182,7 +194,7 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
         vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
         meta["parity"] = check_parity(loaded.net, fmt.runner(tmp / fmt.file, spec), samples,
-                                      spec.tolerances[opts.precision], task, vocab)
+                                      spec.tolerances[opts.precision], task, vocab, _conv(loaded))
         meta["sha256"] = sha256(tmp / fmt.file)
         (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _move_into_place(tmp, out)
@@ -211,14 +223,25 @@ def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from."""
     meta = read_artifact(path)
     source = Path(meta["source"])
-    if not source.exists():
+    if not source.exists() and meta["source"] not in _embedded_names():
         raise TiffinError(f"{path}: its source model {source} is gone; parity needs the PyTorch model")
     task, loaded, spec = load_source(source, fixed_batch(meta))
     fmt = FORMATS[meta["format"]]
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
     vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
     return check_parity(loaded.net, fmt.runner(Path(path) / fmt.file, spec), samples,
-                        spec.tolerances[meta["precision"]], task, vocab)
+                        spec.tolerances[meta["precision"]], task, vocab, _conv(loaded))
+
+
+def _conv(loaded) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A speech network's conv kernels and strides (how many frames each utterance owns)."""
+    return (loaded.net.kernels, loaded.net.strides) if hasattr(loaded.net, "kernels") else None
+
+
+def _embedded_names() -> set[str]:
+    from train.backbones import EMBEDDED_MODELS
+
+    return set(EMBEDDED_MODELS)
 
 
 class ArtifactNet:

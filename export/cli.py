@@ -26,7 +26,8 @@ class ExportPrecision(str, Enum):
 
 @reported
 def export_command(
-    model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, or a Hugging Face speech model folder."),
+    model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, a Hugging Face speech model folder, "
+                                 "or an embedded model (tiffin/tiny-motion, tiffin/tiny-en)."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format"),
     precision: ExportPrecision = typer.Option(ExportPrecision.fp32, help="onnx: fp32|fp16|int8; torchscript: "
                                               "fp32|bf16; mobile: fp32."),

@@ -33,7 +33,7 @@ def check_upload(path: Path, kind: str) -> None:
 
 def media_error(err: MediaError, kind: str) -> UploadError:
     """A decoder's verdict on an upload, as a 422 whose reason names the field, not the temp file."""
-    return UploadError(422, f"{kind}: {err.reason}")
+    return UploadError(422, f"{kind}: {err.reason.replace(err.path, 'the upload')}")
 
 
 def error_response(err: UploadError):

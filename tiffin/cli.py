@@ -14,7 +14,7 @@ import typer
 from tiffin.errors import reported
 from export.cli import check_command, export_command
 from serve.cli import build_command, serve_command
-from train.cli import backbones_app, synth_app, train_app
+from train.cli import backbones_app, pretrain_app, synth_app, train_app
 
 app = typer.Typer(
     name="tiffin",
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(train_app, name="train")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(synth_app, name="synth")
+app.add_typer(pretrain_app, name="pretrain")
 app.command("export")(export_command)
 app.command("check")(check_command)
 app.command("serve")(serve_command)
@@ -35,7 +36,8 @@ app.command("build")(build_command)
 @reported
 def predict(
     model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, an artifact folder written by "
-                                 "`tiffin export`, or a Hugging Face speech model folder."),
+                                 "`tiffin export`, a Hugging Face speech model folder, or an embedded model "
+                                 "(tiffin/tiny-motion, tiffin/tiny-en: zero-shot)."),
     files: list[Path] = typer.Argument(..., help="Video or audio files."),
     top_k: int = typer.Option(5, min=1, help="Video: labels to show per file."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
@@ -70,6 +72,23 @@ def predict(
                 typer.echo(f"{r['file']}: {best}")
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+@reported
+def evaluate(
+    model: Path = typer.Argument(..., help="Anything `tiffin predict` takes: checkpoint, artifact, Hugging Face "
+                                 "folder, embedded model name."),
+    data: Path = typer.Argument(..., help="Speech: a CSV/TSV of audio files and transcripts; video: a class folder "
+                                "DATA/<label>/<video>."),
+    audio_column: str = typer.Option("speech_files", help="Speech: column of audio files."),
+    text_column: str = typer.Option("targets", help="Speech: column of transcripts."),
+    clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
+) -> None:
+    """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
+    from train.evaluate import evaluate as run
+
+    typer.echo(json.dumps(run(model, data, audio_column, text_column, clips)))
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ class VideoBackbone:
     slowfast_alpha: int | None = None
     sized_by_config: bool = False
     frame_multiple: int = 1
+    embedded: bool = False  # weights shipped in the package (train/embedded/), not the zoo's
 
     @property
     def clip_duration(self) -> float:
@@ -52,6 +53,9 @@ class VideoBackbone:
 VIDEO_BACKBONES: dict[str, VideoBackbone] = {
     b.name: b
     for b in [
+        # tiffin's own: x3d_xs pretrained on generated motion (tiffin pretrain video); top1 is not Kinetics'
+        VideoBackbone("tiffin/tiny-motion", "x3d_xs", 3_794_274, 8, 6, 64, 64, 0.29, 0.0, "model.safetensors",
+                      embedded=True),
         VideoBackbone("slowfast_r50", "slowfast_r50", 34_566_488, 32, 2, 256, 224, 65.71, 76.94,
                       "SLOWFAST_8x8_R50.pyth", slowfast_alpha=4, frame_multiple=4),
         VideoBackbone("slowfast_r101", "slowfast_r101", 62_826_968, 32, 2, 256, 224, 127.20, 77.90,
@@ -73,6 +77,16 @@ VIDEO_BACKBONES: dict[str, VideoBackbone] = {
                       "MVIT_B_16x4.pyth", sized_by_config=True, frame_multiple=2),
     ]
 }
+
+
+# The pretrained models shipped inside the package, by name: their task. Files in EMBEDDED_DIR/<short name>/.
+EMBEDDED_MODELS = {"tiffin/tiny-motion": "video-classification", "tiffin/tiny-en": "speech-recognition"}
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+
+def embedded_dir(name: str) -> Path | None:
+    """The folder of an embedded model (None for any other name)."""
+    return EMBEDDED_DIR / name.split("/")[1] if name in EMBEDDED_MODELS else None
 
 
 def hub_checkpoint_dir() -> Path:
@@ -118,7 +132,9 @@ class SpeechBackbone:
     ctc_head: bool
     config: dict
     sample_rate: int = 16000
-    weights: str = "hf"  # "hf": Hugging Face cache; "none": a config only, trained from scratch
+    # "hf": Hugging Face cache; "none": a config only, trained from scratch; "embedded": shipped in
+    # the package (train/embedded/), built by `tiffin pretrain`
+    weights: str = "hf"
 
     @property
     def cache_dir(self) -> Path | None:
@@ -133,6 +149,9 @@ _TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, interme
              conv_dim=(64,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4,
              hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
              final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0, ctc_loss_reduction="mean")
+# tiffin/tiny-en: a little wider and deeper than the from-scratch config, to hold a broad vocabulary.
+_TINY_EN = {**_TINY, "hidden_size": 96, "num_hidden_layers": 3, "intermediate_size": 192,
+            "num_conv_pos_embedding_groups": 8}
 _LARGE_LV60 = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                    feat_extract_norm="layer", feat_extract_activation="gelu", conv_bias=True,
                    do_stable_layer_norm=True)
@@ -143,6 +162,7 @@ SPEECH_BACKBONES: dict[str, SpeechBackbone] = {
         SpeechBackbone("facebook/wav2vec2-base-960h", 94_396_320, True, {}),
         SpeechBackbone("facebook/wav2vec2-base", 94_396_320, False, {}),
         SpeechBackbone("facebook/wav2vec2-large-960h-lv60-self", 315_471_520, True, _LARGE_LV60),
+        SpeechBackbone("tiffin/tiny-en", 337_312, True, _TINY_EN, weights="embedded"),
         SpeechBackbone("tiffin/wav2vec2-tiny", 172_608, True, _TINY, weights="none"),
     ]
 }

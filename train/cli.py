@@ -185,16 +185,18 @@ def backbones_video(as_json: bool = typer.Option(False, "--json", help="Print JS
     from rich.console import Console
     from rich.table import Table
 
-    from train.backbones import VIDEO_BACKBONES, hub_checkpoint_dir
+    from train.backbones import VIDEO_BACKBONES, embedded_dir, hub_checkpoint_dir
 
     rows = []
-    for b in VIDEO_BACKBONES.values():
-        weights = hub_checkpoint_dir() / b.weights_file
+    # embedded (pretrained, shipped, offline) first
+    for b in sorted(VIDEO_BACKBONES.values(), key=lambda b: not b.embedded):
+        weights = embedded_dir(b.name) / b.weights_file if b.embedded else hub_checkpoint_dir() / b.weights_file
         rows.append({
-            "name": b.name, "params": b.params, "frames": b.frames, "sampling_rate": b.sampling_rate,
-            "clip_duration": b.clip_duration, "side": b.side, "crop": b.crop, "gflops_per_view": b.gflops,
-            "kinetics400_top1": b.top1, "weights_path": str(weights), "weights_present": weights.is_file(),
-            "weights_url": b.weights_url,
+            "name": b.name, "embedded": b.embedded, "params": b.params, "frames": b.frames,
+            "sampling_rate": b.sampling_rate, "clip_duration": b.clip_duration, "side": b.side, "crop": b.crop,
+            "gflops_per_view": b.gflops, "kinetics400_top1": None if b.embedded else b.top1,
+            "weights_path": str(weights), "weights_present": weights.is_file(),
+            "weights_url": None if b.embedded else b.weights_url,
         })
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -204,9 +206,11 @@ def backbones_video(as_json: bool = typer.Option(False, "--json", help="Print JS
     for col in ("params", "frames x rate", "crop", "GFLOPs/view", "K400 top-1", "weights"):
         table.add_column(col, justify="right")
     for r in rows:
+        weights = ("embedded" if r["weights_present"] else "not built") if r["embedded"] else (
+            "cached" if r["weights_present"] else "missing")
+        top1 = "—" if r["kinetics400_top1"] is None else f"{r['kinetics400_top1']:.2f}"
         table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M", f"{r['frames']}x{r['sampling_rate']}", str(r["crop"]),
-                      f"{r['gflops_per_view']:.2f}", f"{r['kinetics400_top1']:.2f}",
-                      "cached" if r["weights_present"] else "missing")
+                      f"{r['gflops_per_view']:.2f}", top1, weights)
     Console().print(table)
 
 
@@ -216,9 +220,11 @@ def synth_video(
     out: Path = typer.Argument(..., help="Folder to write DIR/<class>/<video> into."),
     per_class: int = typer.Option(16, min=1, help="Videos per class."),
     seed: int = typer.Option(0),
-    classes: str = typer.Option(None, help="Comma-separated subset of move_left,move_right,move_up,move_down."),
+    classes: str = typer.Option(None, help="Comma-separated classes: move_left|right|up|down (the default four), "
+                                "move_up_left|up_right|down_left|down_right, rotate_clockwise|anticlockwise, grow, "
+                                "shrink, blink, bounce."),
 ) -> None:
-    """Write a synthetic motion dataset (shapes moving in four directions; mp4/avi/webm/mkv)."""
+    """Write a synthetic motion dataset (shapes that move, turn, grow, blink or bounce; mp4/avi/webm/mkv)."""
     from train.synthetic import make_motion_dataset
 
     try:
@@ -235,13 +241,20 @@ def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print J
     from rich.console import Console
     from rich.table import Table
 
-    from train.backbones import SPEECH_BACKBONES
+    from train.backbones import SPEECH_BACKBONES, embedded_dir
 
     rows = []
-    for b in SPEECH_BACKBONES.values():
+    for b in sorted(SPEECH_BACKBONES.values(), key=lambda b: b.weights != "embedded"):  # embedded first
+        if b.weights == "embedded":
+            folder = embedded_dir(b.name)
+            rows.append({"name": b.name, "embedded": True, "params": b.params, "sample_rate": b.sample_rate,
+                         "ctc_head": b.ctc_head, "weights_path": str(folder),
+                         "weights_present": (folder / "model.safetensors").is_file(),
+                         "note": "pretrained, shipped in the package: works offline"})
+            continue
         cache = b.cache_dir
-        rows.append({"name": b.name, "params": b.params, "sample_rate": b.sample_rate, "ctc_head": b.ctc_head,
-                     "weights_path": str(cache) if cache else None,
+        rows.append({"name": b.name, "embedded": False, "params": b.params, "sample_rate": b.sample_rate,
+                     "ctc_head": b.ctc_head, "weights_path": str(cache) if cache else None,
                      "weights_present": bool(cache and (cache / "snapshots").is_dir()),
                      "note": "config only: trains from scratch" if cache is None else "Hugging Face cache"})
     if as_json:
@@ -252,7 +265,8 @@ def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print J
     for col in ("params", "rate", "CTC head", "weights"):
         table.add_column(col, justify="right")
     for r in rows:
-        weights = "built in" if r["weights_path"] is None else "cached" if r["weights_present"] else "missing"
+        weights = ("embedded" if r["weights_present"] else "not built") if r["embedded"] else (
+            "built in" if r["weights_path"] is None else "cached" if r["weights_present"] else "missing")
         table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M", str(r["sample_rate"]), "yes" if r["ctc_head"] else "no",
                       weights)
     Console().print(table)
@@ -265,10 +279,63 @@ def synth_speech(
     count: int = typer.Option(200, min=1, help="Utterances."),
     seed: int = typer.Option(0),
     voices: str = typer.Option("en-us,en-gb,en-gb-x-rp,en-us+f2,en-gb+m3",
-                               help="Comma-separated espeak-ng voices (variants with +)."),
+                               help="Comma-separated espeak-ng voices (variants with +; 'festival' for Festival)."),
+    word_list: Path = typer.Option(None, help="Words to draw sentences from, one per line (e.g. /usr/share/dict/words) "
+                                   "[default: a 31-word vocabulary]."),
 ) -> None:
-    """Speak random sentences of a small vocabulary with espeak-ng into OUT (wav + train.csv)."""
-    from train.synthetic import make_speech_dataset
+    """Speak random sentences with espeak-ng into OUT (wav + train.csv)."""
+    from train.synthetic import SPEECH_WORDS, make_speech_dataset
 
-    rows = make_speech_dataset(out, count, seed, voices.split(","))
+    words = tuple(SPEECH_WORDS)
+    if word_list is not None:
+        from train.pretrain import read_words
+
+        words = read_words(word_list)
+    rows = make_speech_dataset(out, count, seed, voices.split(","), words=words)
     typer.echo(f"wrote {len(rows)} utterances and {Path(out) / 'train.csv'}")
+
+
+pretrain_app = typer.Typer(help="Rebuild tiffin's embedded pretrained models with their recipes.", no_args_is_help=True)
+
+
+@pretrain_app.command("speech")
+@reported
+def pretrain_speech_command(
+    out: Path = typer.Option(..., help="Folder for the corpus, the run and the packaged model (OUT/tiny-en)."),
+    sentences: int = typer.Option(2400, min=8, help="Training sentences."),
+    val_sentences: int = typer.Option(150, min=2, help="Held-out sentences in the pretraining voices."),
+    scottish_sentences: int = typer.Option(60, min=2, help="Held-out sentences in the held-out Scottish voice."),
+    epochs: int = typer.Option(16, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    learning_rate: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    word_list: Path = typer.Option(Path("/usr/share/dict/words"), help="Words, one per line (Debian's wamerican)."),
+    festival: bool = typer.Option(True, help="Also speak with Festival (text2wave)."),
+    install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-en)."),
+) -> None:
+    """Build tiffin/tiny-en: generated English speech, many voices, Scottish held out; wav2vec2 CTC from scratch."""
+    from train.pretrain import SpeechRecipe, pretrain_speech
+
+    recipe = SpeechRecipe(sentences, val_sentences, scottish_sentences, epochs, batch_size, learning_rate, seed,
+                          str(word_list), festival)
+    card = pretrain_speech(out, recipe, install)
+    typer.echo(json.dumps(card["metrics"]))
+
+
+@pretrain_app.command("video")
+@reported
+def pretrain_video_command(
+    out: Path = typer.Option(..., help="Folder for the corpus, the run and the packaged model (OUT/tiny-motion)."),
+    per_class: int = typer.Option(40, min=2, help="Training videos per class."),
+    val_per_class: int = typer.Option(8, min=1, help="Held-out videos per class."),
+    epochs: int = typer.Option(20, min=1),
+    batch_size: int = typer.Option(16, min=1),
+    learning_rate: float = typer.Option(3e-3),
+    seed: int = typer.Option(0),
+    install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-motion)."),
+) -> None:
+    """Build tiffin/tiny-motion: x3d_xs at 8 frames x 64 px on 10 generated motion classes."""
+    from train.pretrain import VideoRecipe, pretrain_video
+
+    card = pretrain_video(out, VideoRecipe(per_class, val_per_class, epochs, batch_size, learning_rate, seed), install)
+    typer.echo(json.dumps(card["metrics"]))

@@ -19,6 +19,7 @@ import torch
 from tiffin.errors import MediaError, TiffinError
 from tiffin.spec import VideoSpec
 from tiffin.inference import top_labels, video_clips
+from train.backbones import EMBEDDED_MODELS
 from train.run_folder import read_checkpoint
 from train.video_model import VideoNet, build_video_net
 
@@ -33,7 +34,14 @@ class LoadedVideoModel:
 
 
 def load_video_model(path: str | Path) -> LoadedVideoModel:
-    """Rebuild a video classifier from a checkpoint (no pretrained weights are read)."""
+    """Rebuild a video classifier from a checkpoint (no pretrained weights are read), or load an
+    embedded model by name (its pretraining classes)."""
+    if str(path) in EMBEDDED_MODELS:
+        from train.backbones import get_video_backbone
+        from train.video_model import embedded_spec, load_embedded_net
+
+        name = str(path)
+        return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
     checkpoint = read_checkpoint(path)
     meta = checkpoint["tiffin"]
     if meta.get("task") != "video-classification":
@@ -82,7 +90,12 @@ def load_speech_model(path: str | Path) -> LoadedSpeechModel:
     from tiffin.spec import SpeechSpec
     from train.speech_model import SpeechNet, build_speech_net, feature_settings, load_backbone
 
+    name = str(path)
     path = Path(path)
+    if name in EMBEDDED_MODELS:
+        model, vocab, _ = load_backbone(name, pretrained=True)
+        spec = SpeechSpec(vocab=vocab.tokens)
+        return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, name)
     if path.is_dir():
         model, vocab, _ = load_backbone(str(path), pretrained=True)
         if vocab is None:
@@ -139,7 +152,10 @@ def transcribe_files(model: LoadedSpeechModel, files: list[str | Path]) -> list[
 
 
 def model_task(path: str | Path) -> str:
-    """'video-classification' or 'speech-recognition' for a checkpoint, an artifact or a Hugging Face folder."""
+    """'video-classification' or 'speech-recognition' for a checkpoint, an artifact, a Hugging Face
+    folder or an embedded model's name."""
+    if str(path) in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[str(path)]
     path = Path(path)
     if path.is_dir() and (path / "tiffin.json").is_file():
         return json.loads((path / "tiffin.json").read_text()).get("task", "")

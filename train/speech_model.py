@@ -17,7 +17,7 @@ from torch import nn
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from train.backbones import SPEECH_BACKBONES, hf_hub_cache
+from train.backbones import SPEECH_BACKBONES, embedded_dir, hf_hub_cache
 
 
 class MaskedInstanceNorm(nn.Module):
@@ -36,14 +36,18 @@ class MaskedInstanceNorm(nn.Module):
         self.frames: torch.Tensor | None = None  # [B] real frames, set by SpeechNet for each call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # statistics in float32 whatever the run's dtype, as PyTorch's own GroupNorm accumulates
+        # them: a bf16 sum over thousands of frames loses the variance
+        xf = x.float()
         if self.frames is None:
-            mask = torch.ones_like(x[:, :1])
+            mask = torch.ones_like(xf[:, :1])
         else:
-            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].to(x.dtype)
+            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].float()
         n = mask.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * mask).sum(-1, keepdim=True) / n
-        var = ((x - mean) * mask).pow(2).sum(-1, keepdim=True) / n
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight[None, :, None] + self.bias[None, :, None]
+        mean = (xf * mask).sum(-1, keepdim=True) / n
+        var = ((xf - mean) * mask).pow(2).sum(-1, keepdim=True) / n
+        y = (xf - mean) / torch.sqrt(var + self.eps) * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
+        return y.to(x.dtype)
 
 
 class SpeechNet(nn.Module):
@@ -73,10 +77,11 @@ class SpeechNet(nn.Module):
         mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
         x = waveform * mask  # keeps the caller's float dtype (bf16 exports run in bf16 throughout)
         if self.normalize:
-            n = lengths.clamp(min=1).to(x.dtype)[:, None]
-            mean = x.sum(1, keepdim=True) / n
-            var = ((x - mean) ** 2 * mask).sum(1, keepdim=True) / n
-            x = (x - mean) / torch.sqrt(var + 1e-7) * mask
+            # statistics in float32: a bf16 sum over tens of thousands of samples is far off
+            xf, n = x.float(), lengths.clamp(min=1).float()[:, None]
+            mean = xf.sum(1, keepdim=True) / n
+            var = ((xf - mean) ** 2 * mask).sum(1, keepdim=True) / n
+            x = ((xf - mean) / torch.sqrt(var + 1e-7) * mask).to(x.dtype)
         norm = self.first_norm
         if norm is not None:
             norm.frames = torch.div(lengths - self.kernels[0], self.strides[0], rounding_mode="floor") + 1
@@ -98,7 +103,9 @@ class SpeechNet(nn.Module):
 
 def model_class():
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar says nothing for local files
     return Wav2Vec2Config, Wav2Vec2ForCTC
 
 
@@ -141,6 +148,11 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
         if not (folder / "config.json").is_file():
             raise TiffinError(f"--backbone {folder}: no config.json; give a folder written by save_pretrained")
         source = folder
+    elif info is not None and info.weights == "embedded" and pretrained:
+        source = embedded_dir(backbone)
+        if not (source / "config.json").is_file():
+            raise TiffinError(f"--backbone {backbone}: its weights are not in this checkout ({source}); build them with "
+                              f"`tiffin pretrain speech --out runs/pretrain --install`, or pass --no-pretrained")
     elif info is not None and (info.weights == "none" or not pretrained):
         vocab = Vocabulary(BASE_960H_TOKENS) if info.ctc_head else None
         return Wav2Vec2ForCTC(Wav2Vec2Config(**info.config, vocab_size=len(BASE_960H_TOKENS))), vocab, "config"
@@ -151,7 +163,8 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
             raise TiffinError(
                 f"--backbone {backbone}: not found offline in the Hugging Face cache ({where}); download it there "
                 f"(`hf download {backbone}` where there is network, then copy the cache), or pass a folder written "
-                "by save_pretrained, or use --backbone tiffin/wav2vec2-tiny / --no-pretrained"
+                "by save_pretrained, or start from the embedded pretrained --backbone tiffin/tiny-en (offline), or "
+                "--no-pretrained"
             )
     try:
         if pretrained:

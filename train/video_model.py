@@ -8,6 +8,7 @@ Exercised by `tiffin train video` and `tiffin predict`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from train.backbones import VideoBackbone, get_video_backbone, hub_checkpoint_dir
+from train.backbones import VideoBackbone, embedded_dir, get_video_backbone, hub_checkpoint_dir
 
 
 class Preprocess(nn.Module):
@@ -106,7 +107,8 @@ def replace_classifier(model: nn.Module, num_classes: int) -> None:
 
 
 def find_pretrained_weights(info: VideoBackbone, weights: str | Path | None = None) -> Path:
-    """Locate a zoo checkpoint: `weights` if given, else the torch hub cache by file name.
+    """Locate pretrained weights: `weights` if given, the package's for an embedded model, else the
+    torch hub cache by file name.
 
     Raises:
         TiffinError: the file is not there, with the place to put it.
@@ -116,11 +118,15 @@ def find_pretrained_weights(info: VideoBackbone, weights: str | Path | None = No
         if not path.is_file():
             raise TiffinError(f"--weights {path}: no such file; give the path of a {info.weights_file} checkpoint")
         return path
+    if info.embedded:
+        embedded_spec(info)  # raises, naming the recipe, when this checkout lacks the files
+        return embedded_dir(info.name) / info.weights_file
     path = hub_checkpoint_dir() / info.weights_file
     if not path.is_file():
         raise TiffinError(
             f"pretrained weights for {info.name} not found at {path}; download {info.weights_url} there "
-            "(or pass --weights FILE), or train from scratch with --no-pretrained"
+            "(or pass --weights FILE), or start from the embedded pretrained --backbone tiffin/tiny-motion (offline), "
+            "or train from scratch with --no-pretrained"
         )
     return path
 
@@ -198,9 +204,52 @@ def build_video_net(
     info = get_video_backbone(backbone)
     check_clip_size(info, spec.num_frames, spec.crop_size)
     model = build_backbone(info, spec.num_frames, spec.crop_size)
-    if pretrained or weights is not None:
+    if info.embedded and (pretrained or weights is not None):
+        load_embedded(model, info, weights)
+    elif pretrained or weights is not None:
         load_pretrained(model, info, weights)
     replace_classifier(model, len(spec.labels))
+    return VideoNet(model, spec)
+
+
+def embedded_spec(info: VideoBackbone) -> VideoSpec:
+    """The clip spec and pretraining labels of an embedded video model (its spec.json).
+
+    Raises:
+        TiffinError: the model's files are not in this checkout.
+    """
+    folder = embedded_dir(info.name)
+    if folder is None or not (folder / "spec.json").is_file():
+        raise TiffinError(f"--backbone {info.name}: its weights are not in this checkout ({folder}); build them with "
+                          "`tiffin pretrain video --out runs/pretrain-video --install`, or pass --no-pretrained")
+    return VideoSpec.from_dict(json.loads((folder / "spec.json").read_text())["spec"])
+
+
+def load_embedded(model: nn.Module, info: VideoBackbone, weights: str | Path | None = None) -> Path:
+    """Load an embedded model's weights (safetensors, stored fp16) with its pretraining head.
+
+    Returns:
+        The file loaded.
+    """
+    from safetensors.torch import load_file
+
+    spec = embedded_spec(info)
+    path = Path(weights) if weights is not None else embedded_dir(info.name) / info.weights_file
+    replace_classifier(model, len(spec.labels))
+    try:
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state)
+    except (OSError, RuntimeError) as exc:  # missing or mismatched file
+        raise TiffinError(f"{path}: not the weights of {info.name} ({str(exc).splitlines()[0][:160]})") from None
+    return path
+
+
+def load_embedded_net(name: str) -> VideoNet:
+    """An embedded video model as it was pretrained: its own spec, labels and head (zero-shot use)."""
+    info = get_video_backbone(name)
+    spec = embedded_spec(info)
+    model = build_backbone(info, spec.num_frames, spec.crop_size)
+    load_embedded(model, info)
     return VideoNet(model, spec)
 
 
