@@ -83,7 +83,33 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
     model_file = path / meta["model_file"]
     if not model_file.is_file() or sha256(model_file) != meta["sha256"]:
         raise TiffinError(f"{model_file}: missing or changed since export (sha256 differs); export it again")
+    if meta["format"] == "onnx":
+        check_external_data(model_file)
     return meta
+
+
+def check_external_data(model_file: Path) -> None:
+    """Refuse an ONNX file whose tensors live in files outside its own folder.
+
+    tiffin's exports keep every weight inside model.onnx; a file naming external data beyond
+    its folder is not one of them, and reading it would read what the path names. Checked with
+    the onnx package where it is installed (export, CLI); ONNX Runtime, which serving has,
+    refuses such paths itself when it opens the session.
+    """
+    try:
+        import onnx
+    except ImportError:
+        return
+    folder = model_file.parent.resolve()
+    model = onnx.load(str(model_file), load_external_data=False)
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder):
+            raise TiffinError(f"{model_file}: tensor {tensor.name!r} points outside the artifact ({location}); "
+                              "refusing to read it")
 
 
 def fixed_batch(meta: dict[str, Any]) -> int | None:

@@ -20,6 +20,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 from rich.console import Console
 
 from tiffin.errors import TiffinError
@@ -126,6 +127,28 @@ def _distributed_strategy(name: str, finetune: str) -> str:
     return name
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target, then renamed over it.
+
+    Lightning 2.6 writes through an fsspec transaction: a temporary file in the system temp
+    folder, then a move. When that folder is on another filesystem (a tmpfs /tmp, containers)
+    the move is a copy into the target, and a run killed mid-copy leaves a truncated last.ckpt
+    and nothing to --resume from. A rename within the run folder is atomic: the previous
+    checkpoint stays whole until the new one is complete.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callbacks: list[Callback],
                   steps_per_epoch: int, use_distributed_sampler: bool = True) -> pl.Trainer:
     """A Trainer writing best.ckpt (by `monitor`), last.ckpt and versioned logs into `out`.
@@ -148,6 +171,8 @@ def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callback
             enable_progress_bar=opts.progress, enable_model_summary=False, gradient_clip_val=1.0,
             logger=[CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version=version)],
             log_every_n_steps=max(1, min(50, steps_per_epoch)), use_distributed_sampler=use_distributed_sampler,
+            # sharded strategies (FSDP, DeepSpeed) write checkpoints their own way
+            plugins=[] if opts.distributed.startswith(("fsdp", "deepspeed")) else [AtomicCheckpointIO()],
         )
     except (MisconfigurationException, ValueError) as exc:
         # --devices/--accelerator/--precision/--num-nodes that Lightning cannot honour here

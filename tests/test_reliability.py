@@ -1,0 +1,85 @@
+"""Faults and hostile files: a killed checkpoint write, a malicious pickle, an artifact reaching outside itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import tiffin
+from tiffin.artifact import sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_checkpoint_write_killed_midway_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL at several moments of writing a 320 MB checkpoint over an existing one: the file
+    at the path always loads, as the old checkpoint or the new one, never truncated."""
+    from train.run_folder import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    outcomes = []
+    for delay in (0.05, 0.3, 0.6, 1.0, 1.5):
+        AtomicCheckpointIO().save_checkpoint({"generation": "old"}, path)
+        writer = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, torch\n"
+             "from train.run_folder import AtomicCheckpointIO\n"
+             "big = {'generation': 'new', 'weights': torch.ones(80_000_000)}\n"
+             "print('go', flush=True)\n"
+             f"AtomicCheckpointIO().save_checkpoint(big, {str(path)!r})\n"],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "go"
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        outcomes.append(loaded["generation"])
+    assert "old" in outcomes  # at least one kill landed mid-write (else the test proved nothing)
+    AtomicCheckpointIO().save_checkpoint({"generation": "next"}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # partial files of killed writers are gone
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['TIFFIN_EVIL_MARKER']}",))
+
+
+def test_a_malicious_pickle_checkpoint_is_refused_without_running(tmp_path, monkeypatch, motion_dataset):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("TIFFIN_EVIL_MARKER", str(marker))
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"tiffin": {"task": "video-classification"}, "state_dict": {}, "payload": _Evil()}, evil)
+    video = next(p for p in motion_dataset.rglob("*.mp4"))
+    for args in (["predict", evil, video], ["export", evil, "--out", tmp_path / "x"],
+                 ["evaluate", evil, motion_dataset]):
+        result = tiffin(*args)
+        assert result.exit_code == 2 and "not a readable checkpoint" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not marker.exists()
+
+
+def test_onnx_external_data_outside_the_artifact_is_refused(checkpoints, tmp_path):
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    out = tmp_path / "artifact"
+    assert tiffin("export", checkpoints["speech"], "--out", out).exit_code == 0
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
+    model = onnx.load(str(out / "model.onnx"))
+    tensor = next(t for t in model.graph.initializer if t.raw_data)
+    set_external_data(tensor, location="../secret.bin", offset=0, length=len(tensor.raw_data))
+    tensor.ClearField("raw_data")
+    (out / "model.onnx").write_bytes(model.SerializeToString())
+    meta = json.loads((out / "tiffin.json").read_text())
+    meta["sha256"] = sha256(out / "model.onnx")  # an attacker can rewrite the hash too
+    (out / "tiffin.json").write_text(json.dumps(meta))
+    for args in (["predict", out, checkpoints["clips"] / "u000.wav"], ["check", out], ["serve", out]):
+        result = tiffin(*args)
+        assert result.exit_code == 2 and "points outside the artifact" in result.output, result.output
