@@ -312,6 +312,32 @@ def _send(request: urllib.request.Request) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
+def concurrently(url: str, field: str, files: list[Path], fields: dict[str, str] | None = None) -> list[tuple]:
+    """POST every file at once, one thread each; the (status, body) answers in file order."""
+    answers: list[tuple] = [()] * len(files)
+
+    def send(i: int) -> None:
+        answers[i] = post_multipart(url, field, files[i].read_bytes(), files[i].name, fields)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def refuse_bad_media(url: str, field: str, cases: dict[str, tuple[str, Path, int, str]]) -> int:
+    """Send every bad-media case meant for `field`; each must get its status and reason. How many were sent."""
+    tried = 0
+    for name, (kind, path, status, words) in cases.items():
+        if kind == field:
+            got, body = post_multipart(url, field, path.read_bytes(), path.name)
+            assert got == status and words in body["error"], (name, got, body)
+            tried += 1
+    return tried
+
+
 LIMITS = {"TIFFIN_MAX_UPLOAD_MB": 0.5, "TIFFIN_MAX_VIDEO_SECONDS": 5, "TIFFIN_MAX_VIDEO_PIXELS": 100 * 100,
           "TIFFIN_MAX_AUDIO_SECONDS": 8}
 
@@ -333,23 +359,10 @@ def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
         assert status == 200 and body["labels"] == expected[str(videos[3])]
 
         # concurrent requests are batched into shared model calls; each still gets its own answer
-        answers: dict[int, tuple] = {}
-        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
-            i, post_multipart(url + "/classify", "video", videos[i].read_bytes(), videos[i].name, {"top_k": "2"})))
-            for i in range(len(videos))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert all(answers[i] == (200, {**answers[i][1], "labels": expected[str(videos[i])]}) for i in range(len(videos)))
+        answers = concurrently(url + "/classify", "video", videos, {"top_k": "2"})
+        assert all(a == (200, {**a[1], "labels": expected[str(f)]}) for a, f in zip(answers, videos))
 
-        tried = 0
-        for name, (kind, path, status, words) in bad_media(tmp_path / "bad", videos, recordings).items():
-            if kind != "video":
-                continue
-            got, body = post_multipart(url + "/classify", "video", path.read_bytes(), path.name)
-            assert got == status and words in body["error"], (name, got, body)
-            tried += 1
+        tried = refuse_bad_media(url + "/classify", "video", bad_media(tmp_path / "bad", videos, recordings))
         oversize = np.random.default_rng(1).bytes(600 * 1024)
         got, body = post_multipart(url + "/classify", "video", oversize)
         assert got == 413 and "TIFFIN_MAX_UPLOAD_MB" in body["error"]
@@ -397,22 +410,9 @@ def test_speech_server_over_http(artifacts, videos, recordings, tmp_path):
         assert "/transcribe" in json.loads(urllib.request.urlopen(url + "/docs.json").read())["paths"]
         with bentoml.SyncHTTPClient(url) as client:
             assert [client.transcribe(audio=f)["text"] for f in recordings] == [e["text"] for e in expected]
-        answers: dict[int, tuple] = {}
-        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
-            i, post_multipart(url + "/transcribe", "audio", recordings[i].read_bytes(), recordings[i].name)))
-            for i in range(len(recordings))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert [answers[i][1]["text"] for i in range(len(recordings))] == [e["text"] for e in expected]
-        tried = 0
-        for name, (kind, path, status, words) in bad_media(tmp_path / "bad", videos, recordings).items():
-            if kind != "audio":
-                continue
-            got, body = post_multipart(url + "/transcribe", "audio", path.read_bytes(), path.name)
-            assert got == status and words in body["error"], (name, got, body)
-            tried += 1
+        answers = concurrently(url + "/transcribe", "audio", recordings)
+        assert [a[1]["text"] for a in answers] == [e["text"] for e in expected]
+        tried = refuse_bad_media(url + "/transcribe", "audio", bad_media(tmp_path / "bad", videos, recordings))
         assert post_multipart(url + "/transcribe", "audio", np.random.default_rng(2).bytes(600 * 1024))[0] == 413
         assert tried >= 6
         status, body = post_multipart(url + "/transcribe", "audio", recordings[0].read_bytes(), recordings[0].name)
