@@ -26,6 +26,7 @@ from export.specs import ExportSpec, speech_export_spec, video_export_spec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
+from train.backbones import EMBEDDED_MODELS
 
 @dataclass
 class ExportOptions:
@@ -90,8 +91,6 @@ def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[
 
 def _source(model: Path) -> str:
     """Where the artifact came from: an embedded model's name, else the absolute path."""
-    from train.backbones import EMBEDDED_MODELS
-
     return str(model) if str(model) in EMBEDDED_MODELS else str(Path(model).resolve())
 
 
@@ -116,8 +115,6 @@ def _check_options(opts: ExportOptions) -> Path:
 def default_out(model: Path, format: str, precision: str) -> Path:
     """runs/NAME/export/FORMAT-PRECISION for a checkpoint in runs/NAME/checkpoints/; DIR-FORMAT-PRECISION for a
     folder; runs/SHORT-NAME/export/FORMAT-PRECISION for an embedded model."""
-    from train.backbones import EMBEDDED_MODELS
-
     if str(model) in EMBEDDED_MODELS:
         return Path("runs") / str(model).split("/")[1] / "export" / f"{format}-{precision}"
     model = model.resolve()
@@ -223,7 +220,7 @@ def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from."""
     meta = read_artifact(path)
     source = Path(meta["source"])
-    if not source.exists() and meta["source"] not in _embedded_names():
+    if not source.exists() and meta["source"] not in EMBEDDED_MODELS:
         raise TiffinError(f"{path}: its source model {source} is gone; parity needs the PyTorch model")
     task, loaded, spec = load_source(source, fixed_batch(meta))
     fmt = FORMATS[meta["format"]]
@@ -236,12 +233,6 @@ def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
 def _conv(loaded) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """A speech network's conv kernels and strides (how many frames each utterance owns)."""
     return (loaded.net.kernels, loaded.net.strides) if hasattr(loaded.net, "kernels") else None
-
-
-def _embedded_names() -> set[str]:
-    from train.backbones import EMBEDDED_MODELS
-
-    return set(EMBEDDED_MODELS)
 
 
 class ArtifactNet:

@@ -29,13 +29,36 @@ def served_artifact(settings: Settings, task: str) -> tuple[Path, dict[str, Any]
         except bentoml.exceptions.NotFound:
             raise TiffinError(f"BentoML model {tag} not found: set TIFFIN_ARTIFACT to an artifact folder, "
                               f"or store one with `tiffin build ARTIFACT`") from None
-    meta = read_artifact(path)
+    meta = onnx_artifact(path)
     if meta["task"] != task:
         raise TiffinError(f"{path}: is a {meta['task']} artifact; this service serves {task}")
+    return path, meta
+
+
+def onnx_artifact(path: Path) -> dict[str, Any]:
+    """tiffin.json of an artifact serving can run (read_artifact's checks, and ONNX)."""
+    meta = read_artifact(path)
     if meta["format"] != "onnx":
         raise TiffinError(f"{path}: is a {meta['format']} artifact; serving runs ONNX ones "
                           f"(`tiffin export MODEL --format onnx`)")
-    return path, meta
+    return meta
+
+
+class ServedModel:
+    """What a model service holds: one ONNX Runtime session (device and threads from the
+    settings), the artifact's tiffin.json and the batch size baked into its graph, if any."""
+
+    def __init__(self, settings: Settings, task: str):
+        from tiffin.artifact import fixed_batch
+        from tiffin.onnx_session import OnnxSession
+
+        path, self.meta = served_artifact(settings, task)
+        self.session = OnnxSession(path / self.meta["model_file"], settings.device, settings.threads or None)
+        self.batch_size = fixed_batch(self.meta)
+
+    def __call__(self, *inputs):
+        """The graph's output for inputs of any batch size (see run_fixed_batches)."""
+        return run_fixed_batches(self.session, self.batch_size, *inputs)
 
 
 def run_fixed_batches(session, batch_size: int | None, *inputs):

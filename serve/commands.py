@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve.artifacts import MODEL_NAMES
-from tiffin.artifact import read_artifact
+from serve.artifacts import MODEL_NAMES, onnx_artifact
 from tiffin.errors import TiffinError
 
 # task -> the BentoML service that serves it
@@ -24,17 +23,9 @@ SERVICES = {"video-classification": "serve.video:VideoClassifier", "speech-recog
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def checked_artifact(artifact: Path) -> dict[str, Any]:
-    meta = read_artifact(artifact)
-    if meta["format"] != "onnx":
-        raise TiffinError(f"{artifact}: is a {meta['format']} artifact; serving runs ONNX ones "
-                          f"(`tiffin export MODEL --format onnx`)")
-    return meta
-
-
 def serve_command_line(artifact: Path, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command and environment that serve `artifact`."""
-    meta = checked_artifact(artifact)
+    meta = onnx_artifact(artifact)
     # BENTOML_DO_NOT_TRACK: no usage reports from a server the user did not ask to phone home
     env = {"BENTOML_DO_NOT_TRACK": "True", **os.environ, "TIFFIN_ARTIFACT": str(Path(artifact).resolve())}
     command = [sys.executable, "-m", "bentoml", "serve", SERVICES[meta["task"]], "--host", host, "--port", str(port),
@@ -58,7 +49,7 @@ def store_model(artifact: Path, name: str | None = None):
     """Copy an artifact (tiffin.json + model file) into the BentoML model store; the Model."""
     import bentoml
 
-    meta = checked_artifact(artifact)
+    meta = onnx_artifact(artifact)
     name = name or MODEL_NAMES[meta["task"]]
     labels = {"task": meta["task"], "backbone": meta["backbone"].replace("/", "-"), "precision": meta["precision"]}
     try:
@@ -106,7 +97,7 @@ def build(artifact: Path, name: str | None = None, gpu: bool = False) -> tuple[s
     if home.is_relative_to(SOURCE_ROOT):
         raise TiffinError(f"BENTOML_HOME={home} is inside the build context {SOURCE_ROOT}; "
                           "the bento would copy its own store: move it outside")
-    meta = checked_artifact(artifact)
+    meta = onnx_artifact(artifact)
     model = store_model(artifact, name)
     try:
         bento = bentoml.bentos.build(**bento_options(bentofile, meta, str(model.tag), name or MODEL_NAMES[meta["task"]],

@@ -17,12 +17,11 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from serve.artifacts import run_fixed_batches, served_artifact
+from serve.artifacts import ServedModel, served_artifact
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
 )
-from tiffin.artifact import fixed_batch
 from tiffin.audio_io import audio_duration, read_audio, resample
 from tiffin.chunking import stitch, window_starts
 from tiffin.ctc import Vocabulary
@@ -41,19 +40,14 @@ class SpeechModel:
     """The exported graph: mono waveforms in, CTC logits [frames, vocab] per waveform out."""
 
     def __init__(self) -> None:
-        from tiffin.onnx_session import OnnxSession
-
-        settings = read_settings()
-        path, meta = served_artifact(settings, TASK)
-        self.session = OnnxSession(path / meta["model_file"], settings.device, settings.threads or None)
-        self.batch_size = fixed_batch(meta)
-        self.kernels = meta["preprocessing"]["conv_kernel"]
-        self.strides = meta["preprocessing"]["conv_stride"]
+        self.model = ServedModel(read_settings(), TASK)
+        self.kernels = self.model.meta["preprocessing"]["conv_kernel"]
+        self.strides = self.model.meta["preprocessing"]["conv_stride"]
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch, max_latency_ms=SETTINGS.max_latency_ms)
     def logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         batch, lengths = pad_waves(waves)
-        out = run_fixed_batches(self.session, self.batch_size, batch, lengths)
+        out = self.model(batch, lengths)
         return [out[i, : output_frames(int(n), self.kernels, self.strides)] for i, n in enumerate(lengths)]
 
 
@@ -79,21 +73,20 @@ class SpeechRecognizer:
         except UploadError as err:
             return error_response(err)
 
+    def _check_duration(self, seconds: float | None) -> None:
+        limit = self.settings.max_audio_seconds
+        if seconds is not None and seconds > limit:
+            raise UploadError(422, f"audio: {seconds:.1f} s is longer than the limit of {limit:g} s "
+                                   "(TIFFIN_MAX_AUDIO_SECONDS)")
+
     def _transcribe(self, audio: Path) -> dict[str, Any]:
         check_upload(audio, "audio")
-        limit = self.settings.max_audio_seconds
-        announced = audio_duration(audio)
+        self._check_duration(audio_duration(audio))  # before decoding: a long upload costs no memory
         try:
-            if announced is not None and announced > limit:
-                raise UploadError(422, f"audio: {announced:.1f} s is longer than the limit of {limit:g} s "
-                                       f"(TIFFIN_MAX_AUDIO_SECONDS)")
             wave, rate = read_audio(audio)
         except MediaError as err:
             raise media_error(err, "audio") from None
-        duration = len(wave) / rate
-        if duration > limit:  # headers can understate
-            raise UploadError(422, f"audio: {duration:.1f} s is longer than the limit of {limit:g} s "
-                                   f"(TIFFIN_MAX_AUDIO_SECONDS)")
+        self._check_duration(len(wave) / rate)  # headers can understate
         wave = resample(wave, rate, self.spec.sample_rate)
         spec = self.spec
         starts = window_starts(len(wave), spec.sample_rate, self.hop, spec.chunk_seconds, spec.stride_seconds)

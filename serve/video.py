@@ -17,12 +17,11 @@ import bentoml
 import numpy as np
 from pydantic import Field
 
-from serve.artifacts import run_fixed_batches, served_artifact
+from serve.artifacts import ServedModel, served_artifact
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
 )
-from tiffin.artifact import fixed_batch
 from tiffin.errors import MediaError
 from tiffin.inference import top_labels, video_clips
 from tiffin.spec import VideoSpec
@@ -39,16 +38,11 @@ class VideoModel:
     """The exported graph: uint8 clips [N, T, S, S, 3] in, logits [N, classes] out."""
 
     def __init__(self) -> None:
-        from tiffin.onnx_session import OnnxSession
-
-        settings = read_settings()
-        path, meta = served_artifact(settings, TASK)
-        self.session = OnnxSession(path / meta["model_file"], settings.device, settings.threads or None)
-        self.batch_size = fixed_batch(meta)
+        self.model = ServedModel(read_settings(), TASK)
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch, max_latency_ms=SETTINGS.max_latency_ms)
     def logits(self, frames: np.ndarray) -> np.ndarray:
-        return run_fixed_batches(self.session, self.batch_size, frames)
+        return self.model(frames)
 
 
 @bentoml.service(name="tiffin-video", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})

@@ -110,15 +110,16 @@ def test_speech_freeze_changes_only_the_ctc_head(checkpoints, tmp_path):
     assert moved and all(k.startswith("lm_head.") for k in moved), moved
 
 
-def test_full_size_backbones_missing_offline_name_the_embedded_one(motion_dataset, tmp_path, monkeypatch):
+def test_full_size_backbones_missing_offline_name_the_embedded_one(motion_dataset, checkpoints, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     video = tiffin("train", "video", "--train-folder", motion_dataset, "--backbone", "x3d_xs", "--max-steps", "1",
                    "--out", tmp_path / "v")
     assert video.exit_code == 2 and "tiffin/tiny-motion" in video.output
-    speech = tiffin("train", "speech", "--train-csv", tmp_path / "none.csv", "--backbone", "facebook/wav2vec2-base-960h",
-                    "--out", tmp_path / "s")
-    assert speech.exit_code == 2
+    # real data, so the refusal is the missing weights and not the CSV
+    speech = tiffin("train", "speech", "--train-csv", checkpoints["clips"].parent / "train.csv",
+                    "--backbone", "facebook/wav2vec2-base-960h", "--max-steps", "1", "--out", tmp_path / "s")
+    assert speech.exit_code == 2 and "not found offline" in speech.output and "tiffin/tiny-en" in speech.output
 
 
 def test_export_an_embedded_model_by_name(tmp_path):

@@ -41,9 +41,44 @@ def test_a_checkpoint_write_killed_midway_leaves_a_loadable_checkpoint(tmp_path)
         writer.wait()
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         outcomes.append(loaded["generation"])
-    assert "old" in outcomes  # at least one kill landed mid-write (else the test proved nothing)
+    assert "old" in outcomes  # at least one kill landed before the new checkpoint was in place
+
+    # and deterministically, half-way through the bytes: the writer is stopped inside the write
+    AtomicCheckpointIO().save_checkpoint({"generation": "old"}, path)
+    assert _killed_halfway("AtomicCheckpointIO", path) == "old"
+    # the same kill against a writer that writes into its target (what this guards against) breaks the file
+    broken = tmp_path.parent / f"{tmp_path.name}-direct" / "last.ckpt"
+    broken.parent.mkdir()
+    AtomicCheckpointIO().save_checkpoint({"generation": "old"}, broken)
+    assert _killed_halfway("TorchCheckpointIO", broken) == "unreadable"
     AtomicCheckpointIO().save_checkpoint({"generation": "next"}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # partial files of killed writers are gone
+
+
+def _killed_halfway(io_class: str, path: Path) -> str:
+    """SIGKILL a checkpoint writer once it has written half its bytes to the file it writes to;
+    what the target then holds: its generation, or "unreadable"."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, io, torch\n"
+         "import lightning_fabric.plugins.io.torch_io as torch_io\n"
+         "from pytorch_lightning.plugins import TorchCheckpointIO\n"
+         "from train.run_folder import AtomicCheckpointIO\n"
+         "def slow_save(checkpoint, target):\n"
+         "    buffer = io.BytesIO(); torch.save(checkpoint, buffer); data = buffer.getvalue()\n"
+         "    with open(target, 'wb') as f:\n"
+         "        f.write(data[: len(data) // 2]); f.flush()\n"
+         "        print('half', flush=True); time.sleep(60)\n"
+         "torch_io._atomic_save = slow_save\n"
+         f"{io_class}().save_checkpoint({{'generation': 'new', 'weights': torch.ones(1_000_000)}}, {str(path)!r})\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "half"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["generation"]
+    except Exception:
+        return "unreadable"
 
 
 class _Evil:

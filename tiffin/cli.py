@@ -44,17 +44,10 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
-    from train.predict import (
-        classify_videos, load_speech_model, load_video_model, model_task, transcribe_files,
-    )
+    from train.evaluate import load_any
+    from train.predict import classify_videos, transcribe_files
 
-    task = model_task(model)
-    if (model / "tiffin.json").is_file():
-        from export.artifact import load_artifact_model
-
-        loaded = load_artifact_model(model)
-    else:
-        loaded = load_speech_model(model) if task == "speech-recognition" else load_video_model(model)
+    task, loaded = load_any(model)
     if task == "speech-recognition":
         results = transcribe_files(loaded, files)
     else:

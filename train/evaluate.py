@@ -15,7 +15,8 @@ from tiffin.errors import TiffinError
 
 
 def load_any(model: Path):
-    """(task, loaded model) for every kind of model `tiffin predict` accepts."""
+    """(task, loaded model) for every kind of model `tiffin predict` accepts: checkpoint, artifact
+    folder, Hugging Face folder, embedded model name."""
     from train.predict import load_speech_model, load_video_model, model_task
 
     task = model_task(model)
