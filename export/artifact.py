@@ -232,7 +232,7 @@ def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
 
 def _conv(loaded) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """A speech network's conv kernels and strides (how many frames each utterance owns)."""
-    return (loaded.net.kernels, loaded.net.strides) if hasattr(loaded.net, "kernels") else None
+    return (loaded.net.kernels, loaded.net.strides) if getattr(loaded.net, "kernels", None) else None
 
 
 class ArtifactNet:
@@ -241,6 +241,7 @@ class ArtifactNet:
 
     def __init__(self, path: Path, meta: dict[str, Any]):
         self.runner = FORMATS[meta["format"]].runner(Path(path) / meta["model_file"], artifact_spec(meta))
+        self.kernels = tuple(meta["preprocessing"].get("conv_kernel", ()))
         self.strides = tuple(meta["preprocessing"].get("conv_stride", ()))
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

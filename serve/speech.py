@@ -26,7 +26,7 @@ from tiffin.audio_io import audio_duration, read_audio, resample
 from tiffin.chunking import stitch, window_starts
 from tiffin.ctc import Vocabulary
 from tiffin.errors import MediaError
-from tiffin.inference import output_frames, pad_waves
+from tiffin.inference import output_frames, pad_to_one_frame, pad_waves
 from tiffin.spec import SpeechSpec
 
 TASK = "speech-recognition"
@@ -63,6 +63,7 @@ class SpeechRecognizer:
         self.spec = SpeechSpec.from_dict(meta["preprocessing"])
         self.vocab = Vocabulary(tuple(meta["vocab"]))
         self.hop = int(np.prod(meta["preprocessing"]["conv_stride"]))
+        self.conv = (meta["preprocessing"]["conv_kernel"], meta["preprocessing"]["conv_stride"])
         self.backbone = meta["backbone"]
 
     @bentoml.api
@@ -88,6 +89,8 @@ class SpeechRecognizer:
             raise media_error(err, "audio") from None
         self._check_duration(len(wave) / rate)  # headers can understate
         wave = resample(wave, rate, self.spec.sample_rate)
+        seconds = round(len(wave) / self.spec.sample_rate, 3)
+        wave = pad_to_one_frame(wave, *self.conv)
         spec = self.spec
         starts = window_starts(len(wave), spec.sample_rate, self.hop, spec.chunk_seconds, spec.stride_seconds)
         chunk = int(spec.chunk_seconds * spec.sample_rate)
@@ -95,7 +98,7 @@ class SpeechRecognizer:
         logits = self.model.logits(windows)
         text = self.vocab.decode_logits(stitch([np.asarray(x) for x in logits], starts, self.hop,
                                                 spec.stride_seconds * spec.sample_rate))
-        return {"text": text, "duration_s": round(len(wave) / spec.sample_rate, 3), "backbone": self.backbone}
+        return {"text": text, "duration_s": seconds, "backbone": self.backbone}
 
 
 SpeechRecognizer.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

@@ -8,6 +8,7 @@ directory, which it removes after the response.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -48,7 +49,10 @@ def install_strict_form_parsing() -> None:
     - a file field sent as a string is fetched as a URL by BentoML; here it is refused (400), so
       the server never reads a location a client names;
     - a malformed multipart body (bad or missing boundary) surfaces from Starlette as an HTTP 400
-      that BentoML turns into a 500; here it stays a 400 with the parser's reason.
+      that BentoML turns into a 500; here it stays a 400 with the parser's reason;
+    - BentoML names the upload's temporary file after the client's file name (a 300-character
+      name was a 500); here the client's name is replaced by `upload` plus its extension, so no
+      client text reaches a path.
     """
     from _bentoml_impl import serde
     from bentoml.exceptions import BadInput
@@ -64,6 +68,7 @@ def install_strict_form_parsing() -> None:
         @staticmethod
         async def ensure_file(obj: Any) -> UploadFile:
             if isinstance(obj, UploadFile):
+                obj.filename = upload_name(obj.filename)
                 return obj
             raise BadInput("file fields take an uploaded file (a multipart file part), not a string or URL")
 
@@ -75,6 +80,13 @@ def install_strict_form_parsing() -> None:
 
     serde.ALL_SERDE["multipart/form-data"] = StrictMultipartSerde  # type: ignore[index]
     serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
+
+
+def upload_name(client_name: str | None) -> str:
+    """The name an upload is stored under: `upload` plus the client's extension when it is a
+    plain one (`.mp4`, `.flac`; decoders look at the bytes, the extension is only a hint)."""
+    suffix = re.search(r"\.[A-Za-z0-9]{1,8}$", client_name or "")
+    return "upload" + (suffix.group(0).lower() if suffix else "")
 
 
 class UploadLimit:

@@ -47,6 +47,39 @@ def checkpoints(motion_dataset, tmp_path_factory) -> dict[str, Path]:
             "clips": root / "clips"}
 
 
+@pytest.fixture(scope="session")
+def artifacts(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """fp32 ONNX artifacts of both checkpoints (what the services serve)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    for task in ("video", "speech"):
+        result = tiffin("export", checkpoints[task], "--format", "onnx", "--out", root / task)
+        assert result.exit_code == 0, result.output
+    return {"video": root / "video", "speech": root / "speech"}
+
+
+@pytest.fixture(scope="session")
+def media_corpus(motion_dataset, checkpoints, tmp_path_factory) -> list:
+    """(case, file) for every case of tests/media_corpus.py, written from good test media."""
+    from tests.media_corpus import write_corpus
+
+    video = next(p for p in sorted(motion_dataset.rglob("*.mp4")))
+    return write_corpus(tmp_path_factory.mktemp("corpus"), video, sorted(checkpoints["clips"].iterdir())[0])
+
+
+@pytest.fixture(scope="session")
+def corpus_predictions(artifacts, media_corpus) -> dict[Path, dict]:
+    """`tiffin predict ARTIFACT FILES --json` over the corpus, per file (its exit status under None)."""
+    import json
+
+    answers: dict = {None: {}}
+    for task, field in (("video", "video"), ("speech", "audio")):
+        files = [path for case, path in media_corpus if case.field == field]
+        result = tiffin("predict", artifacts[task], *files, "--json", "--top-k", "2")
+        answers[None][task] = (result.exit_code, result.output)
+        answers.update({Path(entry["file"]): entry for entry in json.loads(result.stdout)})
+    return answers
+
+
 def write_frames(path: Path, frames: np.ndarray, fps: int = 10, codec: str = "libx264", pix_fmt: str = "yuv420p",
                  gop: int | None = None, pts_ms: list[int] | None = None) -> Path:
     """Encode RGB frames with PyAV; `pts_ms` gives explicit (variable) frame times."""

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tarfile
+import tempfile
 import socket
 import subprocess
 import sys
@@ -22,19 +23,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tiffin, write_frames
+from tests.conftest import tiffin
+from tests.media_corpus import LIMITS as CORPUS_LIMITS, OK
 from tests.speech_media import utterance
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def artifacts(checkpoints, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("serve")
-    for task in ("video", "speech"):
-        result = tiffin("export", checkpoints[task], "--format", "onnx", "--out", root / task)
-        assert result.exit_code == 0, result.output
-    return {"video": root / "video", "speech": root / "speech"}
 
 
 @pytest.fixture(scope="module")
@@ -179,58 +172,28 @@ def test_long_audio_is_windowed_like_predict(monkeypatch, artifacts, tmp_path):
     assert got["text"] == predict_json(artifact, [long])[0]["text"]
 
 
-def test_bad_uploads_get_4xx_reasons(monkeypatch, artifacts, tmp_path, videos, recordings):
-    video = service(monkeypatch, "video", artifacts["video"], TIFFIN_MAX_VIDEO_SECONDS=5, TIFFIN_MAX_VIDEO_PIXELS=100 * 100)
-    speech = service(monkeypatch, "speech", artifacts["speech"], TIFFIN_MAX_AUDIO_SECONDS=8)
-    cases = bad_media(tmp_path, videos, recordings)
-    for name, (kind, path, status, words) in cases.items():
-        answer = (video.classify(path) if kind == "video" else speech.transcribe(path))
-        assert not isinstance(answer, dict), f"{name} was accepted: {answer}"
-        body = json.loads(answer.body)
-        assert answer.status_code == status and words in body["error"], (name, answer.status_code, body)
-        assert str(tmp_path) not in body["error"]  # never a server path in an answer
+def test_media_corpus_gets_answers_or_4xx_reasons(monkeypatch, artifacts, media_corpus, corpus_predictions):
+    """Every case of tests/media_corpus.py, called directly: odd media answered as `tiffin predict`
+    answers it, bad media refused with its status and reason."""
+    video = service(monkeypatch, "video", artifacts["video"], **CORPUS_LIMITS)
+    speech = service(monkeypatch, "speech", artifacts["speech"], **CORPUS_LIMITS)
+    for case, path in media_corpus:
+        answer = video.classify(path, top_k=2) if case.field == "video" else speech.transcribe(path)
+        check_answer(case, path, answer if isinstance(answer, dict) else (answer.status_code, json.loads(answer.body)),
+                     corpus_predictions)
 
 
-def bad_media(folder: Path, videos: list[Path], recordings: list[Path]) -> dict[str, tuple[str, Path, int, str]]:
-    """name -> (field, file, expected status, words in the reason). Limits: video 5 s and 100x100
-    pixels, audio 8 s."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-
-    def write(name: str, data: bytes) -> Path:
-        (folder / name).write_bytes(data)
-        return folder / name
-
-    good_mp4 = next(v for v in videos if v.suffix == ".mp4").read_bytes()
-    long_video = write_frames(folder / "long.mp4", np.zeros((24, 32, 32, 3), np.uint8), fps=4)
-    big_frames = write_frames(folder / "big.mp4", np.zeros((4, 128, 128, 3), np.uint8), fps=4)
-    silence = folder / "long.flac"
-    sf.write(silence, np.zeros(16000 * 10, np.float32), 16000)
-    nan = folder / "nan.wav"
-    sf.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
-    return {
-        "empty video": ("video", write("empty.mp4", b""), 400, "empty"),
-        "truncated mp4": ("video", write("truncated.mp4", good_mp4[: len(good_mp4) // 3]), 422, "video:"),
-        "random bytes": ("video", write("random.mp4", rng.bytes(5000)), 422, "cannot be read"),
-        "text as mp4": ("video", write("text.mp4", b"just some text, not a video\n" * 40), 422, "cannot be read"),
-        "audio to /classify": ("video", recordings[0], 422, "video"),
-        "video too long": ("video", long_video, 422, "TIFFIN_MAX_VIDEO_SECONDS"),
-        "frames too large": ("video", big_frames, 422, "TIFFIN_MAX_VIDEO_PIXELS"),
-        "empty audio": ("audio", write("empty.wav", b""), 400, "empty"),
-        "header-only wav": ("audio", write("header.wav", _wav_header()), 422, "audio:"),
-        "random audio": ("audio", write("random.wav", rng.bytes(5000)), 422, "cannot be read"),
-        "video to /transcribe": ("audio", long_video, 422, "no audio"),
-        "NaN samples": ("audio", nan, 422, "NaN"),
-        "audio too long": ("audio", silence, 422, "TIFFIN_MAX_AUDIO_SECONDS"),
-    }
-
-
-def _wav_header() -> bytes:
-    """A 44-byte RIFF/WAVE header announcing 16 kHz mono 16-bit audio, and no samples."""
-    import struct
-
-    return (b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-            + b"data" + struct.pack("<I", 0))
+def check_answer(case, path: Path, answer, predictions: dict) -> None:
+    """A service's answer to a corpus case: predict's answer (status OK), or the case's status and reason."""
+    if case.status == OK:
+        got = answer[1] if isinstance(answer, tuple) else answer
+        assert not isinstance(answer, tuple) or answer[0] == 200, (case.name, answer)
+        key = "labels" if case.field == "video" else "text"
+        assert got[key] == predictions[path][key], (case.name, got, predictions[path])
+    else:
+        status, body = answer
+        assert status == case.status and case.words in body["error"], (case.name, status, body)
+        assert str(path.parent) not in body["error"]  # never a server path in an answer
 
 
 def test_bad_settings_are_one_line_errors(artifacts, checkpoints, tmp_path):
@@ -327,27 +290,25 @@ def concurrently(url: str, field: str, files: list[Path], fields: dict[str, str]
     return answers
 
 
-def refuse_bad_media(url: str, field: str, cases: dict[str, tuple[str, Path, int, str]]) -> int:
-    """Send every bad-media case meant for `field`; each must get its status and reason. How many were sent."""
+def send_corpus(url: str, field: str, media_corpus: list, predictions: dict, fields: dict[str, str] | None = None) -> int:
+    """POST every corpus case meant for `field`; each must be answered as predict answers it or
+    refused with its status and reason. How many were sent."""
     tried = 0
-    for name, (kind, path, status, words) in cases.items():
-        if kind == field:
-            got, body = post_multipart(url, field, path.read_bytes(), path.name)
-            assert got == status and words in body["error"], (name, got, body)
+    for case, path in media_corpus:
+        if case.field == field:
+            check_answer(case, path, post_multipart(url, field, path.read_bytes(), path.name, fields), predictions)
             tried += 1
     return tried
 
 
-LIMITS = {"TIFFIN_MAX_UPLOAD_MB": 0.5, "TIFFIN_MAX_VIDEO_SECONDS": 5, "TIFFIN_MAX_VIDEO_PIXELS": 100 * 100,
-          "TIFFIN_MAX_AUDIO_SECONDS": 8}
-
-
-def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
+def test_video_server_over_http(artifacts, videos, media_corpus, corpus_predictions, tmp_path):
     import bentoml
     import httpx
 
     expected = {str(e["file"]): e["labels"] for e in predict_json(artifacts["video"], videos, "--top-k", "2")}
-    with running_server(artifacts["video"], tmp_path, **LIMITS) as url:
+    # the server's TMPDIR, where BentoML keeps uploads during a request (short: it holds unix sockets)
+    server_tmp = Path(tempfile.mkdtemp(prefix="tiffin-"))
+    with running_server(artifacts["video"], tmp_path, TMPDIR=server_tmp, **CORPUS_LIMITS) as url:
         for path in ("/livez", "/readyz", "/"):
             assert urllib.request.urlopen(url + path).status == 200
         assert "/classify" in json.loads(urllib.request.urlopen(url + "/docs.json").read())["paths"]
@@ -362,8 +323,8 @@ def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
         answers = concurrently(url + "/classify", "video", videos, {"top_k": "2"})
         assert [(a[0], a[1]["labels"]) for a in answers] == [(200, expected[str(f)]) for f in videos]
 
-        tried = refuse_bad_media(url + "/classify", "video", bad_media(tmp_path / "bad", videos, recordings))
-        oversize = np.random.default_rng(1).bytes(600 * 1024)
+        tried = send_corpus(url + "/classify", "video", media_corpus, corpus_predictions, {"top_k": "2"})
+        oversize = np.random.default_rng(1).bytes(2100 * 1024)
         got, body = post_multipart(url + "/classify", "video", oversize)
         assert got == 413 and "TIFFIN_MAX_UPLOAD_MB" in body["error"]
         # no Content-Length (chunked): the limit holds while the body streams in
@@ -387,7 +348,14 @@ def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
             assert _send(request)[0] == status
         assert post_multipart(url + "/classify", "wrong_field", b"x")[0] == 400
         assert post_multipart(url + "/classify", "video", videos[0].read_bytes(), fields={"top_k": "0"})[0] == 400
-        assert tried >= 7
+        assert tried == sum(case.field == "video" for case, _ in media_corpus)
+        # the client's file name never becomes part of a path (BentoML alone answered the long one with a 500)
+        for name in ("a" * 300 + ".mp4", "../../../etc/passwd", "x\x00y.mp4", "a/b/c.mp4", "..", "évidé.mp4"):
+            status, body = post_multipart(url + "/classify", "video", videos[0].read_bytes(), name, {"top_k": "2"})
+            assert status == 200 and body["labels"] == expected[str(videos[0])], (name, status, body)
+        # uploads live only while their request does: BentoML's per-request folders are left empty
+        request_dirs = list(server_tmp.glob("bentoml-request-*"))
+        assert request_dirs and not [p for d in request_dirs for p in d.rglob("*")]
         # still up and right after every refusal
         status, body = post_multipart(url + "/classify", "video", videos[0].read_bytes(), videos[0].name, {"top_k": "2"})
         assert status == 200 and body["labels"] == expected[str(videos[0])]
@@ -396,21 +364,22 @@ def test_video_server_over_http(artifacts, videos, recordings, tmp_path):
                  if line.startswith("bentoml_service_request_total") and 'endpoint="/classify"' in line
                  and float(line.split()[-1]) > 0}
         assert {"200", "400", "413", "415", "422"} <= codes and not any(c.startswith("5") for c in codes), codes
+    shutil.rmtree(server_tmp, ignore_errors=True)
 
 
-def test_speech_server_over_http(artifacts, videos, recordings, tmp_path):
+def test_speech_server_over_http(artifacts, recordings, media_corpus, corpus_predictions, tmp_path):
     import bentoml
 
     expected = predict_json(artifacts["speech"], recordings)
-    with running_server(artifacts["speech"], tmp_path, **LIMITS) as url:
+    with running_server(artifacts["speech"], tmp_path, **CORPUS_LIMITS) as url:
         assert "/transcribe" in json.loads(urllib.request.urlopen(url + "/docs.json").read())["paths"]
         with bentoml.SyncHTTPClient(url) as client:
             assert [client.transcribe(audio=f)["text"] for f in recordings] == [e["text"] for e in expected]
         answers = concurrently(url + "/transcribe", "audio", recordings)
         assert [(a[0], a[1]["text"]) for a in answers] == [(200, e["text"]) for e in expected]
-        tried = refuse_bad_media(url + "/transcribe", "audio", bad_media(tmp_path / "bad", videos, recordings))
-        assert post_multipart(url + "/transcribe", "audio", np.random.default_rng(2).bytes(600 * 1024))[0] == 413
-        assert tried >= 6
+        tried = send_corpus(url + "/transcribe", "audio", media_corpus, corpus_predictions)
+        assert post_multipart(url + "/transcribe", "audio", np.random.default_rng(2).bytes(2100 * 1024))[0] == 413
+        assert tried == sum(case.field == "audio" for case, _ in media_corpus)
         status, body = post_multipart(url + "/transcribe", "audio", recordings[0].read_bytes(), recordings[0].name)
         assert status == 200 and body["text"] == expected[0]["text"]
 

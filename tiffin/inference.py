@@ -49,6 +49,22 @@ def pad_waves(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return batch, lengths
 
 
+def receptive_field(kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]) -> int:
+    """Fewest input samples that give one output frame (400 for wav2vec2: 25 ms at 16 kHz)."""
+    samples = 1
+    for kernel, stride in reversed(list(zip(kernels, strides))):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
+def pad_to_one_frame(wave: np.ndarray, kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]
+                     ) -> np.ndarray:
+    """A recording shorter than the conv encoder's receptive field, zero-padded to it, so a blip
+    of sound gets a (likely empty) transcript instead of a convolution error."""
+    need = receptive_field(kernels, strides)
+    return wave if len(wave) >= need else np.pad(wave, (0, need - len(wave)))
+
+
 def output_frames(samples: int, kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]) -> int:
     """Logit frames a wav2vec2-style conv feature encoder gives for `samples` input samples."""
     for kernel, stride in zip(kernels, strides):

@@ -118,8 +118,10 @@ def speech_logits(model: LoadedSpeechModel, wave: np.ndarray) -> np.ndarray:
     """CTC logits [frames, vocab] of a whole recording; long ones in overlapping windows
     (tiffin.chunking, shared with serving)."""
     from tiffin.chunking import chunked_logits
+    from tiffin.inference import pad_to_one_frame
 
     spec, net = model.spec, model.net
+    wave = pad_to_one_frame(wave, net.kernels, net.strides)
 
     def run(piece: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(piece))[None]

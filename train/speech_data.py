@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from tiffin.audio_io import is_audio_file, load_audio, read_audio
 from tiffin.ctc import Normalised, Vocabulary
 from tiffin.errors import MediaError, TiffinError
+from tiffin.inference import output_frames
 from train.table_io import open_table
 
 
@@ -32,6 +33,7 @@ class Row:
     path: Path
     text: str
     where: str
+    error: str = ""  # a problem found while listing the row (an unreadable transcript file)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,12 @@ def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: st
     path = Path(path).expanduser()
     if not path.is_file():
         raise TiffinError(f"{option} {path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -111,8 +117,14 @@ def read_folder(root: str | Path, option: str) -> list[Row]:
             audio = Path(dirpath) / name
             if is_audio_file(audio):
                 txt = audio.with_suffix(".txt")
-                text = txt.read_text(encoding="utf-8-sig", errors="replace") if txt.is_file() else ""
-                rows.append(Row(audio, text, str(txt.relative_to(root)) if txt.is_file() else f"{txt.name} (missing)"))
+                text, error = "", ""
+                if txt.is_file():
+                    try:
+                        text = txt.read_text(encoding="utf-8-sig")
+                    except UnicodeDecodeError:
+                        error = "transcript is not UTF-8; save it as UTF-8"
+                rows.append(Row(audio, text, str(txt.relative_to(root)) if txt.is_file() else f"{txt.name} (missing)",
+                                error))
     if not rows:
         raise TiffinError(f"{option} {root}: holds no audio files with .txt transcripts")
     return rows
@@ -125,17 +137,23 @@ class CheckReport:
     bad: list[BadRow]
     punctuation: Counter
     unknown: Counter
+    duplicates: int = 0  # rows naming a file an earlier row named with the same transcript, dropped
 
 
-def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: bool = False
-               ) -> tuple[list[Utterance], CheckReport]:
-    """Decode every row's audio (threads) and normalise its transcript.
+def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: bool = False,
+               conv: tuple[list[int], list[int]] | None = None) -> tuple[list[Utterance], CheckReport]:
+    """Decode every row's audio (threads) and normalise its transcript. With the model's conv
+    `(kernels, strides)`, a recording too short for CTC to spell its transcript is a bad row.
 
     Raises:
         TiffinError: the first bad row, when `strict`.
     """
 
+    rows, duplicates = drop_duplicates(rows, vocab)
+
     def one(row: Row) -> tuple[Utterance, Normalised] | BadRow:
+        if row.error:
+            return BadRow(row.where, str(row.path), row.error)
         normalised = vocab.normalise(row.text)
         if not normalised.text:
             return BadRow(row.where, str(row.path), "empty transcript" if not row.text.strip()
@@ -146,11 +164,16 @@ def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: boo
             return BadRow(row.where, err.path, err.reason)
         utterance = Utterance(row.path, normalised.text, tuple(vocab.encode(normalised.text)),
                               int(np.ceil(len(wave) * sample_rate / rate)))
+        if conv is not None:
+            frames, needed = output_frames(utterance.samples, *conv), ctc_frames_needed(utterance.ids)
+            if frames < needed:
+                return BadRow(row.where, str(row.path), f"{len(wave) / rate:.2f} s is too short for its transcript "
+                                                        f"({frames} frames for {needed} needed)")
         return utterance, normalised
 
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         results = list(pool.map(one, rows))
-    report = CheckReport([r for r in results if isinstance(r, BadRow)], Counter(), Counter())
+    report = CheckReport([r for r in results if isinstance(r, BadRow)], Counter(), Counter(), duplicates)
     if report.bad and strict:
         raise TiffinError(f"{report.bad[0]} (--strict)")
     good = []
@@ -161,6 +184,27 @@ def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: boo
             report.unknown.update(normalised.unknown)
             good.append(utterance)
     return good, report
+
+
+def drop_duplicates(rows: list[Row], vocab: Vocabulary) -> tuple[list[Row], int]:
+    """Keep the first of rows naming the same file with the same transcript (after normalisation).
+
+    Raises:
+        TiffinError: the same file with two different transcripts.
+    """
+    first: dict[Path, Row] = {}
+    for row in rows:
+        key = row.path.resolve()
+        if key in first and vocab.normalise(first[key].text).text != vocab.normalise(row.text).text:
+            raise TiffinError(f"{row.where}: {row.path} is listed before ({first[key].where}) with another "
+                              "transcript; keep one")
+        first.setdefault(key, row)
+    return list(first.values()), len(rows) - len(first)
+
+
+def ctc_frames_needed(ids: tuple[int, ...]) -> int:
+    """Frames CTC needs to spell `ids`: one per label, plus a blank between repeated labels."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
 class SpeechDataset(Dataset):

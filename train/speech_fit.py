@@ -79,6 +79,8 @@ def _rows(cfg: SpeechTrainConfig, split: str) -> list[Row] | None:
 
 
 def _report(report: CheckReport, split: str) -> None:
+    if report.duplicates:
+        say(f"{split}: {report.duplicates} row(s) repeat a file and transcript listed before; used once")
     for bad in report.bad:
         say(str(bad), prefix=f"[yellow]skipped ({split})[/] ")
     if report.unknown:
@@ -137,11 +139,12 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
         spec = SpeechSpec(sample_rate=cfg.sample_rate, normalize=feature_settings(source)[1], vocab=vocab.tokens)
 
     say(f"checking {len(train_rows) + len(val_rows or [])} recordings ...")
-    train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict)
+    conv = (model_config["conv_kernel"], model_config["conv_stride"])
+    train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict, conv)
     _report(report, "train")
     bad = list(report.bad)
     if val_rows is not None:
-        val_utts, val_report = check_rows(val_rows, vocab, spec.sample_rate, cfg.strict)
+        val_utts, val_report = check_rows(val_rows, vocab, spec.sample_rate, cfg.strict, conv)
         _report(val_report, "val")
         bad += val_report.bad
     else:
