@@ -184,6 +184,7 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
                               "(a few dozen of your videos)")
         calibration = real_samples(task, loaded, Path(opts.calibration_data), limit=64, option="--calibration-data")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -201,12 +202,36 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """Replace `out` by `tmp` so that some complete artifact is at `out` at every moment but one rename."""
+    """Replace `out` by `tmp` so that a complete artifact, old or new, is at `out` at every moment:
+    an atomic exchange of the two folders where the system has one (Linux), else two renames."""
+    if out.exists() and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old artifact
+        return
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove what exports of `out` killed midway left beside it (their process is gone)."""
+    for leftover in out.parent.glob(f".{out.name}.partial-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def artifact_spec(meta: dict[str, Any]) -> ExportSpec:

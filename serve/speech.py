@@ -21,6 +21,7 @@ from serve.artifacts import ServedModel, served_artifact
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
+    model_call,
 )
 from tiffin.audio_io import audio_duration, read_audio, resample
 from tiffin.chunking import stitch, window_starts
@@ -95,7 +96,8 @@ class SpeechRecognizer:
         starts = window_starts(len(wave), spec.sample_rate, self.hop, spec.chunk_seconds, spec.stride_seconds)
         chunk = int(spec.chunk_seconds * spec.sample_rate)
         windows = [wave[s : s + chunk] for s in starts]
-        logits = self.model.logits(windows)
+        with model_call():
+            logits = self.model.logits(windows)
         text = self.vocab.decode_logits(stitch([np.asarray(x) for x in logits], starts, self.hop,
                                                 spec.stride_seconds * spec.sample_rate))
         return {"text": text, "duration_s": seconds, "backbone": self.backbone}

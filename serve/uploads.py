@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +36,18 @@ def check_upload(path: Path, kind: str) -> None:
 def media_error(err: MediaError, kind: str) -> UploadError:
     """A decoder's verdict on an upload, as a 422 whose reason names the field, not the temp file."""
     return UploadError(422, f"{kind}: {err.reason.replace(err.path, 'the upload')}")
+
+
+@contextmanager
+def model_call():
+    """A call to the model worker that loses its connection (the worker died and BentoML is
+    restarting it) is a 503 the client may retry, not a 500."""
+    import aiohttp
+
+    try:
+        yield
+    except (aiohttp.ClientConnectionError, ConnectionError):
+        raise UploadError(503, "the model worker restarted while this request was in it; send it again") from None
 
 
 def error_response(err: UploadError):

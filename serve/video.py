@@ -21,6 +21,7 @@ from serve.artifacts import ServedModel, served_artifact
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
+    model_call,
 )
 from tiffin.errors import MediaError
 from tiffin.inference import top_labels, video_clips
@@ -78,7 +79,8 @@ class VideoClassifier:
             clips = video_clips(video, self.spec, self.settings.clips, duration=info.duration)
         except MediaError as err:
             raise media_error(err, "video") from None
-        logits = np.asarray(self.model.logits(clips))
+        with model_call():
+            logits = np.asarray(self.model.logits(clips))
         return {"labels": top_labels(logits, self.spec.labels, top_k), "clips": len(clips),
                 "duration_s": round(info.duration, 3), "backbone": self.backbone}
 

@@ -58,6 +58,18 @@ def artifacts(checkpoints, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def videos(motion_dataset) -> list[Path]:
+    """Eight videos of the motion dataset, in every container it has."""
+    return sorted(p for p in motion_dataset.rglob("*") if p.is_file())[::3]
+
+
+@pytest.fixture(scope="session")
+def recordings(checkpoints) -> list[Path]:
+    """The speech checkpoint's training clips."""
+    return sorted(checkpoints["clips"].iterdir())
+
+
+@pytest.fixture(scope="session")
 def media_corpus(motion_dataset, checkpoints, tmp_path_factory) -> list:
     """(case, file) for every case of tests/media_corpus.py, written from good test media."""
     from tests.media_corpus import write_corpus

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import tiffin
+from tests.speech_media import write_corpus
 from tiffin.artifact import sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,3 +120,64 @@ def test_onnx_external_data_outside_the_artifact_is_refused(checkpoints, tmp_pat
     for args in (["predict", out, checkpoints["clips"] / "u000.wav"], ["check", out], ["serve", out]):
         result = tiffin(*args)
         assert result.exit_code == 2 and "points outside the artifact" in result.output, result.output
+
+
+@pytest.mark.parametrize("task", ["video", "speech"])
+def test_training_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(task, motion_dataset, checkpoints, tmp_path):
+    """SIGKILL during epoch 1 (after epoch 0's checkpoint), `--resume`: every epoch's figures
+    equal those of a run that was never interrupted (same seed, data loader workers on)."""
+    if task == "video":
+        data = ["--train-folder", str(motion_dataset), "--backbone", "x3d_xs", "--no-pretrained", "--num-frames", "4",
+                "--crop-size", "32", "--clip-duration", "0.8"]
+    else:
+        rows = write_corpus(tmp_path / "clips", 40)
+        (tmp_path / "train.csv").write_text("speech_files,targets\n" + "\n".join(f"clips/{n},{t}" for n, t in rows))
+        data = ["--train-csv", str(tmp_path / "train.csv"), "--backbone", "tiffin/wav2vec2-tiny"]
+    command = [sys.executable, "-m", "tiffin", "train", task, *data, "--max-epochs", "3", "--batch-size", "4",
+               "--num-workers", "2", "--seed", "3", "--no-progress"]
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], cwd=ROOT, check=True, capture_output=True)
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--out", str(run)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    while not last.exists():  # written (renamed into place) when epoch 0 ends
+        assert process.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # the kill landed inside epoch 1
+    resumed = subprocess.run([*command, "--out", str(run), "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    whole, after = (json.loads((folder / "metrics.json").read_text())["epochs"] for folder in (tmp_path / "whole", run))
+    assert [e["epoch"] for e in after] == [0, 1, 2]
+    for a, b in zip(whole, after):
+        for key in ("train_loss", "val_loss"):
+            assert abs(a[key] - b[key]) < 1e-4, (key, whole, after)
+
+
+def test_an_export_killed_midway_leaves_the_existing_artifact_whole(checkpoints, tmp_path):
+    """SIGKILL `tiffin export --force` over an existing artifact at several moments: the folder is
+    always a complete artifact (old or new) that `tiffin check` passes; the next export clears
+    what the killed ones left beside it."""
+    out = tmp_path / "artifact"
+    assert tiffin("export", checkpoints["video"], "--format", "onnx", "--out", out).exit_code == 0
+    command = [sys.executable, "-m", "tiffin", "export", str(checkpoints["video"]), "--format", "onnx", "--out", str(out),
+               "--force"]
+    killed_while_writing = 0
+    for delay in (0.0, 0.05, 0.2, 0.5, 1.0, 2.0):  # after the export's partial folder appears
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        partial = tmp_path / f".artifact.partial-{process.pid}"
+        while not partial.exists() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(delay)
+        killed_while_writing += process.poll() is None and partial.exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        check = tiffin("check", out)
+        assert check.exit_code == 0, (delay, check.output)
+        assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["artifact"]
+    assert killed_while_writing >= 3
+    assert tiffin("export", checkpoints["video"], "--format", "onnx", "--out", out, "--force").exit_code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # partial folders of the killed exports are gone

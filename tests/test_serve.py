@@ -30,16 +30,6 @@ from tests.speech_media import utterance
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def videos(motion_dataset) -> list[Path]:
-    return sorted(p for p in motion_dataset.rglob("*") if p.is_file())[::3]
-
-
-@pytest.fixture(scope="module")
-def recordings(checkpoints) -> list[Path]:
-    return sorted(checkpoints["clips"].iterdir())
-
-
 def predict_json(artifact: Path, files: list[Path], *args) -> list[dict]:
     result = tiffin("predict", artifact, *files, "--json", *args)
     assert result.exit_code == 0, result.output
@@ -220,9 +210,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the running `tiffin serve` (then `bentoml serve`)
+
+
 @contextmanager
 def running_server(artifact: Path, tmp_path: Path, **env):
-    """`tiffin serve ARTIFACT` in a process group of its own, ready, then stopped."""
+    """`tiffin serve ARTIFACT` in a process group of its own, ready, then stopped; yields its URL."""
     port = free_port()
     log = open(tmp_path / f"server-{port}.log", "w")
     process = subprocess.Popen(
@@ -231,6 +224,7 @@ def running_server(artifact: Path, tmp_path: Path, **env):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = process.pid
     try:
         for _ in range(240):
             assert process.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-3000:]

@@ -161,7 +161,7 @@ def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callback
     version = f"version_{len(list((out / 'logs').glob('version_*')))}"
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode=mode,
                                  save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoint, *callbacks] + ([RichProgressBar()] if opts.progress else [])
+    callbacks = [checkpoint, ResumableRandomness(opts.seed), *callbacks] + ([RichProgressBar()] if opts.progress else [])
     devices: int | str = int(opts.devices) if str(opts.devices).isdigit() else opts.devices
     try:
         return pl.Trainer(
@@ -177,6 +177,33 @@ def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callback
     except (MisconfigurationException, ValueError) as exc:
         # --devices/--accelerator/--precision/--num-nodes that Lightning cannot honour here
         raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
+
+
+def resumed_epoch(checkpoint: dict[str, Any]) -> int:
+    """The epoch a run resumed from `checkpoint` starts with. Samplers are built with it: Lightning
+    primes a loader's first iterator before any epoch hook can set the epoch."""
+    return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+
+
+class ResumableRandomness(Callback):
+    """Makes epoch N of a run killed and resumed draw what an uninterrupted run draws (Lightning
+    restores no RNG state): samplers get the epoch at its start (Lightning sets it from counters
+    that lag by one after a resume, and never on a batch sampler, so speech's length buckets
+    served epoch 0's batches every epoch), and torch's RNG (dropout) is seeded from
+    (seed, step, rank) before every step. Data augmentation draws from (seed, epoch, item) in
+    the datasets themselves."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(hash((self.seed, trainer.global_step, trainer.global_rank)) % 2**63)
 
 
 class LoaderPair(pl.LightningDataModule):

@@ -193,13 +193,18 @@ def drop_duplicates(rows: list[Row], vocab: Vocabulary) -> tuple[list[Row], int]
         TiffinError: the same file with two different transcripts.
     """
     first: dict[Path, Row] = {}
+    kept = []
     for row in rows:
-        key = row.path.resolve()
-        if key in first and vocab.normalise(first[key].text).text != vocab.normalise(row.text).text:
+        key, text = row.path.resolve(), vocab.normalise(row.text).text
+        if not text or row.error:
+            kept.append(row)  # reported as a bad row by check_rows
+        elif key not in first:
+            first[key] = row
+            kept.append(row)
+        elif vocab.normalise(first[key].text).text != text:
             raise TiffinError(f"{row.where}: {row.path} is listed before ({first[key].where}) with another "
                               "transcript; keep one")
-        first.setdefault(key, row)
-    return list(first.values()), len(rows) - len(first)
+    return kept, len(rows) - len(kept)
 
 
 def ctc_frames_needed(ids: tuple[int, ...]) -> int:
@@ -254,7 +259,8 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches[self.rank :: self.world_size]
 
     def __iter__(self):
-        return iter(self._batches())
+        # a generator: the batches are drawn at the first fetch, after the epoch was set
+        yield from self._batches()
 
     def __len__(self) -> int:
         n_batches = -(-len(self.lengths) // self.batch_size)

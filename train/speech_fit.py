@@ -18,7 +18,8 @@ from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
 from train.run_folder import (
-    FINETUNE_STRATEGIES, LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, say,
+    FINETUNE_STRATEGIES, LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint,
+    resumed_epoch, say,
 )
 from train.speech_data import (
     CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder,
@@ -118,11 +119,16 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     last = out / "checkpoints" / "last.ckpt"
     train_rows, val_rows = _rows(cfg, "train"), _rows(cfg, "val")
 
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: a new head's init is seeded
     if cfg.resume:
-        saved = read_checkpoint(last)["tiffin"]
+        checkpoint = read_checkpoint(last)
+        saved = checkpoint["tiffin"]
         spec, model, model_config = SpeechSpec.from_dict(saved["spec"]), None, saved["model_config"]
-        vocab, from_scratch = Vocabulary(spec.vocab), False
+        # the run's own choice: a run from scratch trains its feature encoder after a resume too
+        vocab, from_scratch = Vocabulary(spec.vocab), not checkpoint["hyper_parameters"]["freeze_feature_encoder"]
+        first_epoch = resumed_epoch(checkpoint)
     else:
+        first_epoch = 0
         model, backbone_vocab, source = load_backbone(cfg.backbone, cfg.pretrained)
         from_scratch = source == "config"
         if cfg.vocab == "from-data":
@@ -165,7 +171,6 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
         f"{len(bad)} skipped; vocabulary of {len(vocab.tokens)}; padding {pad:.1%} with length buckets "
         f"({pad_random:.1%} without)")
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     task = SpeechRecognitionTask(
         backbone=cfg.backbone, spec=spec.to_dict(), model_config=model_config, strategy=cfg.strategy,
         unfreeze_epoch=cfg.unfreeze_epoch,
@@ -177,9 +182,13 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     loader_args = dict(num_workers=cfg.num_workers, collate_fn=collate_speech, persistent_workers=cfg.num_workers > 0)
 
     def loader(dataset: SpeechDataset, utts: list[Utterance], shuffle: bool):
-        return lambda trainer: DataLoader(dataset, batch_sampler=LengthBucketSampler(
-            [u.samples for u in utts], cfg.batch_size, shuffle, cfg.seed, trainer.global_rank, trainer.world_size),
-            **loader_args)
+        def make(trainer):
+            batches = LengthBucketSampler([u.samples for u in utts], cfg.batch_size, shuffle, cfg.seed,
+                                          trainer.global_rank, trainer.world_size)
+            batches.set_epoch(first_epoch)
+            return DataLoader(dataset, batch_sampler=batches, **loader_args)
+
+        return make
 
     base = {"task": "speech-recognition", "backbone": cfg.backbone, "vocab": list(vocab.tokens),
             "strategy": cfg.strategy, "precision": cfg.precision, "train_utterances": len(train_utts),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from tiffin.errors import MediaError, TiffinError
 from tiffin.spec import VideoSpec
@@ -191,10 +191,11 @@ class VideoClipDataset(Dataset):
         train: bool = False,
         flip: bool = True,
         strict: bool = False,
+        seed: int = 0,
     ):
         if sampler not in CLIP_SAMPLERS:
             raise TiffinError(f"--clip-sampler {sampler}: choose one of {', '.join(CLIP_SAMPLERS)}")
-        self.spec, self.train, self.flip, self.strict = spec, train, flip, strict
+        self.spec, self.train, self.flip, self.strict, self.seed = spec, train, flip, strict, seed
         index = {label: i for i, label in enumerate(labels)}
         self.items: list[tuple[Path, int, float | None, float]] = []
         for v in videos:
@@ -209,15 +210,19 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """Item `i`, or `(i, epoch)` as EpochShuffle gives it: the clip start, scale, crop and flip
+        are drawn from (seed, epoch, i), so an epoch's clips are the same in any worker and after
+        a resume."""
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
+        rng = np.random.default_rng([self.seed, epoch, i])
         path, label, start, duration = self.items[i]
         spec = self.spec
         if start is None:
-            # torch's RNG: seeded per worker and epoch by Lightning's seed_everything(workers=True).
-            start = float(torch.rand(()) * max(0.0, duration - spec.clip_duration))
+            start = float(rng.random() * max(0.0, duration - spec.clip_duration))
         side = spec.side_size
         if self.train:
-            side = int(torch.randint(spec.side_size, round(spec.side_size * 1.25) + 1, ()))
+            side = int(rng.integers(spec.side_size, round(spec.side_size * 1.25) + 1))
         try:
             frames = decode_clip(path, start, spec.clip_duration, spec.num_frames, side)
         except MediaError as err:
@@ -225,21 +230,40 @@ class VideoClipDataset(Dataset):
                 raise
             log.warning("skipped %s", err)
             return None
-        frames = self._crop(frames)
+        frames = self._crop(frames, rng)
         return {"video": torch.from_numpy(frames), "label": label, "index": i}
 
-    def _crop(self, frames: np.ndarray) -> np.ndarray:
+    def _crop(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         size = self.spec.crop_size
         _, h, w, _ = frames.shape
         if self.train:
-            top = int(torch.randint(0, h - size + 1, ()))
-            left = int(torch.randint(0, w - size + 1, ()))
+            top = int(rng.integers(0, h - size + 1))
+            left = int(rng.integers(0, w - size + 1))
         else:
             top, left = (h - size) // 2, (w - size) // 2
         frames = frames[:, top : top + size, left : left + size]
-        if self.train and self.flip and bool(torch.rand(()) < 0.5):
+        if self.train and self.flip and bool(rng.random() < 0.5):
             frames = frames[:, :, ::-1]
         return np.ascontiguousarray(frames)
+
+
+class EpochShuffle(Sampler):
+    """A seeded shuffle per epoch that yields `(index, epoch)`, so the dataset can draw each
+    item's augmentation from (seed, epoch, index): no state lives in workers or global RNGs."""
+
+    def __init__(self, size: int, seed: int = 0, epoch: int = 0):
+        self.size, self.seed, self.epoch = size, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        # a generator: the order is drawn at the first fetch, after the epoch was set
+        epoch = self.epoch
+        yield from ((int(i), epoch) for i in np.random.default_rng([self.seed, epoch]).permutation(self.size))
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def collate_clips(batch: list[dict | None]) -> dict | None:

@@ -15,7 +15,7 @@ from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
 from train.backbones import get_video_backbone
 from train.run_folder import (
-    LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, say,
+    LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, resumed_epoch, say,
 )
 
 
@@ -116,7 +116,7 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from train.video_data import VideoClipDataset, collate_clips
+    from train.video_data import EpochShuffle, VideoClipDataset, collate_clips
     from train.video_model import check_clip_size, find_pretrained_weights
     from train.run_folder import FINETUNE_STRATEGIES
     from train.video_task import VideoClassificationTask
@@ -132,8 +132,10 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
         init_weights = find_pretrained_weights(info, cfg.weights)  # fail before probing a large folder
     labels, train_videos, val_videos, bad = _gather(cfg)
     spec = make_spec(cfg, labels)
+    first_epoch = 0
     if cfg.resume:
-        saved = read_checkpoint(last)["tiffin"]
+        checkpoint = read_checkpoint(last)
+        saved, first_epoch = checkpoint["tiffin"], resumed_epoch(checkpoint)
         if list(saved["spec"]["labels"]) != labels:
             raise TiffinError(f"--resume: {last} was trained on classes {saved['spec']['labels']}, the data has {labels}")
         spec = VideoSpec.from_dict(saved["spec"])
@@ -147,12 +149,13 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
         learning_rate=cfg.learning_rate, init_weights=str(init_weights) if init_weights else None,
     )
     train_set = VideoClipDataset(train_videos, labels, spec, cfg.clip_sampler, cfg.clips_per_video, train=True,
-                                 flip=cfg.flip, strict=cfg.strict)
+                                 flip=cfg.flip, strict=cfg.strict, seed=cfg.seed)
     val_set = VideoClipDataset(val_videos, labels, spec, "constant_clips_per_video", 1, strict=cfg.strict)
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate_clips,
                        persistent_workers=cfg.num_workers > 0)
     data = LoaderPair(
-        lambda trainer: DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size, **loader_args),
+        lambda trainer: DataLoader(train_set, sampler=EpochShuffle(len(train_set), cfg.seed, first_epoch),
+                                   drop_last=len(train_set) > cfg.batch_size, **loader_args),
         lambda trainer: DataLoader(val_set, shuffle=False, **loader_args))
 
     base = {"task": "video-classification", "backbone": cfg.backbone, "labels": labels, "strategy": cfg.strategy,
