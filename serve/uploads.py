@@ -63,6 +63,7 @@ def install_strict_form_parsing() -> None:
       the server never reads a location a client names;
     - a malformed multipart body (bad or missing boundary) surfaces from Starlette as an HTTP 400
       that BentoML turns into a 500; here it stays a 400 with the parser's reason;
+    - a non-file field holding non-UTF-8 bytes was a 500 (found by tests/test_fuzz.py); a 400 here;
     - BentoML names the upload's temporary file after the client's file name (a 300-character
       name was a 500); here the client's name is replaced by `upload` plus its extension, so no
       client text reaches a path.
@@ -90,6 +91,8 @@ def install_strict_form_parsing() -> None:
                 return await super().parse_request(request, cls)
             except HTTPException as exc:
                 raise BadInput(f"malformed form body: {exc.detail}") from None
+            except UnicodeDecodeError:  # a form field (not a file) whose bytes are not text
+                raise BadInput("a form field holds bytes that are not UTF-8 text; send files as file parts") from None
 
     serde.ALL_SERDE["multipart/form-data"] = StrictMultipartSerde  # type: ignore[index]
     serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
