@@ -168,3 +168,12 @@ def test_video_dataset_quirks_are_reported_and_odd_labels_survive_to_predict(mot
     latin.write_bytes(f"path,label\n{sources[0]},caf\xe9\n".encode("latin-1"))
     result = tiffin(*base, "--train-csv", latin, "--out", tmp_path / "latin")
     assert result.exit_code == 2 and "is not UTF-8" in result.output
+
+
+def test_readme_states_the_counts_tried():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"**Bad media: {len(CASES)} generated cases**" in readme
+    answered = sum(case.status == OK for case in CASES)
+    assert f"the {answered} that should" in readme and f"the {len(CASES) - answered} others" in readme
+    assert f"**Messy datasets: {len(SPEECH_QUIRKS) + len(VIDEO_QUIRKS)} quirks.** Speech ({len(SPEECH_QUIRKS)})" in readme
+    assert f"Video ({len(VIDEO_QUIRKS)})" in readme

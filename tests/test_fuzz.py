@@ -91,3 +91,9 @@ def test_mangled_requests_never_get_a_5xx(artifacts, videos, tmp_path):
         client.close()
         assert urllib.request.urlopen(url + "/readyz").status == 200
     assert sum(statuses.values()) >= REQUEST_EXAMPLES * 0.9 and len(statuses) >= 2, statuses
+
+
+def test_readme_states_the_fuzzing_counts():
+    readme = (ROOT / "README.md").read_text()
+    assert f"**Fuzzed decoders: {DECODER_EXAMPLES:,} mutated files**" in readme
+    assert f"**and {REQUEST_EXAMPLES:,} generated** by hypothesis" in readme
