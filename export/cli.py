@@ -68,3 +68,57 @@ def check_command(
 
     report = check_artifact(artifact, data)
     typer.echo(json.dumps(report, indent=2))
+
+
+@reported
+def benchmark_command(
+    model: Path = typer.Argument(..., help="A .ckpt, a Hugging Face speech folder or an embedded model name."),
+    formats: str = typer.Option("pytorch,onnx,torchscript,mobile", help="Comma-separated formats to try."),
+    precisions: str = typer.Option("fp32,fp16,bf16,int8", help="Comma-separated precisions to try (where a "
+                                   "format has them)."),
+    batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    data: Path = typer.Option(None, help="Labelled data to score every variant on (a class folder of videos, or a "
+                              "speech CSV); also calibrates video int8."),
+    runs: int = typer.Option(10, min=1, help="Timed calls per variant and batch (after 2 warm-up calls)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    plot: Path = typer.Option(None, help="Write a bar chart of the speed-ups to this PNG."),
+) -> None:
+    """Export to every format x precision, check parity, and time each against PyTorch eager fp32."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from export.benchmark import BenchOptions, benchmark, parse_batches, parse_targets
+    from export.benchmark import plot as draw
+
+    opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        step = bar.add_task("benchmark", total=len(opts.targets))
+
+        def progress(label: str) -> None:
+            bar.update(step, advance=0 if bar.tasks[0].description == "benchmark" else 1, description=label)
+
+        rows = benchmark(opts, progress)
+    if plot is not None:
+        draw(rows, plot)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{model}: speed-up over PyTorch eager fp32 (median of {runs} warm calls)")
+    for column in ("format", "precision", "batch", "status", "size MB", "latency ms", "p90 ms", "items/s", "speed-up",
+                   "GFLOP/s", "% of peak", "metric"):
+        table.add_column(column, justify="right" if column not in ("format", "precision", "status", "metric") else "left")
+    for r in rows:
+        fmt = lambda v, f="{}": "" if v is None else f.format(v)  # noqa: E731
+        metric = ", ".join(f"{k} {v}" for k, v in (r.get("metric") or {}).items())
+        table.add_row(r["format"], r["precision"], str(r["batch"]), r["status"], fmt(r["size_mb"]),
+                      fmt(r.get("latency_ms")), fmt(r.get("p90_ms")), fmt(r.get("items_per_s")),
+                      fmt(r.get("speedup"), "{:.2f}x"), fmt(r.get("gflops_per_s")),
+                      fmt(r.get("peak_fraction") and 100 * r["peak_fraction"], "{:.0f}%"), metric)
+    console = Console(width=None if Console().is_terminal else 180)
+    console.print(table)
+    for r in rows:
+        if r["note"] and r["batch"] == rows[0]["batch"]:
+            console.print(f"{r['format']} {r['precision']}: {r['status']}: {r['note']}", soft_wrap=True)
+    peak = rows[0]["machine_peak_gflops"] if rows else {}
+    typer.echo(f"machine matmul peak: {peak.get('fp32')} GFLOP/s fp32, {peak.get('bf16')} GFLOP/s bf16")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.test_serve import artifacts, running_server  # noqa: F401  (fixture and helper)
+from tests.test_serve import running_server
 
 pytestmark = pytest.mark.browser
 

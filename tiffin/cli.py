@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from tiffin.errors import reported
-from export.cli import check_command, export_command
+from export.cli import benchmark_command, check_command, export_command
 from serve.cli import build_command, serve_command
 from train.cli import backbones_app, pretrain_app, synth_app, train_app
 
@@ -28,6 +28,7 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(pretrain_app, name="pretrain")
 app.command("export")(export_command)
 app.command("check")(check_command)
+app.command("benchmark")(benchmark_command)
 app.command("serve")(serve_command)
 app.command("build")(build_command)
 

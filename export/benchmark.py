@@ -1,0 +1,214 @@
+"""`tiffin benchmark`: every export format x precision of a model, timed against PyTorch eager.
+
+For each target it exports (gated by parity as `tiffin export` is), loads the artifact the way
+prediction does, and times warm calls at each batch size; the eager fp32 model at the same
+batch is the baseline of every speed-up. With `--data` it also scores each variant on real
+files (`tiffin evaluate`'s accuracy or CER). Achieved GFLOP/s are compared with this machine's
+measured matmul peak, so a reader sees how much headroom is left (Ultralytics' benchmark mode,
+plus parity and a roofline).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from export.formats import FORMATS
+from tiffin.errors import TiffinError
+
+# What is tried by default: every format's precisions, plus eager bf16 autocast as a PyTorch row.
+DEFAULT_TARGETS = [("pytorch", "fp32"), ("pytorch", "bf16")] + [(f.name, p) for f in FORMATS.values() for p in f.precisions]
+SPEECH_SECONDS = 10.0  # the length of the benchmark recordings
+
+
+@dataclass
+class BenchOptions:
+    model: Path
+    targets: list[tuple[str, str]] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    data: Path | None = None
+    runs: int = 10
+    warmup: int = 2
+
+
+def parse_targets(formats: str, precisions: str) -> list[tuple[str, str]]:
+    """The (format, precision) pairs named by `--formats a,b` and `--precisions x,y` that exist."""
+    known = {"pytorch": ("fp32", "bf16"), **{f.name: f.precisions for f in FORMATS.values()}}
+    names = [f.strip() for f in formats.split(",") if f.strip()]
+    wanted = [p.strip() for p in precisions.split(",") if p.strip()]
+    for name in names:
+        if name not in known:
+            raise TiffinError(f"--formats {name}: choose from {', '.join(known)}")
+    for p in wanted:
+        if p not in ("fp32", "fp16", "bf16", "int8"):
+            raise TiffinError(f"--precisions {p}: choose from fp32, fp16, bf16, int8")
+    targets = [(n, p) for n in (["pytorch"] + [n for n in names if n != "pytorch"]) for p in known[n] if p in wanted]
+    if ("pytorch", "fp32") not in targets:
+        targets.insert(0, ("pytorch", "fp32"))  # the baseline of every speed-up
+    return targets
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise TiffinError(f"--batch {text}: give positive batch sizes, e.g. 1,8")
+    return batches
+
+
+def inputs_for(task: str, loaded, batch: int) -> tuple[torch.Tensor, ...]:
+    """A benchmark batch: random uint8 clips at the model's size, or 10 s recordings."""
+    g = torch.Generator().manual_seed(batch)
+    if task == "video-classification":
+        s = loaded.spec
+        return (torch.randint(0, 256, (batch, s.num_frames, s.crop_size, s.crop_size, 3), dtype=torch.uint8, generator=g),)
+    samples = int(SPEECH_SECONDS * loaded.spec.sample_rate)
+    return 0.1 * torch.randn(batch, samples, generator=g), torch.full((batch,), samples, dtype=torch.int64)
+
+
+def time_calls(run: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+_PEAK: dict[str, float] = {}
+
+
+def matmul_peak_gflops(dtype: torch.dtype) -> float:
+    """This machine's measured matmul throughput (best of 5 square 2048 products), GFLOP/s."""
+    key = str(dtype)
+    if key not in _PEAK:
+        n = 2048
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        best = min(time_calls(lambda: a @ b, 5, 1))
+        _PEAK[key] = 2 * n**3 / best / 1e9
+    return _PEAK[key]
+
+
+def model_gflop(net, inputs: tuple[torch.Tensor, ...]) -> float:
+    """FLOPs of one eager forward pass over `inputs` (matmuls and convolutions), in GFLOP."""
+    from torch.nn.utils import parametrize
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    # weight-norm parametrizations (wav2vec2's positional conv) fail under the counter: compute
+    # their weights once outside it and count the cached pass
+    with torch.inference_mode(), parametrize.cached():
+        net(*inputs)
+        with counter:
+            net(*inputs)
+    return counter.get_total_flops() / 1e9
+
+
+def _eager(net, precision: str) -> Callable:
+    def run(*inputs: torch.Tensor):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return net(*inputs)
+
+    return run
+
+
+def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step: None) -> list[dict[str, Any]]:
+    """Rows of (format, precision, batch): status (ok, parity failed, export failed, skipped) and
+    why, size, latency, throughput, speed-up, GFLOP/s, share of peak, parity and the task metric
+    on `opts.data`. An export refused by the parity gate leaves no artifact, so it is not timed."""
+    from export.artifact import ExportOptions, export_model, load_artifact_model
+    from export.parity import ParityError
+    from train.evaluate import evaluate, load_any
+
+    task, loaded = load_any(opts.model)
+    if Path(opts.model).is_dir() and (Path(opts.model) / "tiffin.json").is_file():
+        raise TiffinError(f"{opts.model}: is an artifact; benchmark the checkpoint or model it came from "
+                          "(tiffin.json names it under 'source'), so every format is measured against PyTorch")
+    flops = {b: model_gflop(loaded.net, inputs_for(task, loaded, b)) for b in opts.batches}
+    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    baseline: dict[int, float] = {}
+    rows: list[dict[str, Any]] = []
+    work = Path(tempfile.mkdtemp(prefix="tiffin-bench-"))
+    try:
+        for fmt, precision in opts.targets:
+            progress(f"{fmt} {precision}")
+            row: dict[str, Any] = {"format": fmt, "precision": precision, "status": "ok", "note": "", "size_mb": None,
+                                   "parity": None}
+            runner, scored_model = None, None
+            if fmt == "pytorch":
+                runner, scored_model = _eager(loaded.net, precision), opts.model
+            elif precision == "int8" and task == "video-classification" and opts.data is None:
+                row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
+            else:
+                out = work / f"{fmt}-{precision}"
+                try:
+                    _, meta = export_model(ExportOptions(Path(opts.model), fmt, precision, out=out,
+                                                         calibration_data=opts.data if precision == "int8" else None))
+                    row["parity"] = meta["parity"]
+                    row["size_mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 2)
+                    runner, scored_model = load_artifact_model(out).net, out
+                except ParityError as err:
+                    row["status"], row["note"] = "parity failed", str(err)
+                except Exception as err:  # noqa: BLE001  a format that cannot take this model is a row, not the end
+                    row["status"], row["note"] = "export failed", (str(err).splitlines() or [type(err).__name__])[0]
+            if runner is not None and opts.data is not None:
+                row["metric"] = {k: v for k, v in evaluate(scored_model, opts.data).items()
+                                 if k in ("accuracy", "cer", "wer")}
+            for batch in opts.batches:
+                timed = dict(row, batch=batch)
+                if runner is not None:
+                    inputs = inputs_for(task, loaded, batch)
+                    times = time_calls(lambda: runner(*inputs), opts.runs, opts.warmup)
+                    median = statistics.median(times)
+                    if (fmt, precision) == ("pytorch", "fp32"):
+                        baseline[batch] = median
+                    peak = peaks["bf16" if precision in ("bf16", "fp16") else "fp32"]
+                    timed.update(latency_ms=round(1000 * median, 2),
+                                 p90_ms=round(1000 * float(np.percentile(times, 90)), 2),
+                                 items_per_s=round(batch / median, 2),
+                                 speedup=round(baseline[batch] / median, 3) if batch in baseline else None,
+                                 gflops_per_s=float(f"{flops[batch] / median:.3g}"),
+                                 peak_fraction=float(f"{flops[batch] / median / peak:.3g}"))
+                rows.append(timed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for row in rows:
+        row["machine_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bar chart of the speed-up over eager fp32 per variant, one group per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if r.get("speedup")]
+    variants = list(dict.fromkeys(f"{r['format']} {r['precision']}" for r in timed))
+    batches = sorted({r["batch"] for r in timed})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(variants)), 4))
+    width = 0.8 / max(1, len(batches))
+    for i, batch in enumerate(batches):
+        values = {f"{r['format']} {r['precision']}": r["speedup"] for r in timed if r["batch"] == batch}
+        ax.bar([x + i * width for x in range(len(variants))], [values.get(v, 0) for v in variants], width,
+               label=f"batch {batch}")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks([x + width * (len(batches) - 1) / 2 for x in range(len(variants))], variants, rotation=30, ha="right")
+    ax.set_ylabel("speed-up over PyTorch eager fp32")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

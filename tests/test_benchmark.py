@@ -1,0 +1,57 @@
+"""`tiffin benchmark`: every format x precision exported, gated and timed against PyTorch eager."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import tiffin
+
+REQUIRED = {"format", "precision", "status", "size_mb", "latency_ms", "speedup", "batch", "p90_ms", "items_per_s",
+            "gflops_per_s", "peak_fraction"}
+
+
+def test_benchmark_json_plot_and_data(checkpoints, motion_dataset, tmp_path):
+    result = tiffin("benchmark", checkpoints["video"], "--formats", "onnx,torchscript", "--precisions", "fp32,bf16,int8",
+                    "--batch", "1,2", "--runs", "2", "--data", motion_dataset, "--json", "--plot", tmp_path / "speed.png")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    variants = [(r["format"], r["precision"]) for r in rows if r["batch"] == 1]
+    assert variants == [("pytorch", "fp32"), ("pytorch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"),
+                        ("torchscript", "fp32"), ("torchscript", "bf16")]
+    for row in rows:
+        assert REQUIRED <= set(row), row
+        if row["status"] == "ok":
+            assert row["latency_ms"] > 0 and row["p90_ms"] >= row["latency_ms"] and 0 < row["peak_fraction"] < 5
+            assert "accuracy" in row["metric"]  # scored on --data
+    baseline = [r for r in rows if (r["format"], r["precision"]) == ("pytorch", "fp32")]
+    assert [r["speedup"] for r in baseline] == [1.0, 1.0]
+    onnx = next(r for r in rows if (r["format"], r["precision"], r["batch"]) == ("onnx", "fp32", 2))
+    assert onnx["status"] == "ok" and onnx["size_mb"] > 0 and onnx["parity"]["top1_agreement"] == 1.0
+    int8 = next(r for r in rows if (r["format"], r["precision"]) == ("onnx", "int8"))
+    assert int8["status"] in ("ok", "parity failed")  # calibrated on --data; the gate decides
+    assert (tmp_path / "speed.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_refused_export_is_a_row_not_the_end(checkpoints, monkeypatch):
+    from export import specs
+    from export.benchmark import BenchOptions, benchmark
+
+    monkeypatch.setitem(specs.TOLERANCES, "fp16", {**specs.TOLERANCES["fp16"], "atol": 0.0, "rtol": 0.0})  # none passes
+    rows = benchmark(BenchOptions(checkpoints["speech"], [("pytorch", "fp32"), ("onnx", "fp16"), ("onnx", "fp32")],
+                                  [1], runs=1, warmup=0))
+    status = {(r["format"], r["precision"]): (r["status"], r["note"]) for r in rows}
+    assert status[("onnx", "fp16")][0] == "parity failed" and "atol" in status[("onnx", "fp16")][1]
+    assert status[("onnx", "fp32")][0] == "ok" and status[("pytorch", "fp32")][0] == "ok"
+    assert next(r for r in rows if r["precision"] == "fp16").get("latency_ms") is None
+
+
+def test_bad_benchmark_options_are_one_line_errors(checkpoints):
+    for args, words in [(["--formats", "tflite"], "--formats tflite"), (["--batch", "0"], "--batch 0"),
+                        (["--precisions", "fp8"], "--precisions fp8")]:
+        result = tiffin("benchmark", checkpoints["video"], *args)
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+def test_an_artifact_names_its_source(artifacts):
+    result = tiffin("benchmark", artifacts["video"])
+    assert result.exit_code == 2 and "benchmark the checkpoint" in result.output
