@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -146,3 +153,41 @@ def run_load(url: str, field_name: str, mix: list[Upload], concurrency: int, sec
         t.join()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def started_server(artifact: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """`tiffin serve ARTIFACT` on a free loopback port, in a process group of its own; yields
+    (url, pid) once /readyz answers, and stops the whole group after."""
+    port = free_port()
+    log = open(log_path, "w")
+    process = subprocess.Popen([sys.executable, "-m", "tiffin", "serve", str(artifact), "--port", str(port)],
+                               env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if process.poll() is not None:
+                raise RuntimeError(f"tiffin serve exited: {log_path.read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("server not ready in 120 s")
+        yield url, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()

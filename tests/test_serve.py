@@ -8,7 +8,6 @@ import shutil
 import signal
 import tarfile
 import tempfile
-import socket
 import subprocess
 import sys
 import threading
@@ -204,47 +203,18 @@ def test_bad_settings_are_one_line_errors(artifacts, checkpoints, tmp_path):
 
 # --- a real server -----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the running `tiffin serve` (then `bentoml serve`)
 
 
 @contextmanager
 def running_server(artifact: Path, tmp_path: Path, **env):
     """`tiffin serve ARTIFACT` in a process group of its own, ready, then stopped; yields its URL."""
-    port = free_port()
-    log = open(tmp_path / f"server-{port}.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tiffin", "serve", str(artifact), "--port", str(port)],
-        env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), **{k: str(v) for k, v in env.items()}},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    SERVER_PIDS[url] = process.pid
-    try:
-        for _ in range(240):
-            assert process.poll() is None, (tmp_path / f"server-{port}.log").read_text()[-3000:]
-            try:
-                if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
-        else:
-            raise AssertionError("server not ready in 120 s")
+    from benchmarks.load import started_server
+
+    settings = {"BENTOML_HOME": str(tmp_path / "bentoml"), **{k: str(v) for k, v in env.items()}}
+    with started_server(artifact, tmp_path / f"server-{len(SERVER_PIDS)}.log", settings) as (url, pid):
+        SERVER_PIDS[url] = pid
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-    assert process.returncode is not None
 
 
 def post_multipart(url: str, field: str, data: bytes, filename: str = "upload.bin",
@@ -413,6 +383,8 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
     assert any(n.endswith("model.onnx") and "models/my-speech" in n for n in names)
 
     # the bento serves from its own model store, with no TIFFIN_ARTIFACT
+    from benchmarks.load import free_port
+
     port = free_port()
     env.pop("TIFFIN_ARTIFACT", None)
     process = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)], env=env,

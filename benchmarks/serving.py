@@ -1,0 +1,111 @@
+"""Serving: `tiffin serve` over HTTP vs the same code called in-process, for both services.
+
+Models: the embedded defaults (tiffin/tiny-motion, tiffin/tiny-en) exported to ONNX fp32.
+In-process, one thread calls the service class directly, as BentoML does in a worker
+(decode + ONNX Runtime + answer): that latency is the floor, and its calls/s the batch-1
+throughput HTTP is compared with. Over HTTP a bounded load generator on loopback
+(benchmarks/load.py: N client threads, fixed duration) runs at concurrency 1, 4 and 16 with
+adaptive batching on and off. Files: the demo's synthetic videos (2 s) and 4 s espeak-ng
+sentences.
+
+Run: .venv/bin/python benchmarks/serving.py [--seconds 15]
+Writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.load import Upload, run_load, started_server  # noqa: E402
+
+SERVICES = {"video": ("tiffin/tiny-motion", "/classify", "video"), "speech": ("tiffin/tiny-en", "/transcribe", "audio")}
+
+
+def media(work: Path) -> dict[str, list[Path]]:
+    from train.synthetic import make_motion_dataset
+
+    make_motion_dataset(work / "videos", per_class=2, seed=3, size=(160, 120))
+    videos = sorted(p for p in (work / "videos").rglob("*") if p.is_file())[:8]
+    sentences = ["the old man walked home in the rain", "seven students read quietly near the river",
+                 "a bright lamp hangs over the wooden table", "she paints the small boat green and blue"]
+    audio = []
+    for i, text in enumerate(sentences):
+        path = work / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+        audio.append(path)
+    return {"video": videos, "speech": audio}
+
+
+def in_process(task: str, artifact: Path, files: list[Path], seconds: float) -> dict:
+    """The service class called directly, one call at a time, and its model alone."""
+    os.environ["TIFFIN_ARTIFACT"] = str(artifact)
+    if task == "video":
+        from serve.video import VideoClassifier
+
+        service = VideoClassifier()
+        call = lambda f: service.classify(f, top_k=5)  # noqa: E731
+    else:
+        from serve.speech import SpeechRecognizer
+
+        service = SpeechRecognizer()
+        call = lambda f: service.transcribe(f)  # noqa: E731
+    for f in files:
+        call(f)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for f in files:
+            began = time.perf_counter()
+            call(f)
+            times.append(time.perf_counter() - began)
+    return {"calls": len(times), "p50_ms": round(1000 * statistics.median(times), 1),
+            "calls_per_s": round(len(times) / sum(times), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", default="1,4,16")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tiffin-serving-"))
+    files = media(work)
+    results: dict = {"cpu_count": os.cpu_count(), "seconds_per_run": args.seconds, "services": {}}
+    for task, (model, path, field) in SERVICES.items():
+        artifact = work / f"{task}-onnx"
+        subprocess.run([sys.executable, "-m", "tiffin", "export", model, "--format", "onnx", "--out", str(artifact)],
+                       check=True, capture_output=True)
+        entry = {"model": model, "in_process": in_process(task, artifact, files[task], args.seconds), "http": []}
+        mix = [Upload(f, True, (("top_k", "5"),) if field == "video" else ()) for f in files[task]]
+        for batching in ("1", "0"):
+            env = {"TIFFIN_BATCHING": batching, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+            with started_server(artifact, work / f"{task}-{batching}.log", env) as (url, _):
+                run_load(url + path, field, mix, 4, 3)  # warm-up
+                for concurrency in (int(c) for c in args.concurrency.split(",")):
+                    report = run_load(url + path, field, mix, concurrency, args.seconds)
+                    summary = report.summary()
+                    assert summary["failed_good"] == 0, summary
+                    entry["http"].append({"batching": batching == "1", "concurrency": concurrency, **summary})
+                    print(task, batching, concurrency, summary, flush=True)
+        floor = entry["in_process"]
+        one = next(h for h in entry["http"] if h["concurrency"] == 1 and h["batching"])
+        entry["overhead_at_c1"] = round(one["p50_ms"] / floor["p50_ms"] - 1, 3)
+        for h in entry["http"]:
+            h["throughput_vs_in_process_batch1"] = round(h["requests_per_s"] / floor["calls_per_s"], 2)
+        results["services"][task] = entry
+        print(json.dumps(entry, indent=1), flush=True)
+    out = Path(__file__).parent / "results" / "serving.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Speech inference on CPU: tiffin's artifacts vs `transformers.pipeline("automatic-speech-recognition")`.
+
+A wav2vec2-base-sized CTC model (base-960h's architecture and vocabulary, randomly initialised:
+no weights can be downloaded here) is saved with its tokenizer and feature extractor as a
+Hugging Face folder. The peer is the transformers pipeline on that folder, eager fp32. tiffin
+exports the same folder (ONNX fp32, ONNX int8, TorchScript bf16) through its parity gate and
+transcribes with the code `tiffin predict` runs (tiffin.chunking windows, greedy CTC). Both get
+the same 10 s of espeak-ng speech as a 16 kHz array; median of N warm calls, alternating.
+Agreement: CER between each tiffin transcript and the peer's, and the share of frames whose
+argmax token matches (random weights make transcripts meaningless as English, not as parity).
+
+Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5]
+Writes benchmarks/results/speech_inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SENTENCE = ("the quick brown fox jumps over the lazy dog while seven bright students read their books "
+            "quietly in the old library near the river")
+CANDIDATES = [("onnx", "fp32"), ("onnx", "int8"), ("torchscript", "bf16")]
+
+
+def speech(folder: Path, seconds: float = 10.0) -> np.ndarray:
+    """`seconds` of espeak-ng speech at 16 kHz (the sentence, repeated or cut to length)."""
+    from tiffin.audio_io import load_audio
+
+    wav = folder / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SENTENCE], check=True)
+    wave = load_audio(wav, 16000)
+    need = int(seconds * 16000)
+    return np.tile(wave, need // len(wave) + 1)[:need].astype(np.float32)
+
+
+def base_folder(folder: Path) -> Path:
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    from tiffin.ctc import BASE_960H_TOKENS
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(BASE_960H_TOKENS))).eval()  # base: 768 x 12, group norm
+    model.save_pretrained(folder)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(BASE_960H_TOKENS)}))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(folder)
+    return folder
+
+
+def cer(a: str, b: str) -> float:
+    from tiffin.ctc import error_rates
+
+    return error_rates([a], [b])[1] if a else float(bool(b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    from transformers import pipeline
+
+    from export.artifact import ExportOptions, export_model, load_artifact_model
+    from export.parity import ParityError
+    from tiffin.ctc import Vocabulary
+    from train.predict import load_speech_model, speech_logits
+
+    work = Path(tempfile.mkdtemp())
+    folder = base_folder(work / "wav2vec2-base")
+    wave = speech(work)
+    peer = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    vocab = Vocabulary(load_speech_model(folder).spec.vocab)
+
+    def tiffin_run(model):
+        return lambda: vocab.decode_logits(speech_logits(model, wave))
+
+    def frames(model) -> np.ndarray:
+        return speech_logits(model, wave).argmax(-1)
+
+    eager = load_speech_model(folder)
+    timers = {"transformers pipeline eager fp32": lambda: peer(wave.copy())["text"], "tiffin eager fp32": tiffin_run(eager)}
+    reference_frames = frames(eager)
+    results = {"model": "wav2vec2-base architecture (94M parameters), random weights", "audio_s": 10.0,
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "variants": {}}
+    for fmt, precision in CANDIDATES:
+        key = f"tiffin {fmt} {precision}"
+        out = work / key.replace(" ", "-")
+        started = time.perf_counter()
+        try:
+            export_model(ExportOptions(folder, fmt, precision, out=out))
+        except ParityError as err:
+            results["variants"][key] = {"status": f"parity failed: {err}"}
+            continue
+        model = load_artifact_model(out)
+        results["variants"][key] = {
+            "status": "ok", "export_s": round(time.perf_counter() - started, 1),
+            "size_mb": round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 1),
+            "frame_agreement": float((frames(model) == reference_frames).mean())}
+        timers[key] = tiffin_run(model)
+    texts = {key: run() for key, run in timers.items()}
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(args.runs):
+        for key, run in timers.items():
+            start = time.perf_counter()
+            run()
+            samples[key].append(time.perf_counter() - start)
+    peer_s = statistics.median(samples["transformers pipeline eager fp32"])
+    for key, times in samples.items():
+        entry = results["variants"].setdefault(key, {"status": "ok"})
+        median = statistics.median(times)
+        entry.update(median_ms=round(1000 * median, 1), rtf=round(median / 10.0, 4), speedup=round(peer_s / median, 2),
+                     cer_vs_peer=round(cer(texts["transformers pipeline eager fp32"], texts[key]), 4),
+                     transcript_chars=len(texts[key]))
+    print(json.dumps(results, indent=1))
+    out = Path(__file__).parent / "results" / "speech_inference.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
