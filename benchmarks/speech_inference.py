@@ -61,8 +61,13 @@ def base_folder(folder: Path) -> Path:
 
 
 def cer(a: str, b: str) -> float:
+    """CER between two transcripts, special tokens (`<unk>`, which the pipeline's tokenizer spells
+    out and tiffin's decoder drops) and extra spaces removed from both."""
+    import re
+
     from tiffin.ctc import error_rates
 
+    a, b = (" ".join(re.sub(r"<[^>]*>", "", t).split()) for t in (a, b))
     return error_rates([a], [b])[1] if a else float(bool(b))
 
 

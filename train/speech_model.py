@@ -38,6 +38,9 @@ class MaskedInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # statistics in float32 whatever the run's dtype, as PyTorch's own GroupNorm accumulates
         # them: a bf16 sum over thousands of frames loses the variance
+        # This tensor is the model's largest ([B, 512, samples / 5]): as few passes over it as the
+        # exact two-pass statistics allow, and one fused multiply-add for the output (the first
+        # version, written term by term, took a third of a bf16 wav2vec2-base forward).
         xf = x.float()
         if self.frames is None:
             mask = torch.ones_like(xf[:, :1])
@@ -45,9 +48,10 @@ class MaskedInstanceNorm(nn.Module):
             mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].float()
         n = mask.sum(-1, keepdim=True).clamp(min=1)
         mean = (xf * mask).sum(-1, keepdim=True) / n
-        var = ((xf - mean) * mask).pow(2).sum(-1, keepdim=True) / n
-        y = (xf - mean) / torch.sqrt(var + self.eps) * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
-        return y.to(x.dtype)
+        centred = (xf - mean) * mask
+        var = (centred * centred).sum(-1, keepdim=True) / n
+        scale = self.weight.float()[None, :, None] * torch.rsqrt(var + self.eps)
+        return torch.addcmul(self.bias.float()[None, :, None] - mean * scale, xf, scale).to(x.dtype)
 
 
 class SpeechNet(nn.Module):
