@@ -50,16 +50,6 @@ def real_clips(n: int, frames: int, crop: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(clips))
 
 
-def median_ms(run, runs: int) -> float:
-    run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
     info = get_video_backbone(name)
     spec = VideoSpec(num_frames=info.frames, clip_duration=info.clip_duration, side_size=info.side,
