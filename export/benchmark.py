@@ -132,10 +132,20 @@ def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step:
     from export.parity import ParityError
     from train.evaluate import evaluate, load_any
 
-    task, loaded = load_any(opts.model)
+    given_artifact = None
     if Path(opts.model).is_dir() and (Path(opts.model) / "tiffin.json").is_file():
-        raise TiffinError(f"{opts.model}: is an artifact; benchmark the checkpoint or model it came from "
-                          "(tiffin.json names it under 'source'), so every format is measured against PyTorch")
+        # an artifact: time it as it is, against the PyTorch model it was exported from
+        from tiffin.artifact import read_artifact
+        from train.backbones import EMBEDDED_MODELS
+
+        given_artifact, meta = Path(opts.model), read_artifact(Path(opts.model))
+        source = meta["source"]
+        if not Path(source).exists() and source not in EMBEDDED_MODELS:
+            raise TiffinError(f"{opts.model}: its source model {source} is gone; the PyTorch baseline needs it "
+                              "(benchmark the checkpoint it came from, or export again)")
+        opts = BenchOptions(Path(source), [("pytorch", "fp32"), (meta["format"], meta["precision"])], opts.batches,
+                            opts.data, opts.runs, opts.warmup)
+    task, loaded = load_any(opts.model)
     flops = {b: model_gflop(loaded.net, inputs_for(task, loaded, b)) for b in opts.batches}
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     baseline: dict[int, float] = {}
@@ -151,6 +161,10 @@ def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step:
                 runner, scored_model = _eager(loaded.net, precision), opts.model
             elif precision == "int8" and task == "video-classification" and opts.data is None:
                 row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
+            elif given_artifact is not None:
+                row["parity"] = meta["parity"]
+                row["size_mb"] = round(sum(p.stat().st_size for p in given_artifact.iterdir()) / 2**20, 2)
+                runner, scored_model = load_artifact_model(given_artifact).net, given_artifact
             else:
                 out = work / f"{fmt}-{precision}"
                 try:

@@ -72,7 +72,8 @@ def check_command(
 
 @reported
 def benchmark_command(
-    model: Path = typer.Argument(..., help="A .ckpt, a Hugging Face speech folder or an embedded model name."),
+    model: Path = typer.Argument(..., help="A .ckpt, a Hugging Face speech folder, an embedded model name, or an "
+                                 "artifact folder (timed as it is, against the model it was exported from)."),
     formats: str = typer.Option("pytorch,onnx,torchscript,mobile", help="Comma-separated formats to try."),
     precisions: str = typer.Option("fp32,fp16,bf16,int8", help="Comma-separated precisions to try (where a "
                                    "format has them)."),

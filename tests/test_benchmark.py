@@ -52,6 +52,17 @@ def test_bad_benchmark_options_are_one_line_errors(checkpoints):
         assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
 
 
-def test_an_artifact_names_its_source(artifacts):
-    result = tiffin("benchmark", artifacts["video"])
-    assert result.exit_code == 2 and "benchmark the checkpoint" in result.output
+def test_an_artifact_is_timed_against_the_model_it_came_from(artifacts, tmp_path):
+    result = tiffin("benchmark", artifacts["speech"], "--batch", "1", "--runs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["format"], r["precision"], r["status"]) for r in rows] == [("pytorch", "fp32", "ok"), ("onnx", "fp32", "ok")]
+    assert rows[1]["speedup"] > 0 and rows[1]["parity"]["transcript_cer"] == 0.0
+    # an artifact whose source is gone cannot have a baseline: a one-line error
+    moved = tmp_path / "copy"
+    __import__("shutil").copytree(artifacts["speech"], moved)
+    meta = json.loads((moved / "tiffin.json").read_text())
+    meta["source"] = str(tmp_path / "gone.ckpt")
+    (moved / "tiffin.json").write_text(json.dumps(meta))
+    result = tiffin("benchmark", moved)
+    assert result.exit_code == 2 and "gone.ckpt is gone" in result.output
