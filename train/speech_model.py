@@ -36,22 +36,22 @@ class MaskedInstanceNorm(nn.Module):
         self.frames: torch.Tensor | None = None  # [B] real frames, set by SpeechNet for each call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # statistics in float32 whatever the run's dtype, as PyTorch's own GroupNorm accumulates
-        # them: a bf16 sum over thousands of frames loses the variance
-        # This tensor is the model's largest ([B, 512, samples / 5]): as few passes over it as the
-        # exact two-pass statistics allow, and one fused multiply-add for the output (the first
-        # version, written term by term, took a third of a bf16 wav2vec2-base forward).
-        xf = x.float()
+        # This tensor is the model's largest ([B, 512, samples / 5]): it is never copied to
+        # float32; sums accumulate in float32 (a bf16 sum over thousands of frames loses the
+        # variance), element-wise steps stay in the run's dtype, and the output is one fused
+        # multiply-add (the first version, term by term in float32, took a third of a bf16
+        # wav2vec2-base forward).
         if self.frames is None:
-            mask = torch.ones_like(xf[:, :1])
+            mask = torch.ones_like(x[:, :1])
         else:
-            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].float()
-        n = mask.sum(-1, keepdim=True).clamp(min=1)
-        mean = (xf * mask).sum(-1, keepdim=True) / n
-        centred = (xf - mean) * mask
-        var = (centred * centred).sum(-1, keepdim=True) / n
+            mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < self.frames[:, None])[:, None].to(x.dtype)
+        n = mask.sum(-1, keepdim=True, dtype=torch.float32).clamp(min=1)
+        mean = (x * mask).sum(-1, keepdim=True, dtype=torch.float32) / n
+        centred = (x - mean.to(x.dtype)) * mask
+        var = (centred * centred).sum(-1, keepdim=True, dtype=torch.float32) / n
         scale = self.weight.float()[None, :, None] * torch.rsqrt(var + self.eps)
-        return torch.addcmul(self.bias.float()[None, :, None] - mean * scale, xf, scale).to(x.dtype)
+        shift = self.bias.float()[None, :, None] - mean * scale
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
 
 
 class SpeechNet(nn.Module):
