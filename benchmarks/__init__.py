@@ -1,0 +1,32 @@
+"""Measurement scripts (run each as `python benchmarks/NAME.py`); the helpers they share."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def alternate(timers: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """Seconds per call of each timer, `runs` rounds after one warm-up call each. Every timer runs
+    once per round, so drift in the machine's speed hits all of them alike."""
+    for run in timers.values():
+        run()
+    samples: dict[str, list[float]] = {key: [] for key in timers}
+    for _ in range(runs):
+        for key, run in timers.items():
+            start = time.perf_counter()
+            run()
+            samples[key].append(time.perf_counter() - start)
+    return samples
+
+
+def save_results(name: str, results: dict) -> Path:
+    """Write a script's figures to benchmarks/results/NAME.json (what BENCHMARKS.md quotes)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path

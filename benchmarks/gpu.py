@@ -28,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import save_results  # noqa: E402
+
 BATCH = 8
 
 
@@ -109,6 +111,7 @@ def speech(steps: int) -> dict:
 def inference(work: Path) -> dict:
     import numpy as np
 
+    from export.benchmark import time_calls
     from export.formats import FORMATS
     from export.specs import video_export_spec
     from tiffin.onnx_session import OnnxSession
@@ -126,14 +129,7 @@ def inference(work: Path) -> dict:
     session = OnnxSession(path, device="cuda")
 
     def timed(run) -> float:
-        for _ in range(5):
-            run()
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return round(1000 * statistics.median(times), 2)
+        return round(1000 * statistics.median(time_calls(run, runs=20, warmup=5)), 2)
 
     half = net.half().cuda()
     gpu_clip = clip.cuda()
@@ -158,9 +154,7 @@ def main() -> None:
                "slowfast_r50_16_mixed": video(args.steps, work), "wav2vec2_base_16_mixed": speech(args.steps),
                "slowfast_r50_inference_batch1": inference(work)}
     print(json.dumps(results, indent=1))
-    out = Path(__file__).parent / "results" / "gpu.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save_results("gpu", results)
 
 
 if __name__ == "__main__":

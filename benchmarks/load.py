@@ -76,15 +76,23 @@ class LoadReport:
                 "failed_good": len(self.failed_good()), "server_errors": len(self.server_errors())}
 
 
+def multipart_body(boundary: str, parts: list[tuple[str, str | None, bytes]]) -> bytes:
+    """A multipart/form-data body written by hand: (field name, file name or None for a plain
+    field, bytes) per part. Names are sent as given (surrogates too), as a hostile client might."""
+    body = b""
+    for name, filename, data in parts:
+        head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        if filename is not None:
+            head += f"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream"
+        body += (head + "\r\n\r\n").encode("utf-8", "surrogatepass") + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
 def post(url: str, field_name: str, upload: Upload, timeout: float = 120) -> int:
     """POST one upload as multipart; the HTTP status (0 when the connection failed)."""
     boundary = uuid.uuid4().hex
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-             for k, v in upload.fields]
-    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field_name}\"; "
-                 f"filename=\"{upload.path.name}\"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
-                 + upload.path.read_bytes() + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    body = multipart_body(boundary, [(k, None, v.encode()) for k, v in upload.fields]
+                          + [(field_name, upload.path.name, upload.path.read_bytes())])
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
@@ -162,19 +170,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def started_server(artifact: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """`tiffin serve ARTIFACT` on a free loopback port, in a process group of its own; yields
-    (url, pid) once /readyz answers, and stops the whole group after."""
+def started_server(command: list[str], log_path: Path, env: dict[str, str | None] | None = None,
+                   cwd: Path | None = None) -> Iterator[tuple[str, int]]:
+    """`python -m COMMAND --port PORT` (`tiffin serve ARTIFACT`, `bentoml serve TAG`) on a free
+    loopback port, in a process group of its own, with `env` over this process's environment (a
+    None value unsets a variable); yields (url, pid) once /readyz answers, and stops the whole
+    group after."""
     port = free_port()
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "tiffin", "serve", str(artifact), "--port", str(port)],
-                               env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([sys.executable, "-m", *command, "--port", str(port)], cwd=cwd,
+                               env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+                               stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
             if process.poll() is not None:
-                raise RuntimeError(f"tiffin serve exited: {log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{' '.join(command[:2])} exited: {log_path.read_text()[-3000:]}")
             try:
                 if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
                     break

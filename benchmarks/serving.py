@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import save_results  # noqa: E402
+
 from benchmarks.load import Upload, run_load, started_server  # noqa: E402
 
 SERVICES = {"video": ("tiffin/tiny-motion", "/classify", "video"), "speech": ("tiffin/tiny-en", "/transcribe", "audio")}
@@ -87,7 +89,7 @@ def main() -> None:
         mix = [Upload(f, True, (("top_k", "5"),) if field == "video" else ()) for f in files[task]]
         for batching in ("1", "0"):
             env = {"TIFFIN_BATCHING": batching, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
-            with started_server(artifact, work / f"{task}-{batching}.log", env) as (url, _):
+            with started_server(["tiffin", "serve", str(artifact)], work / f"{task}-{batching}.log", env) as (url, _):
                 run_load(url + path, field, mix, 4, 3)  # warm-up
                 for concurrency in (int(c) for c in args.concurrency.split(",")):
                     report = run_load(url + path, field, mix, concurrency, args.seconds)
@@ -102,9 +104,7 @@ def main() -> None:
             h["throughput_vs_in_process_batch1"] = round(h["requests_per_s"] / floor["calls_per_s"], 2)
         results["services"][task] = entry
         print(json.dumps(entry, indent=1), flush=True)
-    out = Path(__file__).parent / "results" / "serving.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save_results("serving", results)
 
 
 if __name__ == "__main__":

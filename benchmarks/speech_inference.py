@@ -30,6 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import alternate, save_results  # noqa: E402
+
 SENTENCE = ("the quick brown fox jumps over the lazy dog while seven bright students read their books "
             "quietly in the old library near the river")
 CANDIDATES = [("onnx", "fp32"), ("onnx", "int8"), ("torchscript", "bf16")]
@@ -116,12 +118,7 @@ def main() -> None:
             "frame_agreement": float((frames(model) == reference_frames).mean())}
         timers[key] = tiffin_run(model)
     texts = {key: run() for key, run in timers.items()}
-    samples: dict[str, list[float]] = {k: [] for k in timers}
-    for _ in range(args.runs):
-        for key, run in timers.items():
-            start = time.perf_counter()
-            run()
-            samples[key].append(time.perf_counter() - start)
+    samples = alternate(timers, args.runs)
     peer_s = statistics.median(samples["transformers pipeline eager fp32"])
     for key, times in samples.items():
         entry = results["variants"].setdefault(key, {"status": "ok"})
@@ -130,9 +127,7 @@ def main() -> None:
                      cer_vs_peer=round(cer(texts["transformers pipeline eager fp32"], texts[key]), 4),
                      transcript_chars=len(texts[key]))
     print(json.dumps(results, indent=1))
-    out = Path(__file__).parent / "results" / "speech_inference.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save_results("speech_inference", results)
     shutil.rmtree(work, ignore_errors=True)
 
 

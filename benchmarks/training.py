@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import save_results  # noqa: E402
+
 BATCH = 8
 
 
@@ -98,9 +100,7 @@ def main() -> None:
             print(task, workers, rows, flush=True)
         results["tasks"][task] = rows
     print(json.dumps(results, indent=1))
-    out = Path(__file__).parent / "results" / "training.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save_results("training", results)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import alternate, save_results  # noqa: E402
+
 from export.formats import FORMATS  # noqa: E402
 from export.parity import ParityError, check_parity  # noqa: E402
 from export.specs import video_export_spec  # noqa: E402
@@ -99,19 +101,12 @@ def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
                                    "size_mb": round(path.stat().st_size / 2**20, 1), "top1_agreement": agreement}
         if status == "ok":
             timers[key] = (lambda r: lambda: r(clip))(runner)
-    # alternate: every variant once per round, so drift in machine speed hits all alike
-    samples: dict[str, list[float]] = {k: [] for k in timers}
-    for run in timers.values():
-        run()
-    for _ in range(runs):
-        for key, run in timers.items():
-            start = time.perf_counter()
-            run()
-            samples[key].append(1000 * (time.perf_counter() - start))
-    peer_ms = statistics.median(samples["pytorchvideo eager fp32"])
+    samples = alternate(timers, runs)
+    peer = statistics.median(samples["pytorchvideo eager fp32"])
     for key, times in samples.items():
         entry = result["variants"].setdefault(key, {"status": "ok"})
-        entry.update(median_ms=round(statistics.median(times), 1), speedup=round(peer_ms / statistics.median(times), 2))
+        median = statistics.median(times)
+        entry.update(median_ms=round(1000 * median, 1), speedup=round(peer / median, 2))
     passing = {k: v for k, v in result["variants"].items() if k.startswith("tiffin") and v.get("status") == "ok"
                and "median_ms" in v and "eager" not in k}
     best = min(passing, key=lambda k: passing[k]["median_ms"]) if passing else None
@@ -130,9 +125,7 @@ def main() -> None:
         r = bench_backbone(name, args.runs, args.agreement_clips)
         results["backbones"].append(r)
         print(json.dumps(r, indent=1), flush=True)
-    out = Path(__file__).parent / "results" / "video_inference.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save_results("video_inference", results)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ plus parity and a roofline).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,18 +88,12 @@ def time_calls(run: Callable[[], Any], runs: int, warmup: int) -> list[float]:
     return times
 
 
-_PEAK: dict[str, float] = {}
-
-
+@functools.cache
 def matmul_peak_gflops(dtype: torch.dtype) -> float:
     """This machine's measured matmul throughput (best of 5 square 2048 products), GFLOP/s."""
-    key = str(dtype)
-    if key not in _PEAK:
-        n = 2048
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        best = min(time_calls(lambda: a @ b, 5, 1))
-        _PEAK[key] = 2 * n**3 / best / 1e9
-    return _PEAK[key]
+    n = 2048
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / min(time_calls(lambda: a @ b, 5, 1)) / 1e9
 
 
 def model_gflop(net, inputs: tuple[torch.Tensor, ...]) -> float:
@@ -124,7 +119,8 @@ def _eager(net, precision: str) -> Callable:
     return run
 
 
-def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step: None) -> list[dict[str, Any]]:
+def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = lambda done, total, step: None
+              ) -> list[dict[str, Any]]:
     """Rows of (format, precision, batch): status (ok, parity failed, export failed, skipped) and
     why, size, latency, throughput, speed-up, GFLOP/s, share of peak, parity and the task metric
     on `opts.data`. An export refused by the parity gate leaves no artifact, so it is not timed."""
@@ -138,13 +134,13 @@ def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step:
         from tiffin.artifact import read_artifact
         from train.backbones import EMBEDDED_MODELS
 
-        given_artifact, meta = Path(opts.model), read_artifact(Path(opts.model))
-        source = meta["source"]
+        given_artifact, artifact_meta = Path(opts.model), read_artifact(Path(opts.model))
+        source = artifact_meta["source"]
         if not Path(source).exists() and source not in EMBEDDED_MODELS:
             raise TiffinError(f"{opts.model}: its source model {source} is gone; the PyTorch baseline needs it "
                               "(benchmark the checkpoint it came from, or export again)")
-        opts = BenchOptions(Path(source), [("pytorch", "fp32"), (meta["format"], meta["precision"])], opts.batches,
-                            opts.data, opts.runs, opts.warmup)
+        opts = replace(opts, model=Path(source),
+                       targets=[("pytorch", "fp32"), (artifact_meta["format"], artifact_meta["precision"])])
     task, loaded = load_any(opts.model)
     flops = {b: model_gflop(loaded.net, inputs_for(task, loaded, b)) for b in opts.batches}
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
@@ -153,7 +149,7 @@ def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step:
     work = Path(tempfile.mkdtemp(prefix="tiffin-bench-"))
     try:
         for fmt, precision in opts.targets:
-            progress(f"{fmt} {precision}")
+            progress(len(rows) // len(opts.batches), len(opts.targets), f"{fmt} {precision}")
             row: dict[str, Any] = {"format": fmt, "precision": precision, "status": "ok", "note": "", "size_mb": None,
                                    "parity": None}
             runner, scored_model = None, None
@@ -162,15 +158,15 @@ def benchmark(opts: BenchOptions, progress: Callable[[str], None] = lambda step:
             elif precision == "int8" and task == "video-classification" and opts.data is None:
                 row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
             elif given_artifact is not None:
-                row["parity"] = meta["parity"]
+                row["parity"] = artifact_meta["parity"]
                 row["size_mb"] = round(sum(p.stat().st_size for p in given_artifact.iterdir()) / 2**20, 2)
                 runner, scored_model = load_artifact_model(given_artifact).net, given_artifact
             else:
                 out = work / f"{fmt}-{precision}"
                 try:
-                    _, meta = export_model(ExportOptions(Path(opts.model), fmt, precision, out=out,
+                    _, exported = export_model(ExportOptions(Path(opts.model), fmt, precision, out=out,
                                                          calibration_data=opts.data if precision == "int8" else None))
-                    row["parity"] = meta["parity"]
+                    row["parity"] = exported["parity"]
                     row["size_mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 2)
                     runner, scored_model = load_artifact_model(out).net, out
                 except ParityError as err:

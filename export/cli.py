@@ -94,12 +94,9 @@ def benchmark_command(
 
     opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs)
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        step = bar.add_task("benchmark", total=len(opts.targets))
-
-        def progress(label: str) -> None:
-            bar.update(step, advance=0 if bar.tasks[0].description == "benchmark" else 1, description=label)
-
-        rows = benchmark(opts, progress)
+        step = bar.add_task("benchmark")
+        rows = benchmark(opts, lambda done, total, label: bar.update(step, completed=done, total=total,
+                                                                     description=label))
     if plot is not None:
         draw(rows, plot)
     if as_json:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tiffin.audio_io import audio_duration, read_audio
 from tiffin.errors import MediaError
-from tiffin.video_io import decode_clip, probe
+from tiffin.video_io import decode_clip, is_video_file, probe
 
 ADDRESS_SPACE_LIMIT = 6 * 2**30  # bytes; FFmpeg's threads reserve address space, so not lower
 
@@ -75,7 +75,7 @@ def main(seed_dir: Path, examples: int) -> None:
         path = work / f"mutated{source.suffix}"
         path.write_bytes(mutate(contents[source], mutations))
         try:
-            read_everywhere(path, source.suffix in (".wav", ".flac", ".ogg", ".mp3", ".m4a"))
+            read_everywhere(path, audio=not is_video_file(source))
             outcomes["read"] += 1
         except MediaError as err:
             assert "\n" not in str(err)

@@ -13,6 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from benchmarks.load import multipart_body
 from tests.fuzz_media import mutate, mutation
 from tests.media_corpus import LIMITS
 from tests.test_serve import running_server
@@ -34,14 +35,6 @@ def test_decoders_take_mutated_media_without_crashing(videos, recordings, media_
     assert run.returncode == 0, run.stderr[-3000:]
     outcomes = json.loads(run.stdout.strip().splitlines()[-1])
     assert outcomes["examples"] == DECODER_EXAMPLES and outcomes["MediaError"] > 0 and outcomes["read"] > 0
-
-
-def _multipart(boundary: str, parts: list[tuple[str, str, bytes]]) -> bytes:
-    out = b""
-    for name, filename, data in parts:
-        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode("utf-8", "surrogatepass") + data + b"\r\n"
-    return out + f"--{boundary}--\r\n".encode()
 
 
 def test_mangled_requests_never_get_a_5xx(artifacts, videos, tmp_path):
@@ -73,7 +66,7 @@ def test_mangled_requests_never_get_a_5xx(artifacts, videos, tmp_path):
             if kind == "random":
                 body = payload
             else:
-                body = _multipart(payload[0], payload[1])
+                body = multipart_body(payload[0], payload[1])
                 content_type = f"multipart/form-data; boundary={payload[0]}"
                 if kind == "mangled":  # bytes overwritten somewhere in the framing
                     at = payload[2] % max(len(body), 1)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import tarfile
 import tempfile
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -212,7 +210,8 @@ def running_server(artifact: Path, tmp_path: Path, **env):
     from benchmarks.load import started_server
 
     settings = {"BENTOML_HOME": str(tmp_path / "bentoml"), **{k: str(v) for k, v in env.items()}}
-    with started_server(artifact, tmp_path / f"server-{len(SERVER_PIDS)}.log", settings) as (url, pid):
+    log = tmp_path / f"server-{len(SERVER_PIDS)}.log"
+    with started_server(["tiffin", "serve", str(artifact)], log, settings) as (url, pid):
         SERVER_PIDS[url] = pid
         yield url
 
@@ -220,12 +219,10 @@ def running_server(artifact: Path, tmp_path: Path, **env):
 def post_multipart(url: str, field: str, data: bytes, filename: str = "upload.bin",
                    fields: dict[str, str] | None = None) -> tuple[int, dict]:
     """A multipart POST written by hand with urllib, as a client that is not BentoML's would."""
+    from benchmarks.load import multipart_body
+
     boundary = uuid.uuid4().hex
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-             for k, v in (fields or {}).items()]
-    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    body = multipart_body(boundary, [(k, None, v.encode()) for k, v in (fields or {}).items()] + [(field, filename, data)])
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     return _send(request)
@@ -383,29 +380,14 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
     assert any(n.endswith("model.onnx") and "models/my-speech" in n for n in names)
 
     # the bento serves from its own model store, with no TIFFIN_ARTIFACT
-    from benchmarks.load import free_port
+    from benchmarks.load import started_server
 
-    port = free_port()
-    env.pop("TIFFIN_ARTIFACT", None)
-    process = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
-    try:
-        for _ in range(240):
-            assert process.poll() is None, "bentoml serve of the bento exited"
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
-        else:
-            raise AssertionError("the bento's server was not ready in 120 s")
+    with started_server(["bentoml", "serve", tag], tmp_path / "bento.log", {**env, "TIFFIN_ARTIFACT": None},
+                        cwd=tmp_path) as (url, _):
         wav = tmp_path / "a.wav"
         sf.write(wav, utterance(["red", "cat"]), 16000)
-        status, body = post_multipart(f"http://127.0.0.1:{port}/transcribe", "audio", wav.read_bytes(), "a.wav")
+        status, body = post_multipart(url + "/transcribe", "audio", wav.read_bytes(), "a.wav")
         assert status == 200 and body["text"] == predict_json(artifacts["speech"], [wav])[0]["text"]
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_readme_lists_every_serving_setting():

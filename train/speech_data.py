@@ -192,17 +192,17 @@ def drop_duplicates(rows: list[Row], vocab: Vocabulary) -> tuple[list[Row], int]
     Raises:
         TiffinError: the same file with two different transcripts.
     """
-    first: dict[Path, Row] = {}
+    first: dict[Path, tuple[Row, str]] = {}  # file -> its first row and normalised transcript
     kept = []
     for row in rows:
         key, text = row.path.resolve(), vocab.normalise(row.text).text
         if not text or row.error:
             kept.append(row)  # reported as a bad row by check_rows
         elif key not in first:
-            first[key] = row
+            first[key] = (row, text)
             kept.append(row)
-        elif vocab.normalise(first[key].text).text != text:
-            raise TiffinError(f"{row.where}: {row.path} is listed before ({first[key].where}) with another "
+        elif first[key][1] != text:
+            raise TiffinError(f"{row.where}: {row.path} is listed before ({first[key][0].where}) with another "
                               "transcript; keep one")
     return kept, len(rows) - len(kept)
 
