@@ -5,7 +5,8 @@ In-process, one thread calls the service class directly, as BentoML does in a wo
 (decode + ONNX Runtime + answer): that latency is the floor, and its calls/s the batch-1
 throughput HTTP is compared with. Over HTTP a bounded load generator on loopback
 (benchmarks/load.py: N client threads, fixed duration) runs at concurrency 1, 4 and 16 with
-adaptive batching on and off. Files: the demo's synthetic videos (2 s) and 4 s espeak-ng
+adaptive batching on (a model worker batches the API worker's calls) and off (the API worker
+runs the model itself). Files: the demo's synthetic videos (2 s) and 4 s espeak-ng
 sentences.
 
 Run: .venv/bin/python benchmarks/serving.py [--seconds 15]
@@ -98,8 +99,10 @@ def main() -> None:
                     entry["http"].append({"batching": batching == "1", "concurrency": concurrency, **summary})
                     print(task, batching, concurrency, summary, flush=True)
         floor = entry["in_process"]
-        one = next(h for h in entry["http"] if h["concurrency"] == 1 and h["batching"])
-        entry["overhead_at_c1"] = round(one["p50_ms"] / floor["p50_ms"] - 1, 3)
+        for batching in (True, False):
+            one = next(h for h in entry["http"] if h["concurrency"] == 1 and h["batching"] == batching)
+            entry[f"overhead_at_c1_batching_{'on' if batching else 'off'}"] = {
+                "ms": round(one["p50_ms"] - floor["p50_ms"], 1), "share": round(one["p50_ms"] / floor["p50_ms"] - 1, 3)}
         for h in entry["http"]:
             h["throughput_vs_in_process_batch1"] = round(h["requests_per_s"] / floor["calls_per_s"], 2)
         results["services"][task] = entry

@@ -4,6 +4,7 @@ read of an artifact (schema, sha256), and refused unless it is an ONNX artifact 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,12 @@ class ServedModel:
         from tiffin.onnx_session import OnnxSession
 
         path, self.meta = served_artifact(settings, task)
-        self.session = OnnxSession(path / self.meta["model_file"], settings.device, settings.threads or None)
+        threads = settings.threads or None
+        if not settings.batching and not threads:
+            # batching off, every API worker holds a session of its own: they share the cores
+            threads = max(1, (os.cpu_count() or 1) // settings.workers)
+        # no spinning: the API workers decode on the same cores (c=1 speech 24 -> 17 ms, BENCHMARKS.md)
+        self.session = OnnxSession(path / self.meta["model_file"], settings.device, threads, spinning=False)
         self.batch_size = fixed_batch(self.meta)
 
     def __call__(self, *inputs):

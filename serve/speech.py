@@ -3,7 +3,8 @@
 Two BentoML services: `SpeechRecognizer` (the public API: decode, mix to mono, resample, cut
 long recordings into windows) and `SpeechModel` (one worker holding the ONNX Runtime session;
 its `logits` API batches windows across concurrent requests, zero-padded, each cut back to its
-own frames, so a batched answer equals the answer alone). Windows are stitched and CTC-decoded
+own frames, so a batched answer equals the answer alone; with TIFFIN_BATCHING=0 each API worker
+holds a session itself, a hop between processes less per request). Windows are stitched and CTC-decoded
 as in `tiffin predict` (tiffin.chunking, tiffin.ctc).
 
 Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.speech:SpeechRecognizer`.
@@ -18,6 +19,7 @@ import bentoml
 import numpy as np
 
 from serve.artifacts import ServedModel, served_artifact
+from serve.request_timers import cancel_finished_request_timers
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
@@ -34,6 +36,7 @@ TASK = "speech-recognition"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
 SETTINGS = read_settings()
 install_strict_form_parsing()
+cancel_finished_request_timers()
 
 
 @bentoml.service(name="tiffin-speech-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
@@ -56,10 +59,15 @@ class SpeechModel:
 class SpeechRecognizer:
     """Transcribes an uploaded recording with the artifact's vocabulary."""
 
-    model = bentoml.depends(SpeechModel)
+    # batching on: one model worker batches every API worker's calls; off: each API worker
+    # holds the session itself, which spares a request the hop between processes
+    if SETTINGS.batching:
+        model = bentoml.depends(SpeechModel)
 
     def __init__(self) -> None:
         self.settings = read_settings()
+        if not SETTINGS.batching:
+            self.model = SpeechModel()
         _, meta = served_artifact(self.settings, TASK)
         self.spec = SpeechSpec.from_dict(meta["preprocessing"])
         self.vocab = Vocabulary(tuple(meta["vocab"]))

@@ -2,7 +2,8 @@
 
 Two BentoML services: `VideoClassifier` (the public API, decoding in its workers) and
 `VideoModel` (one worker holding the ONNX Runtime session, its `logits` API adaptively batched
-across concurrent requests). Decoding, clip choice and score averaging are tiffin's own
+across concurrent requests). With TIFFIN_BATCHING=0 there is no `VideoModel` worker: each API
+worker holds a session itself, a hop between processes less per request. Decoding, clip choice and score averaging are tiffin's own
 (tiffin.inference), so an answer equals `tiffin predict ARTIFACT FILE` on the same file.
 
 Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.video:VideoClassifier`.
@@ -18,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from serve.artifacts import ServedModel, served_artifact
+from serve.request_timers import cancel_finished_request_timers
 from serve.settings import read_settings
 from serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
@@ -32,6 +34,7 @@ TASK = "video-classification"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
 SETTINGS = read_settings()
 install_strict_form_parsing()
+cancel_finished_request_timers()
 
 
 @bentoml.service(name="tiffin-video-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
@@ -50,10 +53,15 @@ class VideoModel:
 class VideoClassifier:
     """Classifies an uploaded video with the artifact's labels."""
 
-    model = bentoml.depends(VideoModel)
+    # batching on: one model worker batches every API worker's calls; off: each API worker
+    # holds the session itself, which spares a request the hop between processes
+    if SETTINGS.batching:
+        model = bentoml.depends(VideoModel)
 
     def __init__(self) -> None:
         self.settings = read_settings()
+        if not SETTINGS.batching:
+            self.model = VideoModel()
         _, meta = served_artifact(self.settings, TASK)
         self.spec = VideoSpec.from_dict(meta["preprocessing"])
         self.backbone = meta["backbone"]

@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from benchmarks.load import Upload, run_load
@@ -89,13 +90,19 @@ def test_both_services_hold_32_concurrent_clients_for_a_minute(artifacts, videos
         summary = report.summary()
         assert summary["requests"] > 100 and summary["server_errors"] == 0 and summary["failed_good"] == 0, summary
         assert set(summary["statuses"]) <= {200, 400, 422}, summary
-        # memory: the last third of the run against the middle third (the first is warm-up)
+        # memory: the last third of the run against the middle third (the first is warm-up), and
+        # the trend after warm-up per request served: BentoML's uncancelled request timers held
+        # about 16 KB per request in each worker (serve/request_timers.py), which a 10% bound on
+        # a 60 s run did not catch
         third = LOAD_SECONDS / 3
         middle = [mb for t, mb in report.rss_mb if third <= t < 2 * third]
         last = [mb for t, mb in report.rss_mb if t >= 2 * third]
         growth = max(last) / max(middle) - 1
-        assert growth < 0.10, (name, report.rss_mb)
+        times, mbs = zip(*[(t, mb) for t, mb in report.rss_mb if t >= third])
+        served = sum(1 for r in report.results if r.started >= third) / (times[-1] - third)
+        kb_per_request = float(np.polyfit(times, mbs, 1)[0]) * 1024 / served
+        assert growth < 0.10 and kb_per_request < 3, (name, kb_per_request, report.rss_mb)
         figures[name] = {**summary, "rss_mb_middle_max": round(max(middle)), "rss_mb_last_max": round(max(last)),
-                         "rss_growth": round(growth, 4)}
+                         "rss_growth": round(growth, 4), "rss_kb_per_request": round(kb_per_request, 2)}
     (tmp_path / "load.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))

@@ -358,6 +358,38 @@ def test_speech_server_over_http(artifacts, recordings, media_corpus, corpus_pre
         assert status == 200 and body["text"] == expected[0]["text"]
 
 
+def test_without_batching_the_api_worker_runs_the_model(artifacts, videos, recordings, tmp_path):
+    import psutil
+
+    for task, files, route, field in [("video", videos[:4], "/classify", "video"),
+                                      ("speech", recordings, "/transcribe", "audio")]:
+        expected = predict_json(artifacts[task], files, *(["--top-k", "2"] if task == "video" else []))
+        with running_server(artifacts[task], tmp_path, TIFFIN_BATCHING=0, TIFFIN_WORKERS=2) as url:
+            workers = [" ".join(c.cmdline()) for c in psutil.Process(SERVER_PIDS[url]).children(recursive=True)]
+            services = sorted(w.split("--service-name ")[1].split()[0] for w in workers if "--service-name" in w)
+            assert services == [f"tiffin-{task}"] * 2, workers  # two API workers, no model worker
+            answers = concurrently(url + route, field, files, {"top_k": "2"} if task == "video" else {})
+            if task == "video":
+                assert [(a[0], a[1]["labels"]) for a in answers] == [(200, e["labels"]) for e in expected]
+            else:
+                assert [(a[0], a[1]["text"]) for a in answers] == [(200, e["text"]) for e in expected]
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(artifacts, recordings, tmp_path):
+    """TIFFIN_TIMEOUT_S still holds with BentoML's timer replaced (serve/request_timers.py)."""
+    t = np.arange(8000 * 60 * 10) / 8000  # 10 minutes of tone: seconds of decoding and model work
+    long = tmp_path / "long.flac"
+    sf.write(long, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000, subtype="PCM_16")
+    expected = predict_json(artifacts["speech"], recordings[:1])[0]["text"]
+    with running_server(artifacts["speech"], tmp_path, TIFFIN_TIMEOUT_S=1) as url:
+        status, body = post_multipart(url + "/transcribe", "audio", long.read_bytes(), long.name)
+        assert status == 504 and "1 seconds" in body["error"], (status, body)
+        # the abandoned work runs on (a sync handler cannot be interrupted), then answers come back
+        short = recordings[0].read_bytes()
+        answered = lambda: post_multipart(url + "/transcribe", "audio", short, "a.wav")[1].get("text") == expected  # noqa: E731
+        assert wait_until(answered, seconds=120)
+
+
 # --- bento -------------------------------------------------------------------------------------
 
 def stored_tag(tmp_path: Path) -> str:

@@ -33,7 +33,8 @@ def providers_for(device: str) -> list[str]:
 class OnnxSession:
     """One ONNX Runtime session over a model file, called with numpy arrays in input order."""
 
-    def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -43,6 +44,9 @@ class OnnxSession:
             # one session per worker: its intra-op pool is the worker's share of the cores
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin for a while after each run waiting for more work: good
+        # when the model has the cores to itself, theft when a server decodes the next request
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(model_file), options, providers=providers_for(device))
         self.input_names = [i.name for i in self.session.get_inputs()]
 
