@@ -12,16 +12,24 @@ request ends; timeouts behave as before (504 when no answer started in time).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 
 def cancel_finished_request_timers() -> None:
-    """Replace TimeoutMiddleware.__call__ with one that cancels its timer (idempotent)."""
+    """Replace TimeoutMiddleware.__call__ with one that cancels its timer (idempotent), when it
+    is the BentoML 1.4.40 body this was written against."""
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
     from starlette.responses import JSONResponse
 
     if getattr(TimeoutMiddleware, "tiffin_cancels_timers", False):
         return
+    try:
+        source = inspect.getsource(TimeoutMiddleware.__call__)
+    except OSError:
+        return
+    if "loop.call_later(self.timeout, self._set_timer_out, waiter)" not in source:
+        return  # not the body this replaces (another BentoML): leave it as it is
 
     async def __call__(self: Any, scope: dict, receive: Any, send: Any) -> None:
         # BentoML 1.4.40's body, plus `timer` and the `finally` that cancels it

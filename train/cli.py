@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from tiffin.errors import TiffinError, reported
+from train.recipes import SpeechRecipe, VideoRecipe
 
 train_app = typer.Typer(help="Fine-tune models on your data.", no_args_is_help=True)
 backbones_app = typer.Typer(help="List the supported backbones.", no_args_is_help=True)
@@ -302,19 +303,20 @@ pretrain_app = typer.Typer(help="Rebuild tiffin's embedded pretrained models wit
 @reported
 def pretrain_speech_command(
     out: Path = typer.Option(..., help="Folder for the corpus, the run and the packaged model (OUT/tiny-en)."),
-    sentences: int = typer.Option(2400, min=8, help="Training sentences."),
-    val_sentences: int = typer.Option(150, min=2, help="Held-out sentences in the pretraining voices."),
-    scottish_sentences: int = typer.Option(60, min=2, help="Held-out sentences in the held-out Scottish voice."),
-    epochs: int = typer.Option(16, min=1),
-    batch_size: int = typer.Option(16, min=1),
-    learning_rate: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
-    word_list: Path = typer.Option(Path("/usr/share/dict/words"), help="Words, one per line (Debian's wamerican)."),
-    festival: bool = typer.Option(True, help="Also speak with Festival (text2wave)."),
+    sentences: int = typer.Option(SpeechRecipe.sentences, min=8, help="Training sentences."),
+    val_sentences: int = typer.Option(SpeechRecipe.val_sentences, min=2, help="Held-out sentences in the pretraining voices."),
+    scottish_sentences: int = typer.Option(SpeechRecipe.scottish_sentences, min=2,
+                                           help="Held-out sentences in the held-out Scottish voice."),
+    epochs: int = typer.Option(SpeechRecipe.epochs, min=1),
+    batch_size: int = typer.Option(SpeechRecipe.batch_size, min=1),
+    learning_rate: float = typer.Option(SpeechRecipe.learning_rate),
+    seed: int = typer.Option(SpeechRecipe.seed),
+    word_list: Path = typer.Option(Path(SpeechRecipe.word_list), help="Words, one per line (Debian's wamerican)."),
+    festival: bool = typer.Option(SpeechRecipe.festival, help="Also speak with Festival (text2wave)."),
     install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-en)."),
 ) -> None:
     """Build tiffin/tiny-en: generated English speech, many voices, Scottish held out; wav2vec2 CTC from scratch."""
-    from train.pretrain import SpeechRecipe, pretrain_speech
+    from train.pretrain import pretrain_speech
 
     recipe = SpeechRecipe(sentences, val_sentences, scottish_sentences, epochs, batch_size, learning_rate, seed,
                           str(word_list), festival)
@@ -326,16 +328,16 @@ def pretrain_speech_command(
 @reported
 def pretrain_video_command(
     out: Path = typer.Option(..., help="Folder for the corpus, the run and the packaged model (OUT/tiny-motion)."),
-    per_class: int = typer.Option(40, min=2, help="Training videos per class."),
-    val_per_class: int = typer.Option(8, min=1, help="Held-out videos per class."),
-    epochs: int = typer.Option(20, min=1),
-    batch_size: int = typer.Option(16, min=1),
-    learning_rate: float = typer.Option(3e-3),
-    seed: int = typer.Option(0),
+    per_class: int = typer.Option(VideoRecipe.per_class, min=2, help="Training videos per class."),
+    val_per_class: int = typer.Option(VideoRecipe.val_per_class, min=1, help="Held-out videos per class."),
+    epochs: int = typer.Option(VideoRecipe.epochs, min=1),
+    batch_size: int = typer.Option(VideoRecipe.batch_size, min=1),
+    learning_rate: float = typer.Option(VideoRecipe.learning_rate),
+    seed: int = typer.Option(VideoRecipe.seed),
     install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-motion)."),
 ) -> None:
     """Build tiffin/tiny-motion: x3d_xs at 8 frames x 64 px on 10 generated motion classes."""
-    from train.pretrain import VideoRecipe, pretrain_video
+    from train.pretrain import pretrain_video
 
     card = pretrain_video(out, VideoRecipe(per_class, val_per_class, epochs, batch_size, learning_rate, seed), install)
     typer.echo(json.dumps(card["metrics"]))

@@ -15,29 +15,14 @@ import json
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tiffin.errors import TiffinError
 from train.backbones import EMBEDDED_DIR
+from train.recipes import SpeechRecipe, VideoRecipe
 from train.run_folder import say
-WORD_LIST = Path("/usr/share/dict/words")  # Debian's wamerican
-
-
-@dataclass
-class SpeechRecipe:
-    """The numbers of the `tiffin/tiny-en` recipe (defaults: the shipped model)."""
-
-    sentences: int = 2400
-    val_sentences: int = 150
-    scottish_sentences: int = 60
-    epochs: int = 16
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    seed: int = 0
-    word_list: str = str(WORD_LIST)
-    festival: bool = True
 
 
 def check_out(out: Path) -> None:
@@ -111,18 +96,6 @@ def pretrain_speech(out: Path, recipe: SpeechRecipe, install: bool = False) -> d
         "best_epoch": result.metrics.get("best_epoch"), "corpus_seconds": round(corpus_s), "train_seconds": round(train_s),
     }
     return finish_package(package, card, install)
-
-
-@dataclass
-class VideoRecipe:
-    """The numbers of the `tiffin/tiny-motion` recipe (defaults: the shipped model)."""
-
-    per_class: int = 40
-    val_per_class: int = 8
-    epochs: int = 20
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    seed: int = 0
 
 
 def pretrain_video(out: Path, recipe: VideoRecipe, install: bool = False) -> dict[str, Any]:
