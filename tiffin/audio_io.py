@@ -8,6 +8,7 @@ serving share one torch-free function. Exercised by `tiffin train speech` and `t
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -110,8 +111,10 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return resample(wave, rate, sample_rate)
 
 
+@functools.lru_cache(maxsize=16)
 def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99) -> tuple[np.ndarray, int]:
     # Same kernel as torchaudio.functional.resample(lowpass_filter_width=6, rolloff=0.99, hann window).
+    # Cached (read-only): building it was most of a 4 s 22.05 kHz file's resampling time.
     base = min(orig, new) * rolloff
     width = math.ceil(width_zeros * orig / base)
     idx = np.arange(-width, width + orig, dtype=np.float64) / orig
@@ -121,7 +124,9 @@ def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.9
     t = t * math.pi
     with np.errstate(invalid="ignore", divide="ignore"):
         sinc = np.where(t == 0, 1.0, np.sin(t) / t)
-    return (sinc * window * base / orig).astype(np.float32), width
+    kernel = (sinc * window * base / orig).astype(np.float32)
+    kernel.flags.writeable = False
+    return kernel, width
 
 
 def resample(wave: np.ndarray, orig: int, new: int, block: int = 4096) -> np.ndarray:
