@@ -15,10 +15,12 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(3000, min=1, max=65535),
     workers: int = typer.Option(1, min=1, envvar="TIFFIN_WORKERS",
-                                help="API workers (they decode uploads); the model runs in one more (with --no-batching, in each)."),
+                                help="API workers (they decode uploads); the model runs in one more "
+                                     "(with --no-batching, in each)."),
     device: str = typer.Option("auto", envvar="TIFFIN_DEVICE", help="auto | cpu | cuda: ONNX Runtime provider."),
     batching: bool = typer.Option(True, envvar="TIFFIN_BATCHING",
-                                  help="Adaptive batching of model calls across requests, in a model worker; off: the model runs in the API worker (no hop between processes)."),
+                                  help="Adaptive batching of model calls across requests, in a model worker; "
+                                       "off: the model runs in the API worker (no hop between processes)."),
     max_upload_mb: float = typer.Option(100, min=0.001, envvar="TIFFIN_MAX_UPLOAD_MB",
                                         help="Largest upload accepted (413 above)."),
 ) -> None:

@@ -4,8 +4,8 @@ Two BentoML services: `SpeechRecognizer` (the public API: decode, mix to mono, r
 long recordings into windows) and `SpeechModel` (one worker holding the ONNX Runtime session;
 its `logits` API batches windows across concurrent requests, zero-padded, each cut back to its
 own frames, so a batched answer equals the answer alone; with TIFFIN_BATCHING=0 each API worker
-holds a session itself, a hop between processes less per request). Windows are stitched and CTC-decoded
-as in `tiffin predict` (tiffin.chunking, tiffin.ctc).
+holds a session itself, a hop between processes less per request). Windows are stitched and
+CTC-decoded as in `tiffin predict` (tiffin.chunking, tiffin.ctc).
 
 Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.speech:SpeechRecognizer`.
 """

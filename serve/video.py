@@ -3,8 +3,9 @@
 Two BentoML services: `VideoClassifier` (the public API, decoding in its workers) and
 `VideoModel` (one worker holding the ONNX Runtime session, its `logits` API adaptively batched
 across concurrent requests). With TIFFIN_BATCHING=0 there is no `VideoModel` worker: each API
-worker holds a session itself, a hop between processes less per request. Decoding, clip choice and score averaging are tiffin's own
-(tiffin.inference), so an answer equals `tiffin predict ARTIFACT FILE` on the same file.
+worker holds a session itself, a hop between processes less per request. Decoding, clip choice
+and score averaging are tiffin's own (tiffin.inference), so an answer equals
+`tiffin predict ARTIFACT FILE` on the same file.
 
 Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.video:VideoClassifier`.
 """
