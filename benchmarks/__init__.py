@@ -10,17 +10,20 @@ from typing import Any, Callable
 RESULTS = Path(__file__).parent / "results"
 
 
-def alternate(timers: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+def alternate(timers: dict[str, Callable[[], Any]], runs: int, block: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each timer, `runs` rounds after one warm-up call each. Every timer runs
-    once per round, so drift in the machine's speed hits all of them alike."""
+    `block` times in a row per round, so drift in the machine's speed hits all of them alike;
+    blocks > 1 for calls short enough that the last timer's thread pool, still spinning, would
+    slow the next one."""
     for run in timers.values():
         run()
     samples: dict[str, list[float]] = {key: [] for key in timers}
     for _ in range(runs):
         for key, run in timers.items():
-            start = time.perf_counter()
-            run()
-            samples[key].append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                run()
+                samples[key].append(time.perf_counter() - start)
     return samples
 
 

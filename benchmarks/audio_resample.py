@@ -14,12 +14,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import save_results  # noqa: E402
+from benchmarks import alternate, save_results  # noqa: E402
 
 
 def main() -> None:
@@ -38,15 +37,8 @@ def main() -> None:
             wave = np.random.default_rng(0).standard_normal(rate * seconds).astype(np.float32) * 0.1
             tensor = torch.from_numpy(wave)
             ours, peer = resample(wave, rate, 16000), F.resample(tensor, rate, 16000).numpy()
-            calls = {"tiffin": lambda: resample(wave, rate, 16000), "torchaudio": lambda: F.resample(tensor, rate, 16000)}
-            samples: dict[str, list[float]] = {k: [] for k in calls}
-            for _ in range(3):
-                for key, call in calls.items():
-                    call()
-                    for _ in range(args.runs):
-                        start = time.perf_counter()
-                        call()
-                        samples[key].append(time.perf_counter() - start)
+            samples = alternate({"tiffin": lambda: resample(wave, rate, 16000),
+                                 "torchaudio": lambda: F.resample(tensor, rate, 16000)}, 3, block=args.runs)
             ms = {k: 1000 * statistics.median(v) for k, v in samples.items()}
             rows.append({"seconds": seconds, "rate": rate, "tiffin_ms": round(ms["tiffin"], 2),
                          "torchaudio_ms": round(ms["torchaudio"], 2), "speedup": round(ms["torchaudio"] / ms["tiffin"], 2),
