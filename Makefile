@@ -5,12 +5,14 @@ PY := $(VENV)/bin/python
 TIFFIN := $(VENV)/bin/tiffin
 DEMO := demo-run
 
-.PHONY: demo demo-video demo-speech demo-serve test test-browser install clean espeak pretrain-speech pretrain-video
+.PHONY: demo demo-video demo-speech demo-serve test test-browser install clean espeak pretrain-speech pretrain-video \
+	constraints bento
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the set the tests passed with (see its header)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -92,6 +94,18 @@ demo-serve: $(VENV)/.installed
 	  for f in $$files; do printf '%s: ' $$f; curl -s $$form=@$$f localhost:$(SERVE_PORT)/$$api; echo; done; \
 	  kill $$pid; wait $$pid 2> /dev/null; \
 	done
+
+# Re-pin after changing pyproject.toml: a fresh venv resolves the extras, constraints.txt records it.
+constraints:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin && .venv-pin/bin/pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .venv-pin/bin/pip freeze --exclude-editable | grep -v '^tiffin' | sort -f; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-pin
+
+# A plain `bentoml build` of bentofile.yaml: the serving wheel first, then the video service over
+# the latest stored tiffin-video model (`tiffin build ARTIFACT` does all of it for one artifact).
+bento: $(VENV)/.installed
+	$(PY) -m tiffin.serve.wheel dist/serving
+	$(VENV)/bin/bentoml build
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -76,10 +76,10 @@ def video(steps: int, work: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from tiffin.spec import VideoSpec
-    from train.backbones import get_video_backbone
-    from train.synthetic import make_motion_dataset
-    from train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
-    from train.video_model import build_video_net
+    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.synthetic import make_motion_dataset
+    from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
+    from tiffin.train.video_model import build_video_net
 
     info = get_video_backbone("slowfast_r50")
     spec = VideoSpec(num_frames=info.frames, clip_duration=info.clip_duration, side_size=info.side, crop_size=info.crop,
@@ -111,13 +111,13 @@ def speech(steps: int) -> dict:
 def inference(work: Path) -> dict:
     import numpy as np
 
-    from export.benchmark import time_calls
-    from export.formats import FORMATS
-    from export.specs import video_export_spec
+    from tiffin.export.benchmark import time_calls
+    from tiffin.export.formats import FORMATS
+    from tiffin.export.specs import video_export_spec
     from tiffin.onnx_session import OnnxSession
     from tiffin.spec import VideoSpec
-    from train.backbones import get_video_backbone
-    from train.video_model import build_video_net
+    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_model import build_video_net
 
     info = get_video_backbone("slowfast_r50")
     spec = VideoSpec(num_frames=info.frames, clip_duration=info.clip_duration, side_size=info.side, crop_size=info.crop,

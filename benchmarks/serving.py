@@ -38,7 +38,7 @@ SERVICES = {"video": ("tiffin/tiny-motion", "/classify", "video"), "speech": ("t
 
 
 def media(work: Path) -> dict[str, list[Path]]:
-    from train.synthetic import make_motion_dataset
+    from tiffin.train.synthetic import make_motion_dataset
 
     make_motion_dataset(work / "videos", per_class=2, seed=3, size=(160, 120))
     videos = sorted(p for p in (work / "videos").rglob("*") if p.is_file())[:8]
@@ -56,12 +56,12 @@ def in_process(task: str, artifact: Path, files: list[Path], seconds: float) -> 
     """The service class called directly, one call at a time, and its model alone."""
     os.environ["TIFFIN_ARTIFACT"] = str(artifact)
     if task == "video":
-        from serve.video import VideoClassifier
+        from tiffin.serve.video import VideoClassifier
 
         service = VideoClassifier()
         call = lambda f: service.classify(f, top_k=5)  # noqa: E731
     else:
-        from serve.speech import SpeechRecognizer
+        from tiffin.serve.speech import SpeechRecognizer
 
         service = SpeechRecognizer()
         call = lambda f: service.transcribe(f)  # noqa: E731

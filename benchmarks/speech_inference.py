@@ -80,10 +80,11 @@ def main() -> None:
 
     from transformers import pipeline
 
-    from export.artifact import ExportOptions, export_model, load_artifact_model
-    from export.parity import ParityError
+    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.parity import ParityError
     from tiffin.ctc import Vocabulary
-    from train.predict import load_speech_model, speech_logits
+    from tiffin.host import open_artifact
+    from tiffin.train.predict import load_speech_model
 
     work = Path(tempfile.mkdtemp())
     folder = base_folder(work / "wav2vec2-base")
@@ -91,13 +92,13 @@ def main() -> None:
     peer = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
     vocab = Vocabulary(load_speech_model(folder).spec.vocab)
 
-    def tiffin_run(model):
-        return lambda: vocab.decode_logits(speech_logits(model, wave))
+    def tiffin_run(predictor):
+        return lambda: vocab.decode_logits(predictor.recording_logits(wave))
 
-    def frames(model) -> np.ndarray:
-        return speech_logits(model, wave).argmax(-1)
+    def frames(predictor) -> np.ndarray:
+        return predictor.recording_logits(wave).argmax(-1)
 
-    eager = load_speech_model(folder)
+    eager = load_speech_model(folder).predictor()
     timers = {"transformers pipeline eager fp32": lambda: peer(wave.copy())["text"], "tiffin eager fp32": tiffin_run(eager)}
     reference_frames = frames(eager)
     results = {"model": "wav2vec2-base architecture (94M parameters), random weights", "audio_s": 10.0,
@@ -111,7 +112,7 @@ def main() -> None:
         except ParityError as err:
             results["variants"][key] = {"status": f"parity failed: {err}"}
             continue
-        model = load_artifact_model(out)
+        model = open_artifact(out)[0]
         results["variants"][key] = {
             "status": "ok", "export_s": round(time.perf_counter() - started, 1),
             "size_mb": round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 1),

@@ -31,7 +31,7 @@ BATCH = 8
 
 
 def video_data(work: Path) -> Path:
-    from train.synthetic import make_motion_dataset
+    from tiffin.train.synthetic import make_motion_dataset
 
     make_motion_dataset(work / "videos", per_class=24, seed=5, size=(160, 120))
     return work / "videos"
@@ -58,9 +58,9 @@ def loader_alone(task: str, data: Path, workers: int, steps: int) -> dict:
     from torch.utils.data import DataLoader
 
     if task == "video":
-        from train.backbones import get_video_backbone
-        from train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
-        from train.video_model import embedded_spec
+        from tiffin.train.backbones import get_video_backbone
+        from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
+        from tiffin.train.video_model import embedded_spec
 
         spec = embedded_spec(get_video_backbone("tiffin/tiny-motion"))
         videos, _ = probe_all(discover_folder(data), False)
@@ -70,7 +70,7 @@ def loader_alone(task: str, data: Path, workers: int, steps: int) -> dict:
                             collate_fn=collate_clips)
     else:
         from tiffin.ctc import Vocabulary
-        from train.speech_data import LengthBucketSampler, SpeechDataset, check_rows, collate_speech, read_table
+        from tiffin.train.speech_data import LengthBucketSampler, SpeechDataset, check_rows, collate_speech, read_table
 
         utts, _ = check_rows(read_table(data, "speech_files", "targets", "--train-csv"), Vocabulary(), 16000)
         loader = DataLoader(SpeechDataset(utts, 16000), batch_sampler=LengthBucketSampler([u.samples for u in utts], BATCH),

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tiffin.video_io import center_crop, decode_clip  # noqa: E402
-from train.synthetic import render_motion, write_video  # noqa: E402
+from tiffin.train.synthetic import render_motion, write_video  # noqa: E402
 
 FRAMES, CLIP, SIDE, CROP = 8, 2.0, 256, 224
 

@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import alternate, save_results  # noqa: E402
 
-from export.formats import FORMATS  # noqa: E402
-from export.parity import ParityError, check_parity  # noqa: E402
-from export.specs import video_export_spec  # noqa: E402
+from tiffin.export.formats import FORMATS  # noqa: E402
+from tiffin.export.parity import ParityError, check_parity  # noqa: E402
+from tiffin.export.specs import video_export_spec  # noqa: E402
+from tiffin.runtimes import runtime_for  # noqa: E402
 from tiffin.spec import VideoSpec  # noqa: E402
-from train.backbones import get_video_backbone  # noqa: E402
-from train.synthetic import render_motion  # noqa: E402
-from train.video_model import build_video_net  # noqa: E402
+from tiffin.train.backbones import get_video_backbone  # noqa: E402
+from tiffin.train.synthetic import render_motion  # noqa: E402
+from tiffin.train.video_model import build_video_net  # noqa: E402
 
 CANDIDATES = [("onnx", "fp32"), ("onnx", "fp16"), ("torchscript", "bf16")]
 
@@ -88,15 +89,15 @@ def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
         path = work / f"{fmt}-{precision}{Path(FORMATS[fmt].file).suffix}"
         started = time.perf_counter()
         FORMATS[fmt].export(net, export_spec, path, precision, None, {})
-        runner = FORMATS[fmt].runner(path, export_spec)
+        runner = runtime_for(fmt).open(path)
         try:
-            from export.specs import TOLERANCES
+            from tiffin.export.specs import TOLERANCES
 
             check_parity(net, runner, export_spec.check_samples(), TOLERANCES[precision], export_spec.task)
             status = "ok"
         except ParityError as err:
             status = f"parity failed: {err}"
-        agreement = float((torch.from_numpy(np.asarray(runner(clips))).argmax(1) == reference.argmax(1)).float().mean())
+        agreement = float((torch.from_numpy(np.asarray(runner(clips.numpy()))).argmax(1) == reference.argmax(1)).float().mean())
         result["variants"][key] = {"status": status, "export_s": round(time.perf_counter() - started, 1),
                                    "size_mb": round(path.stat().st_size / 2**20, 1), "top1_agreement": agreement}
         if status == "ok":

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.formats import FORMATS
-from export.parity import check_parity
-from export.specs import ExportSpec, speech_export_spec, video_export_spec
+from tiffin.export.formats import FORMATS
+from tiffin.export.parity import check_parity
+from tiffin.export.specs import ExportSpec, speech_export_spec, video_export_spec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
+from tiffin.host import open_session
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
-from train.backbones import EMBEDDED_MODELS
+from tiffin.train.backbones import EMBEDDED_MODELS
 
 @dataclass
 class ExportOptions:
@@ -55,29 +56,33 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def load_source(model: Path, batch: int | None = None):
-    """(task, loaded model, export spec) for a checkpoint or a Hugging Face speech folder."""
-    from train.predict import load_speech_model, load_video_model, model_task
+def load_source(model: Path | str, batch: int | None = None):
+    """(task, loaded model, export spec) for a checkpoint, a Hugging Face speech folder or an
+    embedded model, read once."""
+    from tiffin.train.predict import load_model
 
-    task = model_task(model)
-    if task == "speech-recognition":
-        loaded = load_speech_model(model)
-        return task, loaded, speech_export_spec(loaded.spec.sample_rate, len(loaded.spec.vocab), batch)
-    loaded = load_video_model(model)
+    loaded = load_model(model)
+    return loaded.task, loaded, export_spec_of(loaded, batch)
+
+
+def export_spec_of(loaded, batch: int | None = None) -> ExportSpec:
+    """The export spec (graph inputs, tracing sample, tolerances) of a loaded model."""
     spec = loaded.spec
-    return task, loaded, video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels), batch)
+    if loaded.task == "speech-recognition":
+        return speech_export_spec(spec.sample_rate, len(spec.vocab), batch)
+    return video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels), batch)
 
 
-def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[str, Any]:
+def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions, out: Path) -> dict[str, Any]:
     fmt = FORMATS[opts.format]
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "task": task, "backbone": loaded.backbone, "format": opts.format,
-        "precision": opts.precision, "model_file": fmt.file, "source": _source(opts.model),
+        "precision": opts.precision, "model_file": fmt.file, "source": _source(opts.model, out),
         "preprocessing": loaded.spec.to_dict(), **spec.describe(), "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if fmt.uses_opset:
-        from export.onnx_format import DEFAULT_OPSET
+        from tiffin.export.onnx_format import DEFAULT_OPSET
 
         meta["opset"] = opts.opset or DEFAULT_OPSET
     if task == "speech-recognition":
@@ -89,9 +94,47 @@ def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions) -> dict[
     return meta
 
 
-def _source(model: Path) -> str:
-    """Where the artifact came from: an embedded model's name, else the absolute path."""
-    return str(model) if str(model) in EMBEDDED_MODELS else str(Path(model).resolve())
+def _source(model: Path | str, out: Path) -> dict[str, Any]:
+    """Where an artifact came from, without the exporter's folders: an embedded model's name, or
+    the file (or folder) name with the sha256 of its weights, and its path relative to the
+    artifact when the two sit within three folders of a common one (runs/NAME/checkpoints and
+    runs/NAME/export), so `tiffin check` finds it again."""
+    if str(model) in EMBEDDED_MODELS:
+        return {"name": str(model), "embedded": True}
+    path = Path(model).resolve()
+    weights = path if path.is_file() else next(
+        (path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+    relative = os.path.relpath(path, out.resolve())
+    climbs = len([part for part in Path(relative).parts if part == ".."])
+    near = climbs <= 3 and os.path.commonpath([path, out.resolve()]) != os.path.abspath(os.sep)
+    return {"name": path.name, "sha256": sha256(weights) if weights else None, "relative": relative if near else None}
+
+
+def source_model(path: Path, meta: dict[str, Any], given: Path | None = None,
+                 hint: str = "give it with --source CHECKPOINT") -> Path | str:
+    """The model an artifact was exported from: `given`, else the embedded name or the relative
+    path tiffin.json records (an absolute one in artifacts of earlier tiffins).
+
+    Raises:
+        TiffinError: the source cannot be found; says what to pass.
+    """
+    recorded = meta.get("source")
+    if given is not None:
+        candidate = Path(given)
+    elif isinstance(recorded, str):  # written by tiffin before 0.2
+        candidate = Path(recorded)
+        if recorded in EMBEDDED_MODELS:
+            return recorded
+    elif isinstance(recorded, dict) and recorded.get("embedded"):
+        return recorded["name"]
+    elif isinstance(recorded, dict) and recorded.get("relative"):
+        candidate = Path(path) / recorded["relative"]
+    else:
+        name = recorded.get("name") if isinstance(recorded, dict) else "?"
+        raise TiffinError(f"{path}: the model it was exported from ({name}) is not recorded beside it; {hint}")
+    if not candidate.exists():
+        raise TiffinError(f"{path}: its source model {candidate.name} is gone (looked at {candidate}); {hint}")
+    return candidate
 
 
 def _check_options(opts: ExportOptions) -> Path:
@@ -133,7 +176,7 @@ def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "-
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
     elif path.suffix.lower() in (".csv", ".tsv"):
-        from train.table_io import open_table
+        from tiffin.train.table_io import open_table
 
         _, reader = open_table(path, option, "a CSV whose first column lists media files")
         first = reader.fieldnames[0] if reader.fieldnames else None
@@ -163,8 +206,9 @@ def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "-
     return [(torch.from_numpy(np.stack(clips[k : k + 4])),) for k in range(0, len(clips), 4)]
 
 
-def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
-    """Export, check parity, and move the artifact into place.
+def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]]:
+    """Export, check parity, and move the artifact into place; `loaded` is opts.model already
+    loaded (tiffin.train.predict.load_model), for callers that export one model many times.
 
     Returns:
         (artifact directory, tiffin.json contents).
@@ -173,9 +217,12 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
         TiffinError: bad options; ParityError (a TiffinError) when the artifact is refused.
     """
     out = _check_options(opts)
-    task, loaded, spec = load_source(Path(opts.model), opts.batch)
+    if loaded is None:
+        task, loaded, spec = load_source(Path(opts.model), opts.batch)
+    else:
+        task, spec = loaded.task, export_spec_of(loaded, opts.batch)
     fmt = FORMATS[opts.format]
-    meta = _describe(task, loaded, spec, opts)
+    meta = _describe(task, loaded, spec, opts, out)
     samples = spec.check_samples() + (real_samples(task, loaded, Path(opts.check_data)) if opts.check_data else [])
     calibration = None
     if opts.precision == "int8" and task == "video-classification":
@@ -191,7 +238,7 @@ def export_model(opts: ExportOptions) -> tuple[Path, dict[str, Any]]:
     try:
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
         vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
-        meta["parity"] = check_parity(loaded.net, fmt.runner(tmp / fmt.file, spec), samples,
+        meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples,
                                       spec.tolerances[opts.precision], task, vocab, _conv(loaded))
         meta["sha256"] = sha256(tmp / fmt.file)
         (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
@@ -234,52 +281,23 @@ def _remove_stale_partials(out: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def artifact_spec(meta: dict[str, Any]) -> ExportSpec:
-    pre, batch = meta["preprocessing"], fixed_batch(meta)
-    if meta["task"] == "speech-recognition":
-        return speech_export_spec(pre["sample_rate"], len(meta["vocab"]), batch)
-    return video_export_spec(pre["num_frames"], pre["crop_size"], len(meta["labels"]), batch)
-
-
-def check_artifact(path: Path, data: Path | None = None) -> dict[str, Any]:
-    """Re-run the parity report of an artifact against the model it was exported from."""
+def check_artifact(path: Path, data: Path | None = None, source: Path | None = None) -> dict[str, Any]:
+    """Re-run the parity report of an artifact against the model it was exported from (`source`,
+    else the one tiffin.json records); the report says whether that model's weights are still
+    the ones exported."""
     meta = read_artifact(path)
-    source = Path(meta["source"])
-    if not source.exists() and meta["source"] not in EMBEDDED_MODELS:
-        raise TiffinError(f"{path}: its source model {source} is gone; parity needs the PyTorch model")
-    task, loaded, spec = load_source(source, fixed_batch(meta))
-    fmt = FORMATS[meta["format"]]
+    model = source_model(Path(path), meta, source)
+    task, loaded, spec = load_source(model, fixed_batch(meta))
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
     vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
-    return check_parity(loaded.net, fmt.runner(Path(path) / fmt.file, spec), samples,
-                        spec.tolerances[meta["precision"]], task, vocab, _conv(loaded))
+    report = check_parity(loaded.net, open_session(path, meta), samples,
+                          spec.tolerances[meta["precision"]], task, vocab, _conv(loaded))
+    recorded = meta.get("source")
+    if isinstance(recorded, dict) and recorded.get("sha256") and Path(model).is_file():
+        report["source_sha256_matches"] = sha256(Path(model)) == recorded["sha256"]
+    return report
 
 
 def _conv(loaded) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """A speech network's conv kernels and strides (how many frames each utterance owns)."""
     return (loaded.net.kernels, loaded.net.strides) if getattr(loaded.net, "kernels", None) else None
-
-
-class ArtifactNet:
-    """An artifact's runner called like the PyTorch network (torch tensors in and out), so
-    prediction code serves checkpoints and artifacts alike."""
-
-    def __init__(self, path: Path, meta: dict[str, Any]):
-        self.runner = FORMATS[meta["format"]].runner(Path(path) / meta["model_file"], artifact_spec(meta))
-        self.kernels = tuple(meta["preprocessing"].get("conv_kernel", ()))
-        self.strides = tuple(meta["preprocessing"].get("conv_stride", ()))
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.runner(*inputs)))
-
-
-def load_artifact_model(path: Path):
-    """An artifact wrapped like a loaded checkpoint, for train.predict's classify/transcribe functions."""
-    from tiffin.spec import SpeechSpec, VideoSpec
-    from train.predict import LoadedSpeechModel, LoadedVideoModel
-
-    meta = read_artifact(Path(path))
-    net = ArtifactNet(Path(path), meta)
-    if meta["task"] == "speech-recognition":
-        return LoadedSpeechModel(net, SpeechSpec.from_dict(meta["preprocessing"]), meta["backbone"])
-    return LoadedVideoModel(net, VideoSpec.from_dict(meta["preprocessing"]), meta["backbone"])

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from export.formats import FORMATS
+from tiffin.export.formats import FORMATS
 from tiffin.errors import TiffinError
 
 # What is tried by default: every format's precisions, plus eager bf16 autocast as a PyTorch row.
@@ -119,29 +119,41 @@ def _eager(net, precision: str) -> Callable:
     return run
 
 
+def _artifact(predictor) -> tuple[Callable, Any]:
+    """(timed call, predictor to score with) over one opened artifact session: the session the
+    benchmark times is the one it scores, so each artifact is opened once."""
+    session = predictor.session
+
+    def run(*inputs: torch.Tensor):
+        return session(*(x.numpy() for x in inputs))
+
+    return run, predictor
+
+
 def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = lambda done, total, step: None
               ) -> list[dict[str, Any]]:
     """Rows of (format, precision, batch): status (ok, parity failed, export failed, skipped) and
     why, size, latency, throughput, speed-up, GFLOP/s, share of peak, parity and the task metric
     on `opts.data`. An export refused by the parity gate leaves no artifact, so it is not timed."""
-    from export.artifact import ExportOptions, export_model, load_artifact_model
-    from export.parity import ParityError
-    from train.evaluate import evaluate, load_any
+    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.parity import ParityError
+    from tiffin.host import open_artifact
+    from tiffin.train.evaluate import evaluate
+    from tiffin.train.predict import load_model
 
     given_artifact = None
     if Path(opts.model).is_dir() and (Path(opts.model) / "tiffin.json").is_file():
         # an artifact: time it as it is, against the PyTorch model it was exported from
         from tiffin.artifact import read_artifact
-        from train.backbones import EMBEDDED_MODELS
+        from tiffin.export.artifact import source_model
 
         given_artifact, artifact_meta = Path(opts.model), read_artifact(Path(opts.model))
-        source = artifact_meta["source"]
-        if not Path(source).exists() and source not in EMBEDDED_MODELS:
-            raise TiffinError(f"{opts.model}: its source model {source} is gone; the PyTorch baseline needs it "
-                              "(benchmark the checkpoint it came from, or export again)")
-        opts = replace(opts, model=Path(source),
+        source = source_model(given_artifact, artifact_meta,
+                              hint="benchmark the checkpoint it came from instead")
+        opts = replace(opts, model=source,
                        targets=[("pytorch", "fp32"), (artifact_meta["format"], artifact_meta["precision"])])
-    task, loaded = load_any(opts.model)
+    loaded = load_model(opts.model)  # once: the baseline, every export's source and the parity reference
+    task = loaded.task
     flops = {b: model_gflop(loaded.net, inputs_for(task, loaded, b)) for b in opts.batches}
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     baseline: dict[int, float] = {}
@@ -152,29 +164,30 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
             progress(len(rows) // len(opts.batches), len(opts.targets), f"{fmt} {precision}")
             row: dict[str, Any] = {"format": fmt, "precision": precision, "status": "ok", "note": "", "size_mb": None,
                                    "parity": None}
-            runner, scored_model = None, None
+            runner, scored = None, None  # what is timed (torch tensors in), what is scored on --data
             if fmt == "pytorch":
-                runner, scored_model = _eager(loaded.net, precision), opts.model
+                runner, scored = _eager(loaded.net, precision), loaded.predictor()
             elif precision == "int8" and task == "video-classification" and opts.data is None:
                 row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
             elif given_artifact is not None:
                 row["parity"] = artifact_meta["parity"]
                 row["size_mb"] = round(sum(p.stat().st_size for p in given_artifact.iterdir()) / 2**20, 2)
-                runner, scored_model = load_artifact_model(given_artifact).net, given_artifact
+                runner, scored = _artifact(open_artifact(given_artifact)[0])
             else:
                 out = work / f"{fmt}-{precision}"
                 try:
                     _, exported = export_model(ExportOptions(Path(opts.model), fmt, precision, out=out,
-                                                         calibration_data=opts.data if precision == "int8" else None))
+                                                             calibration_data=opts.data if precision == "int8" else None),
+                                               loaded=loaded)
                     row["parity"] = exported["parity"]
                     row["size_mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 2)
-                    runner, scored_model = load_artifact_model(out).net, out
+                    runner, scored = _artifact(open_artifact(out)[0])
                 except ParityError as err:
                     row["status"], row["note"] = "parity failed", str(err)
                 except Exception as err:  # noqa: BLE001  a format that cannot take this model is a row, not the end
                     row["status"], row["note"] = "export failed", (str(err).splitlines() or [type(err).__name__])[0]
             if runner is not None and opts.data is not None:
-                row["metric"] = {k: v for k, v in evaluate(scored_model, opts.data).items()
+                row["metric"] = {k: v for k, v in evaluate(scored, opts.data).items()
                                  if k in ("accuracy", "cer", "wer")}
             for batch in opts.batches:
                 timed = dict(row, batch=batch)

@@ -11,17 +11,11 @@ import typer
 from tiffin.errors import reported
 
 
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    mobile = "mobile"
+from tiffin.export.formats import FORMATS, PRECISIONS
 
-
-class ExportPrecision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-    int8 = "int8"
+# CLI choices generated from the formats table they mirror
+ExportFormat = Enum("ExportFormat", {name: name for name in FORMATS}, type=str)
+ExportPrecision = Enum("ExportPrecision", {name: name for name in PRECISIONS}, type=str)
 
 
 @reported
@@ -29,8 +23,8 @@ def export_command(
     model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, a Hugging Face speech model folder, "
                                  "or an embedded model (tiffin/tiny-motion, tiffin/tiny-en)."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format"),
-    precision: ExportPrecision = typer.Option(ExportPrecision.fp32, help="onnx: fp32|fp16|int8; torchscript: "
-                                              "fp32|bf16; mobile: fp32."),
+    precision: ExportPrecision = typer.Option(ExportPrecision.fp32, help="; ".join(
+        f"{f.name}: {'|'.join(f.precisions)}" for f in FORMATS.values()) + "."),
     opset: int = typer.Option(None, help="ONNX opset, 13..18 [default: 17]."),
     out: Path = typer.Option(None, help="Artifact folder [default: runs/NAME/export/FORMAT-PRECISION]."),
     check_data: Path = typer.Option(None, help="Real videos or recordings (a file or folder) to check parity on too."),
@@ -40,7 +34,7 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print tiffin.json."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
-    from export.artifact import ExportOptions, export_model
+    from tiffin.export.artifact import ExportOptions, export_model
     from tiffin.errors import TiffinError
 
     if batch != "dynamic" and not batch.isdigit():
@@ -62,11 +56,13 @@ def export_command(
 def check_command(
     artifact: Path = typer.Argument(..., help="An artifact folder written by `tiffin export`."),
     data: Path = typer.Option(None, help="Real videos or recordings to check on too."),
+    source: Path = typer.Option(None, help="The checkpoint or folder it was exported from [default: the one "
+                                "tiffin.json records, relative to the artifact]."),
 ) -> None:
     """Re-run an artifact's parity check against the model it came from; exit 2 if it fails."""
-    from export.artifact import check_artifact
+    from tiffin.export.artifact import check_artifact
 
-    report = check_artifact(artifact, data)
+    report = check_artifact(artifact, data, source)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -74,8 +70,8 @@ def check_command(
 def benchmark_command(
     model: Path = typer.Argument(..., help="A .ckpt, a Hugging Face speech folder, an embedded model name, or an "
                                  "artifact folder (timed as it is, against the model it was exported from)."),
-    formats: str = typer.Option("pytorch,onnx,torchscript,mobile", help="Comma-separated formats to try."),
-    precisions: str = typer.Option("fp32,fp16,bf16,int8", help="Comma-separated precisions to try (where a "
+    formats: str = typer.Option(",".join(["pytorch", *FORMATS]), help="Comma-separated formats to try."),
+    precisions: str = typer.Option(",".join(PRECISIONS), help="Comma-separated precisions to try (where a "
                                    "format has them)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     data: Path = typer.Option(None, help="Labelled data to score every variant on (a class folder of videos, or a "
@@ -89,8 +85,8 @@ def benchmark_command(
     from rich.progress import Progress
     from rich.table import Table
 
-    from export.benchmark import BenchOptions, benchmark, parse_batches, parse_targets
-    from export.benchmark import plot as draw
+    from tiffin.export.benchmark import BenchOptions, benchmark, parse_batches, parse_targets
+    from tiffin.export.benchmark import plot as draw
 
     opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs)
     with Progress(console=Console(stderr=True), transient=True) as bar:

@@ -10,10 +10,9 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from export.specs import ExportSpec
+from tiffin.export.specs import ExportSpec
 
 # Opset 17: the newest the TorchScript-based exporter in torch 2.11 emits without onnxscript
 # (the dynamo exporter needs it), and ONNX Runtime >= 1.14 runs it.
@@ -77,19 +76,6 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
     finally:
         fp32.unlink(missing_ok=True)
         path.with_suffix(".pre.onnx").unlink(missing_ok=True)
-
-
-class OnnxRunner:
-    """An ONNX Runtime session (tiffin.onnx_session, as serving opens it) called like the PyTorch
-    network: torch tensors in, numpy out."""
-
-    def __init__(self, path: Path, spec: ExportSpec):
-        from tiffin.onnx_session import OnnxSession
-
-        self.session = OnnxSession(path)
-
-    def __call__(self, *inputs: torch.Tensor) -> np.ndarray:
-        return self.session(*(x.numpy() for x in inputs))
 
 
 def read_onnx_metadata(path: Path) -> dict:

@@ -35,7 +35,7 @@ class AgreementTooLow(ParityError):
 
 def check_parity(
     reference: Callable[..., torch.Tensor],
-    artifact: Callable[..., np.ndarray],
+    artifact: Callable[..., np.ndarray],  # a runtime session: numpy in, numpy out
     samples: list[tuple[torch.Tensor, ...]],
     tolerance: dict[str, float],
     task: str,
@@ -58,7 +58,7 @@ def check_parity(
     for sample in samples:
         with torch.inference_mode():
             ref = reference(*sample).float().numpy()
-        got = np.asarray(artifact(*sample), dtype=np.float32)
+        got = np.asarray(artifact(*(s.numpy() for s in sample)), dtype=np.float32)
         shape = [tuple(s.shape) for s in sample]
         if got.shape != ref.shape:
             raise ShapeMismatch(f"output shape {got.shape} != PyTorch {ref.shape} on inputs {shape}")

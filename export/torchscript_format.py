@@ -15,10 +15,9 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from export.specs import ExportSpec
+from tiffin.export.specs import ExportSpec
 
 
 class _Bf16(torch.nn.Module):
@@ -67,20 +66,3 @@ def export_mobile(net: torch.nn.Module, spec: ExportSpec, path: Path, precision:
     optimized = optimize_for_mobile(_trace(net, spec, precision),
                                     optimization_blocklist={MobileOptimizerType.CONV_BN_FUSION})
     optimized._save_for_lite_interpreter(str(path), _extra_files={"tiffin.json": json.dumps(metadata)})
-
-
-class TorchScriptRunner:
-    """A saved TorchScript (or lite-interpreter) module called like the PyTorch network."""
-
-    def __init__(self, path: Path, spec: ExportSpec):
-        if path.suffix == ".ptl":
-            from torch.jit.mobile import _load_for_lite_interpreter
-
-            self.module = _load_for_lite_interpreter(str(path))
-        else:
-            self.module = torch.jit.load(str(path), map_location="cpu")
-
-    def __call__(self, *inputs: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(*inputs).float().numpy()
-

@@ -28,7 +28,7 @@ def serve_command(
 
     Every TIFFIN_* variable of the README's serving table applies; these options set the common ones.
     """
-    from serve.commands import serve
+    from tiffin.serve.commands import serve
 
     settings = {"TIFFIN_DEVICE": device, "TIFFIN_BATCHING": "1" if batching else "0",
                 "TIFFIN_MAX_UPLOAD_MB": str(max_upload_mb)}
@@ -42,7 +42,7 @@ def build_command(
     gpu: bool = typer.Option(False, help="Bento with onnxruntime-gpu (CUDA and cuDNN from pip) instead of onnxruntime."),
 ) -> None:
     """Store an artifact as a BentoML model and build a torch-free bento from bentofile.yaml."""
-    from serve.commands import build
+    from tiffin.serve.commands import build
 
     tag, dockerfile = build(artifact, name, gpu)
     typer.echo(f"bento {tag}\nDockerfile {dockerfile}\nimage: bentoml containerize {tag}")

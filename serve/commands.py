@@ -1,8 +1,10 @@
 """`tiffin serve` and `tiffin build` as Python functions.
 
 serve: starts `bentoml serve` on the task's service with TIFFIN_ARTIFACT pointing at the folder.
-build: stores the artifact as a BentoML model, then builds a bento from the repository's
-bentofile.yaml with the task's service and that model filled in.
+build: stores the artifact as a BentoML model, writes tiffin's torch-free serving wheel
+(tiffin.serve.wheel) into a fresh build context, and builds a bento from bentofile.yaml (shipped
+inside the package, so this works from an installed wheel as from a checkout) with the task's
+service and that model filled in.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from serve.artifacts import MODEL_NAMES, onnx_artifact
+from tiffin.serve.artifacts import MODEL_NAMES, onnx_artifact
 from tiffin.errors import TiffinError
 
 # task -> the BentoML service that serves it
-SERVICES = {"video-classification": "serve.video:VideoClassifier", "speech-recognition": "serve.speech:SpeechRecognizer"}
-# the folder holding tiffin/ and serve/: bentoml's working directory and the bento's build context
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = {"video-classification": "tiffin.serve.video:VideoClassifier", "speech-recognition": "tiffin.serve.speech:SpeechRecognizer"}
+# the bento's build config, inside the package (a link to the repository's bentofile.yaml)
+BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 
 
 def serve_command_line(artifact: Path, host: str, port: int) -> tuple[list[str], dict[str, str]]:
@@ -28,17 +31,21 @@ def serve_command_line(artifact: Path, host: str, port: int) -> tuple[list[str],
     meta = onnx_artifact(artifact)
     # BENTOML_DO_NOT_TRACK: no usage reports from a server the user did not ask to phone home
     env = {"BENTOML_DO_NOT_TRACK": "True", **os.environ, "TIFFIN_ARTIFACT": str(Path(artifact).resolve())}
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[meta["task"]], "--host", host, "--port", str(port),
-               "--working-dir", str(SOURCE_ROOT)]
+    # the service is imported as an installed module: no working directory to put on sys.path
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[meta["task"]], "--host", host, "--port", str(port)]
     return command, env
 
 
 def serve(artifact: Path, host: str = "127.0.0.1", port: int = 3000, workers: int = 1,
           settings: dict[str, str] | None = None) -> None:
     """Become `bentoml serve` (exec: signals reach the server itself, Ctrl-C stops it cleanly)."""
-    from serve.settings import read_settings
+    from tiffin.serve.settings import read_settings
+
+    from tiffin.serve import bentoml_patches
 
     command, env = serve_command_line(artifact, host, port)
+    for name in bentoml_patches.PATCHES:  # another BentoML: one line here, not a traceback per worker
+        bentoml_patches.check(name)
     env.update({"TIFFIN_WORKERS": str(workers), **(settings or {})})
     read_settings(env)  # a bad TIFFIN_* value is a one-line error here, not a traceback per worker
     sys.stdout.flush()
@@ -63,14 +70,20 @@ def store_model(artifact: Path, name: str | None = None):
     return model
 
 
-def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: str, gpu: bool) -> dict[str, Any]:
+def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: str, gpu: bool, context: Path
+                  ) -> dict[str, Any]:
     """bentoml.bentos.build arguments: bentofile.yaml with the artifact's service and model filled in
     (the model's tag travels as the bento argument `model`, which BentoML restores wherever the
-    bento runs: `bentoml serve TAG` or its container)."""
+    bento runs: `bentoml serve TAG` or its container), built from `context`, which holds the
+    serving wheel and the bentofile."""
     import yaml
 
+    from tiffin.serve.wheel import serving_wheel
+
     config = yaml.safe_load(bentofile.read_text())
-    python = dict(config.get("python") or {})
+    shutil.copy2(bentofile, context / "bentofile.yaml")
+    wheel = serving_wheel(context / "dist" / "serving")
+    python = {**(config.get("python") or {}), "wheels": [str(wheel.relative_to(context))]}
     if gpu:  # the CUDA build of ONNX Runtime, with CUDA and cuDNN from pip (no CUDA base image needed)
         python["packages"] = [p if not p.startswith("onnxruntime") else p.replace("onnxruntime", "onnxruntime-gpu[cuda,cudnn]", 1)
                               for p in python.get("packages", [])]
@@ -80,7 +93,7 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
                    "precision": meta["precision"], "device": "gpu" if gpu else "cpu"},
         "include": config.get("include"), "exclude": config.get("exclude"), "python": python,
         "docker": config.get("docker"), "models": [model_tag],
-        "args": {"model": model_tag}, "build_ctx": str(SOURCE_ROOT),
+        "args": {"model": model_tag}, "build_ctx": str(context),
     }
 
 
@@ -88,20 +101,23 @@ def build(artifact: Path, name: str | None = None, gpu: bool = False) -> tuple[s
     """Store the artifact, build the bento; (bento tag, path of its Dockerfile)."""
     import bentoml
 
-    bentofile = SOURCE_ROOT / "bentofile.yaml"
-    if not bentofile.is_file():
-        raise TiffinError(f"{bentofile}: missing; `tiffin build` runs from a tiffin source checkout")
+    if not BENTOFILE.is_file():
+        raise TiffinError(f"{BENTOFILE}: missing from this tiffin installation; reinstall tiffin[serve]")
     if shutil.which("uv") is None and importlib.util.find_spec("uv") is None:
         raise TiffinError("bentoml build needs uv: pip install uv (or install tiffin[serve])")
-    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).resolve()
-    if home.is_relative_to(SOURCE_ROOT):
-        raise TiffinError(f"BENTOML_HOME={home} is inside the build context {SOURCE_ROOT}; "
-                          "the bento would copy its own store: move it outside")
     meta = onnx_artifact(artifact)
     model = store_model(artifact, name)
     try:
-        bento = bentoml.bentos.build(**bento_options(bentofile, meta, str(model.tag), name or MODEL_NAMES[meta["task"]],
-                                                     gpu))
+        with tempfile.TemporaryDirectory(prefix="tiffin-bento-") as context:
+            options = bento_options(BENTOFILE, meta, str(model.tag), name or MODEL_NAMES[meta["task"]], gpu,
+                                    Path(context))
+            # BentoML reads the wheels only from under the working directory
+            here = os.getcwd()
+            os.chdir(context)
+            try:
+                bento = bentoml.bentos.build(**options)
+            finally:
+                os.chdir(here)
     except BaseException:
         bentoml.models.delete(model.tag)  # no orphan model in the store for a bento that was not built
         raise

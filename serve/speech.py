@@ -5,9 +5,9 @@ long recordings into windows) and `SpeechModel` (one worker holding the ONNX Run
 its `logits` API batches windows across concurrent requests, zero-padded, each cut back to its
 own frames, so a batched answer equals the answer alone; with TIFFIN_BATCHING=0 each API worker
 holds a session itself, a hop between processes less per request). Windows are stitched and
-CTC-decoded as in `tiffin predict` (tiffin.chunking, tiffin.ctc).
+CTC-decoded as in `tiffin predict`: both go through tiffin.host.SpeechPredictor.
 
-Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.speech:SpeechRecognizer`.
+Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve tiffin.serve.speech:SpeechRecognizer`.
 """
 
 from __future__ import annotations
@@ -18,25 +18,22 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from serve.artifacts import ServedModel, served_artifact
-from serve.request_timers import cancel_finished_request_timers
-from serve.settings import read_settings
-from serve.uploads import (
-    UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
+from tiffin.serve.artifacts import ServedModel, served_artifact
+from tiffin.serve import bentoml_patches
+from tiffin.serve.settings import read_settings
+from tiffin.serve.uploads import (
+    UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
 )
 from tiffin.audio_io import audio_duration, read_audio, resample
-from tiffin.chunking import stitch, window_starts
-from tiffin.ctc import Vocabulary
 from tiffin.errors import MediaError
-from tiffin.inference import output_frames, pad_to_one_frame, pad_waves
+from tiffin.host import SpeechPredictor, WaveLogits
 from tiffin.spec import SpeechSpec
 
 TASK = "speech-recognition"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
 SETTINGS = read_settings()
-install_strict_form_parsing()
-cancel_finished_request_timers()
+bentoml_patches.install()  # BentoML fixes, or a one-line error naming the BentoML version
 
 
 @bentoml.service(name="tiffin-speech-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
@@ -45,14 +42,12 @@ class SpeechModel:
 
     def __init__(self) -> None:
         self.model = ServedModel(read_settings(), TASK)
-        self.kernels = self.model.meta["preprocessing"]["conv_kernel"]
-        self.strides = self.model.meta["preprocessing"]["conv_stride"]
+        pre = self.model.meta["preprocessing"]
+        self.wave_logits = WaveLogits(self.model, pre["conv_kernel"], pre["conv_stride"])
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch, max_latency_ms=SETTINGS.max_latency_ms)
     def logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        batch, lengths = pad_waves(waves)
-        out = self.model(batch, lengths)
-        return [out[i, : output_frames(int(n), self.kernels, self.strides)] for i, n in enumerate(lengths)]
+        return self.wave_logits(waves)
 
 
 @bentoml.service(name="tiffin-speech", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})
@@ -68,12 +63,14 @@ class SpeechRecognizer:
         self.settings = read_settings()
         if not SETTINGS.batching:
             self.model = SpeechModel()
-        _, meta = served_artifact(self.settings, TASK)
-        self.spec = SpeechSpec.from_dict(meta["preprocessing"])
-        self.vocab = Vocabulary(tuple(meta["vocab"]))
-        self.hop = int(np.prod(meta["preprocessing"]["conv_stride"]))
-        self.conv = (meta["preprocessing"]["conv_kernel"], meta["preprocessing"]["conv_stride"])
-        self.backbone = meta["backbone"]
+            meta = self.model.model.meta  # read and hashed once, by the session's owner
+        else:
+            _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
+        pre = meta["preprocessing"]
+        # every window of a recording in one call: the model worker batches them with other requests'
+        self.host = SpeechPredictor(lambda waves: self.model.logits(waves), SpeechSpec.from_dict(pre), meta["backbone"],
+                                    pre["conv_kernel"], pre["conv_stride"], windows_per_call=None)
+        self.spec = self.host.spec
 
     @bentoml.api
     def transcribe(self, audio: Path) -> dict[str, Any]:
@@ -98,17 +95,9 @@ class SpeechRecognizer:
             raise media_error(err, "audio") from None
         self._check_duration(len(wave) / rate)  # headers can understate
         wave = resample(wave, rate, self.spec.sample_rate)
-        seconds = round(len(wave) / self.spec.sample_rate, 3)
-        wave = pad_to_one_frame(wave, *self.conv)
-        spec = self.spec
-        starts = window_starts(len(wave), spec.sample_rate, self.hop, spec.chunk_seconds, spec.stride_seconds)
-        chunk = int(spec.chunk_seconds * spec.sample_rate)
-        windows = [wave[s : s + chunk] for s in starts]
         with model_call():
-            logits = self.model.logits(windows)
-        text = self.vocab.decode_logits(stitch([np.asarray(x) for x in logits], starts, self.hop,
-                                                spec.stride_seconds * spec.sample_rate))
-        return {"text": text, "duration_s": seconds, "backbone": self.backbone}
+            text = self.host.transcribe(wave)
+        return {"text": text, "duration_s": round(len(wave) / self.spec.sample_rate, 3), "backbone": self.host.backbone}
 
 
 SpeechRecognizer.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

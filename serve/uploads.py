@@ -56,48 +56,6 @@ def error_response(err: UploadError):
     return JSONResponse({"error": err.reason}, status_code=err.status)
 
 
-def install_strict_form_parsing() -> None:
-    """Make BentoML's form parsing refuse what it would otherwise mishandle (bentoml 1.4):
-
-    - a file field sent as a string is fetched as a URL by BentoML; here it is refused (400), so
-      the server never reads a location a client names;
-    - a malformed multipart body (bad or missing boundary) surfaces from Starlette as an HTTP 400
-      that BentoML turns into a 500; here it stays a 400 with the parser's reason;
-    - a non-file field holding non-UTF-8 bytes was a 500 (found by tests/test_fuzz.py); a 400 here;
-    - BentoML names the upload's temporary file after the client's file name (a 300-character
-      name was a 500); here the client's name is replaced by `upload` plus its extension, so no
-      client text reaches a path.
-    """
-    from _bentoml_impl import serde
-    from bentoml.exceptions import BadInput
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException
-
-    if getattr(serde.ALL_SERDE["multipart/form-data"], "tiffin_strict", False):
-        return
-
-    class StrictMultipartSerde(serde.MultipartSerde):
-        tiffin_strict = True
-
-        @staticmethod
-        async def ensure_file(obj: Any) -> UploadFile:
-            if isinstance(obj, UploadFile):
-                obj.filename = upload_name(obj.filename)
-                return obj
-            raise BadInput("file fields take an uploaded file (a multipart file part), not a string or URL")
-
-        async def parse_request(self, request: Any, cls: type) -> Any:
-            try:
-                return await super().parse_request(request, cls)
-            except HTTPException as exc:
-                raise BadInput(f"malformed form body: {exc.detail}") from None
-            except UnicodeDecodeError:  # a form field (not a file) whose bytes are not text
-                raise BadInput("a form field holds bytes that are not UTF-8 text; send files as file parts") from None
-
-    serde.ALL_SERDE["multipart/form-data"] = StrictMultipartSerde  # type: ignore[index]
-    serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
-
-
 def upload_name(client_name: str | None) -> str:
     """The name an upload is stored under: `upload` plus the client's extension when it is a
     plain one (`.mp4`, `.flac`; decoders look at the bytes, the extension is only a hint)."""

@@ -4,10 +4,10 @@ Two BentoML services: `VideoClassifier` (the public API, decoding in its workers
 `VideoModel` (one worker holding the ONNX Runtime session, its `logits` API adaptively batched
 across concurrent requests). With TIFFIN_BATCHING=0 there is no `VideoModel` worker: each API
 worker holds a session itself, a hop between processes less per request. Decoding, clip choice
-and score averaging are tiffin's own (tiffin.inference), so an answer equals
+and score averaging are the host path's (tiffin.host.VideoPredictor), so an answer equals
 `tiffin predict ARTIFACT FILE` on the same file.
 
-Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve serve.video:VideoClassifier`.
+Run: `tiffin serve ARTIFACT`, or `TIFFIN_ARTIFACT=DIR bentoml serve tiffin.serve.video:VideoClassifier`.
 """
 
 from __future__ import annotations
@@ -19,23 +19,22 @@ import bentoml
 import numpy as np
 from pydantic import Field
 
-from serve.artifacts import ServedModel, served_artifact
-from serve.request_timers import cancel_finished_request_timers
-from serve.settings import read_settings
-from serve.uploads import (
-    UploadError, UploadLimit, check_upload, error_response, install_strict_form_parsing, media_error,
+from tiffin.serve.artifacts import ServedModel, served_artifact
+from tiffin.serve import bentoml_patches
+from tiffin.serve.settings import read_settings
+from tiffin.serve.uploads import (
+    UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
 )
 from tiffin.errors import MediaError
-from tiffin.inference import top_labels, video_clips
+from tiffin.host import VideoPredictor
 from tiffin.spec import VideoSpec
 from tiffin.video_io import probe
 
 TASK = "video-classification"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
 SETTINGS = read_settings()
-install_strict_form_parsing()
-cancel_finished_request_timers()
+bentoml_patches.install()  # BentoML fixes, or a one-line error naming the BentoML version
 
 
 @bentoml.service(name="tiffin-video-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
@@ -63,9 +62,11 @@ class VideoClassifier:
         self.settings = read_settings()
         if not SETTINGS.batching:
             self.model = VideoModel()
-        _, meta = served_artifact(self.settings, TASK)
-        self.spec = VideoSpec.from_dict(meta["preprocessing"])
-        self.backbone = meta["backbone"]
+            meta = self.model.model.meta  # read and hashed once, by the session's owner
+        else:
+            _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
+        self.host = VideoPredictor(lambda clips: self.model.logits(clips), VideoSpec.from_dict(meta["preprocessing"]),
+                                   meta["backbone"])
 
     @bentoml.api
     def classify(self, video: Path, top_k: Annotated[int, Field(ge=1, le=1000)] = 5) -> dict[str, Any]:
@@ -85,13 +86,13 @@ class VideoClassifier:
             if info.width * info.height > self.settings.max_video_pixels:
                 raise UploadError(422, f"video: {info.width}x{info.height} frames are larger than the limit of "
                                        f"{self.settings.max_video_pixels} pixels (TIFFIN_MAX_VIDEO_PIXELS)")
-            clips = video_clips(video, self.spec, self.settings.clips, duration=info.duration)
+            clips = self.host.clips(video, self.settings.clips, duration=info.duration)
         except MediaError as err:
             raise media_error(err, "video") from None
         with model_call():
-            logits = np.asarray(self.model.logits(clips))
-        return {"labels": top_labels(logits, self.spec.labels, top_k), "clips": len(clips),
-                "duration_s": round(info.duration, 3), "backbone": self.backbone}
+            labels = self.host.labels(clips, top_k)
+        return {"labels": labels, "clips": len(clips), "duration_s": round(info.duration, 3),
+                "backbone": self.host.backbone}
 
 
 VideoClassifier.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.speech_media import write_corpus
-from train.synthetic import make_motion_dataset
+from tiffin.train.synthetic import make_motion_dataset
 
 
 def tiffin(*args):

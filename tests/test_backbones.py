@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tiffin.cli import app
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from train.backbones import VIDEO_BACKBONES, get_video_backbone
-from train.video_model import Preprocess, build_backbone, build_video_net, load_pretrained
+from tiffin.train.backbones import VIDEO_BACKBONES, get_video_backbone
+from tiffin.train.video_model import Preprocess, build_backbone, build_video_net, load_pretrained
 
 LABELS = ("a", "b", "c")
 

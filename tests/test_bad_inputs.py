@@ -72,7 +72,7 @@ def _speech_dataset(root: Path) -> Path:
 
 
 def test_speech_dataset_quirks_are_reported_by_path(tmp_path):
-    from train.speech_data import check_rows, read_folder, read_jsonl, read_table
+    from tiffin.train.speech_data import check_rows, read_folder, read_jsonl, read_table
 
     csv = _speech_dataset(tmp_path)
     rows = read_table(csv, "speech_files", "targets", "--train-csv")

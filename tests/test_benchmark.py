@@ -33,8 +33,8 @@ def test_benchmark_json_plot_and_data(checkpoints, motion_dataset, tmp_path):
 
 
 def test_a_refused_export_is_a_row_not_the_end(checkpoints, monkeypatch):
-    from export import specs
-    from export.benchmark import BenchOptions, benchmark
+    from tiffin.export import specs
+    from tiffin.export.benchmark import BenchOptions, benchmark
 
     monkeypatch.setitem(specs.TOLERANCES, "fp16", {**specs.TOLERANCES["fp16"], "atol": 0.0, "rtol": 0.0})  # none passes
     rows = benchmark(BenchOptions(checkpoints["speech"], [("pytorch", "fp32"), ("onnx", "fp16"), ("onnx", "fp32")],
@@ -62,7 +62,7 @@ def test_an_artifact_is_timed_against_the_model_it_came_from(artifacts, tmp_path
     moved = tmp_path / "copy"
     __import__("shutil").copytree(artifacts["speech"], moved)
     meta = json.loads((moved / "tiffin.json").read_text())
-    meta["source"] = str(tmp_path / "gone.ckpt")
+    meta["source"]["relative"] = "../gone.ckpt"
     (moved / "tiffin.json").write_text(json.dumps(meta))
     result = tiffin("benchmark", moved)
-    assert result.exit_code == 2 and "gone.ckpt is gone" in result.output
+    assert result.exit_code == 2 and "gone.ckpt is gone" in result.output and "the checkpoint" in result.output

@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import tiffin
 from tiffin.artifact import sha256
-from train.backbones import EMBEDDED_MODELS, embedded_dir
+from tiffin.train.backbones import EMBEDDED_MODELS, embedded_dir
 
 # Measured on the shipped tiny-en: CER 0.40 on the sentence below ("VIOLD MAN WOKES HOMINVAER RANN"); margin above.
 UNSEEN_SENTENCE_MAX_CER = 0.55
@@ -63,7 +63,7 @@ def test_tiny_en_transcribes_unseen_speech_zero_shot(tmp_path):
 
 
 def test_tiny_motion_classifies_its_pretraining_classes(tmp_path):
-    from train.synthetic import PRETRAIN_CLASSES, make_motion_dataset
+    from tiffin.train.synthetic import PRETRAIN_CLASSES, make_motion_dataset
 
     make_motion_dataset(tmp_path, per_class=2, seed=12345, classes=list(PRETRAIN_CLASSES))
     result = tiffin("evaluate", "tiffin/tiny-motion", tmp_path)
@@ -76,7 +76,7 @@ def test_freeze_trains_only_the_head_and_learns(tmp_path):
     shipped, the new head learns a task of diagonal motions it was not pretrained on."""
     from safetensors.torch import load_file
 
-    from train.synthetic import DIAGONALS, make_motion_dataset
+    from tiffin.train.synthetic import DIAGONALS, make_motion_dataset
 
     make_motion_dataset(tmp_path / "data", per_class=10, seed=5, classes=list(DIAGONALS))
     make_motion_dataset(tmp_path / "val", per_class=3, seed=6, classes=list(DIAGONALS))
@@ -126,7 +126,7 @@ def test_export_an_embedded_model_by_name(tmp_path):
     result = tiffin("export", "tiffin/tiny-en", "--out", tmp_path / "tiny-en-onnx", "--json")
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
-    assert meta["source"] == "tiffin/tiny-en" and meta["parity"]["transcript_cer"] == 0.0
+    assert meta["source"] == {"name": "tiffin/tiny-en", "embedded": True} and meta["parity"]["transcript_cer"] == 0.0
     check = tiffin("check", tmp_path / "tiny-en-onnx")
     assert check.exit_code == 0, check.output
 
@@ -141,7 +141,7 @@ def test_pretrain_recipes_run_at_toy_size(tmp_path):
     assert speech.exit_code == 0, speech.output
     card = json.loads((tmp_path / "speech" / "tiny-en" / "card.json").read_text())
     assert {"val_cer", "scottish_zero_shot_cer"} <= set(card["metrics"]) and "--sentences 16" in card["command"]
-    from train.pretrain import speech_voices
+    from tiffin.train.pretrain import speech_voices
 
     assert not any("scotland" in v for v in speech_voices(True))  # held out of pretraining
     video = tiffin("pretrain", "video", "--out", tmp_path / "video", "--per-class", "2", "--val-per-class", "1",

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.artifact import ExportOptions, export_model, read_artifact
-from export.formats import FORMATS
-from export.onnx_format import read_onnx_metadata
-from export.parity import ParityError
-from export.specs import TOLERANCES
+from tiffin.artifact import sha256
+from tiffin.export.artifact import ExportOptions, export_model, read_artifact
+from tiffin.export.formats import FORMATS
+from tiffin.export.onnx_format import read_onnx_metadata
+from tiffin.export.parity import ParityError
+from tiffin.export.specs import TOLERANCES
 from tests.conftest import tiffin
 from tiffin.ctc import error_rates
 
@@ -67,8 +68,8 @@ def test_export_check_and_predict(checkpoints, motion_dataset, tmp_path, task, f
 
 
 def test_an_export_that_does_not_match_pytorch_is_refused_and_leaves_nothing(checkpoints, tmp_path, monkeypatch):
-    from export import formats
-    from export.onnx_format import export_onnx
+    from tiffin.export import formats
+    from tiffin.export.onnx_format import export_onnx
 
     def broken_export(net, spec, path, precision, opset, metadata, **kwargs):
         with torch.no_grad():  # an exporter bug: one weight changes on the way out
@@ -77,7 +78,7 @@ def test_an_export_that_does_not_match_pytorch_is_refused_and_leaves_nothing(che
         export_onnx(wrong, spec, path, precision, opset, metadata)
 
     monkeypatch.setitem(formats.FORMATS, "onnx", formats.Format("onnx", "model.onnx", ("fp32",), broken_export,
-                                                                 formats.OnnxRunner, uses_opset=True))
+                                                                 uses_opset=True))
     with pytest.raises(ParityError, match="exceeds atol"):
         export_model(ExportOptions(checkpoints["video"], out=tmp_path / "a"))
     assert list(tmp_path.iterdir()) == []
@@ -92,10 +93,7 @@ def test_check_refuses_an_artifact_whose_model_changed(checkpoints, tmp_path):
     ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1.0
     moved = tmp_path / "moved.ckpt"
     torch.save(ckpt, moved)
-    meta = json.loads((out / "tiffin.json").read_text())
-    meta["source"] = str(moved)
-    (out / "tiffin.json").write_text(json.dumps(meta))
-    result = tiffin("check", out)
+    result = tiffin("check", out, "--source", moved)
     assert result.exit_code == 2 and "exceeds atol" in result.output
     (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"\0")
     tampered = tiffin("predict", out, "x.mp4")
@@ -170,7 +168,11 @@ def test_a_hugging_face_speech_folder_exports_like_its_checkpoint(checkpoints, t
     out = tmp_path / "a"
     result = tiffin("export", hf, "--out", out, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["source"] == str(hf.resolve())
+    source = json.loads(result.stdout)["source"]  # a name, the weights' hash: no folder of the exporter's
+    assert source["name"] == "hf" and source["sha256"] == sha256(hf / "model.safetensors")
+    assert not Path(source["relative"]).is_absolute() and str(tmp_path) not in json.dumps(source)
+    assert (out / source["relative"]).resolve() == hf.resolve()
+    assert tiffin("check", out).exit_code == 0  # found again through the relative path
     files = sorted(checkpoints["clips"].glob("*.*"))[:2]
     texts = [json.loads(tiffin("predict", m, *files, "--json").stdout) for m in (out, checkpoints["speech"])]
     assert [r["text"] for r in texts[0]] == [r["text"] for r in texts[1]]

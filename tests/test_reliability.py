@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_checkpoint_write_killed_midway_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL at several moments of writing a 320 MB checkpoint over an existing one: the file
     at the path always loads, as the old checkpoint or the new one, never truncated."""
-    from train.run_folder import AtomicCheckpointIO
+    from tiffin.train.run_folder import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     outcomes = []
@@ -32,7 +32,7 @@ def test_a_checkpoint_write_killed_midway_leaves_a_loadable_checkpoint(tmp_path)
         writer = subprocess.Popen(
             [sys.executable, "-c",
              "import sys, torch\n"
-             "from train.run_folder import AtomicCheckpointIO\n"
+             "from tiffin.train.run_folder import AtomicCheckpointIO\n"
              "big = {'generation': 'new', 'weights': torch.ones(80_000_000)}\n"
              "print('go', flush=True)\n"
              f"AtomicCheckpointIO().save_checkpoint(big, {str(path)!r})\n"],
@@ -65,7 +65,7 @@ def _killed_halfway(io_class: str, path: Path) -> str:
          "import sys, time, io, torch\n"
          "import lightning_fabric.plugins.io.torch_io as torch_io\n"
          "from pytorch_lightning.plugins import TorchCheckpointIO\n"
-         "from train.run_folder import AtomicCheckpointIO\n"
+         "from tiffin.train.run_folder import AtomicCheckpointIO\n"
          "def slow_save(checkpoint, target):\n"
          "    buffer = io.BytesIO(); torch.save(checkpoint, buffer); data = buffer.getvalue()\n"
          "    with open(target, 'wb') as f:\n"
@@ -181,3 +181,47 @@ def test_an_export_killed_midway_leaves_the_existing_artifact_whole(checkpoints,
     assert killed_while_writing >= 3
     assert tiffin("export", checkpoints["video"], "--format", "onnx", "--out", out, "--force").exit_code == 0
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # partial folders of the killed exports are gone
+
+
+def _without(meta: dict, path: str) -> dict:
+    """A copy of `meta` with the field at dotted `path` removed."""
+    meta = json.loads(json.dumps(meta))
+    *parents, last = path.split(".")
+    node = meta
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return meta
+
+
+@pytest.mark.parametrize("task", ["video", "speech"])
+def test_a_malformed_tiffin_json_gets_one_line_naming_the_field(artifacts, videos, recordings, task, tmp_path):
+    """Each required field missing, and hostile values, through `tiffin predict`: exit 2, one
+    line that names the field, never a traceback."""
+    import shutil
+
+    meta = json.loads((artifacts[task] / "tiffin.json").read_text())
+    media = (videos if task == "video" else recordings)[0]
+    classes = "labels" if task == "video" else "vocab"
+    pre = ["num_frames", "clip_duration", "side_size", "crop_size"] if task == "video" else [
+        "sample_rate", "conv_stride", "conv_kernel"]
+    edits = {field: _without(meta, field) for field in
+             ["backbone", "format", "precision", "model_file", "inputs", "outputs", "sha256", classes]
+             + [f"preprocessing.{k}" for k in pre]}
+    hostile = {"inputs": [], classes: None, "preprocessing": [1, 2], "outputs": [{"name": 3}], "sha256": 42,
+               "model_file": "../../etc/passwd", "backbone": ["x"]}
+    for field, value in hostile.items():
+        edits[f"{field} = {value!r}"] = {**meta, field: value}
+    big = "crop_size" if task == "video" else "sample_rate"
+    edits[f"preprocessing.{big} = 1e9"] = {**meta, "preprocessing": {**meta["preprocessing"], big: 10**9}}
+    edits["a list"] = [meta]
+    for name, edited in edits.items():
+        artifact = tmp_path / "a"
+        shutil.rmtree(artifact, ignore_errors=True)
+        shutil.copytree(artifacts[task], artifact)
+        (artifact / "tiffin.json").write_text(json.dumps(edited))
+        result = tiffin("predict", artifact, media)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, (name, result.output)
+        field = name.split(" = ")[0].split(".")[-1]
+        assert name == "a list" or field in lines[0], (name, lines[0])

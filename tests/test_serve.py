@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def service(monkeypatch, name: str, artifact: Path, **env):
     monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifact))
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
-    from serve import speech, video
+    from tiffin.serve import speech, video
 
     return {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]()
 
@@ -61,10 +62,10 @@ def test_serving_imports_no_torch(artifacts, videos, recordings):
 import os, sys
 from pathlib import Path
 os.environ["TIFFIN_ARTIFACT"] = {str(artifacts['video'])!r}
-from serve.video import VideoClassifier
+from tiffin.serve.video import VideoClassifier
 print(VideoClassifier().classify(Path({str(videos[0])!r}), top_k=1)["labels"][0]["label"])
 os.environ["TIFFIN_ARTIFACT"] = {str(artifacts['speech'])!r}
-from serve.speech import SpeechRecognizer
+from tiffin.serve.speech import SpeechRecognizer
 print(repr(SpeechRecognizer().transcribe(Path({str(recordings[0])!r}))["text"]))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "transformers", "torchaudio", "torchvision"))
 print("HEAVY", heavy)
@@ -72,6 +73,79 @@ print("HEAVY", heavy)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+# torch, Lightning and transformers cannot be imported in the process (an import raises), as where
+# only the base install and onnxruntime are
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "pytorch_lightning", "lightning", "transformers", "torchaudio",
+                                  "torchvision", "pytorchvideo", "onnx"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["tiffin", *sys.argv[1:]]
+from tiffin.cli import main
+main()
+"""
+
+
+def test_predict_and_evaluate_an_onnx_artifact_without_torch(artifacts, checkpoints, motion_dataset, videos,
+                                                             recordings):
+    def run(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    blocked = run("predict", checkpoints["video"], videos[0])  # the blocker works: a checkpoint needs torch
+    assert blocked.returncode == 2 and "pip install 'tiffin[train]'" in blocked.stderr, blocked.stderr[-2000:]
+    assert len(blocked.stderr.strip().splitlines()) == 1
+    for task, files in (("video", videos), ("speech", recordings)):
+        got = run("predict", artifacts[task], *files, "--json")
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert json.loads(got.stdout) == predict_json(artifacts[task], files)
+    video = run("evaluate", artifacts["video"], motion_dataset)
+    assert video.returncode == 0, video.stderr[-2000:]
+    assert json.loads(video.stdout) == json.loads(tiffin("evaluate", artifacts["video"], motion_dataset).stdout)
+    speech = run("evaluate", artifacts["speech"], checkpoints["clips"].parent / "train.csv")
+    assert speech.returncode == 0, speech.stderr[-2000:]
+    assert json.loads(speech.stdout)["utterances"] == 8
+
+
+# --- BentoML patches --------------------------------------------------------------------------
+
+def test_bentoml_patches_are_active_on_the_pinned_bentoml(monkeypatch, artifacts):
+    from importlib.metadata import version
+
+    from tiffin.serve import bentoml_patches
+
+    service(monkeypatch, "video", artifacts["video"])  # importing a service installs them
+    assert bentoml_patches.active() == {name: True for name in bentoml_patches.PATCHES}
+    # the patches are written against one BentoML: the one installed, pinned in both places
+    pin = f"bentoml=={bentoml_patches.BENTOML_VERSION}"
+    assert version("bentoml") == bentoml_patches.BENTOML_VERSION
+    assert f'"{pin}"' in (ROOT / "pyproject.toml").read_text() and pin in (ROOT / "constraints.txt").read_text()
+
+
+def test_a_bentoml_whose_code_differs_stops_the_server_with_one_line(artifacts):
+    code = """
+import sys
+from bentoml._internal.server.http import traffic
+exec("async def __call__(self, scope, receive, send):\\n    return await self.app(scope, receive, send)",
+     ns := {})
+traffic.TimeoutMiddleware.__call__ = ns["__call__"]  # what another BentoML release might hold
+sys.argv = ["tiffin", "serve", sys.argv[1]]
+from tiffin.cli import main
+main()
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(artifacts["video"])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    assert "BentoML 1.4.40: tiffin's request_timers fix" in out.stderr and "install bentoml==1.4.40" in out.stderr
+    direct = code.replace('sys.argv = ["tiffin", "serve", sys.argv[1]]\nfrom tiffin.cli import main\nmain()',
+                          "import tiffin.serve.video")
+    out = subprocess.run([sys.executable, "-c", direct], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "PatchMismatch: BentoML 1.4.40: tiffin's request_timers fix" in out.stderr
 
 
 # --- services called directly ----------------------------------------------------------------
@@ -97,14 +171,14 @@ def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_da
     waveform is the one the speech dataset gives; the served logits equal PyTorch's on them."""
     import torch
 
-    from export.artifact import load_source
-    from serve.speech import SpeechModel
-    from serve.video import VideoModel
+    from tiffin.export.artifact import load_source, source_model
+    from tiffin.serve.speech import SpeechModel
+    from tiffin.serve.video import VideoModel
     from tiffin.audio_io import read_audio, resample
     from tiffin.inference import video_clips
     from tiffin.spec import VideoSpec
-    from train.speech_data import SpeechDataset, Utterance
-    from train.video_data import VideoClipDataset, discover_folder, probe_all
+    from tiffin.train.speech_data import SpeechDataset, Utterance
+    from tiffin.train.video_data import VideoClipDataset, discover_folder, probe_all
 
     meta = json.loads((artifacts["video"] / "tiffin.json").read_text())
     spec = VideoSpec.from_dict(meta["preprocessing"])
@@ -115,7 +189,7 @@ def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_da
     np.testing.assert_array_equal(served, trained)
 
     monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["video"]))
-    _, loaded, _ = load_source(Path(meta["source"]))
+    _, loaded, _ = load_source(source_model(artifacts["video"], meta))
     with torch.inference_mode():
         reference = loaded.net(torch.from_numpy(trained)).numpy()
     np.testing.assert_allclose(VideoModel().logits(served), reference, atol=1e-4, rtol=1e-3)
@@ -126,7 +200,7 @@ def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_da
     for i, file in enumerate(recordings):  # 16/22.05/44.1 (stereo)/8 kHz files
         np.testing.assert_array_equal(resample(*read_audio(file), rate), dataset[i]["wave"].numpy())
     monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["speech"]))
-    _, speech_loaded, _ = load_source(Path(speech_meta["source"]))
+    _, speech_loaded, _ = load_source(source_model(artifacts["speech"], speech_meta))
     wave = resample(*read_audio(recordings[2]), rate)
     with torch.inference_mode():
         reference = speech_loaded.net(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))[0].numpy()
@@ -135,7 +209,7 @@ def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_da
 
 def test_speech_batched_answer_equals_alone(monkeypatch, artifacts, recordings):
     monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["speech"]))
-    from serve.speech import SpeechModel
+    from tiffin.serve.speech import SpeechModel
     from tiffin.audio_io import load_audio
 
     model = SpeechModel()
@@ -195,7 +269,7 @@ def check_answer(case, path: Path, answer, predictions: dict) -> None:
 
 
 def test_bad_settings_are_one_line_errors(artifacts, checkpoints, tmp_path):
-    from serve.settings import read_settings
+    from tiffin.serve.settings import read_settings
     from tiffin.errors import TiffinError
 
     for env, words in [({"TIFFIN_MAX_UPLOAD_MB": "lots"}, "TIFFIN_MAX_UPLOAD_MB"), ({"TIFFIN_BATCHING": "yes"}, "TIFFIN_BATCHING"),
@@ -407,11 +481,14 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
     assert {"onnxruntime", "av", "soundfile", "numpy"} <= {line.split(">")[0].split("=")[0] for line in requirements.split()}
     for heavy in ("torch", "lightning", "transformers", "pytorchvideo"):
         assert heavy not in requirements
-    sources = {p.relative_to(bento / "src").parts[0] for p in (bento / "src").rglob("*.py")}
-    assert sources == {"tiffin", "serve"}
-    assert not (bento / "src" / "tiffin" / "cli.py").exists()  # the CLI imports train/ and export/
+    assert not list((bento / "src").rglob("*.py"))  # the code travels as tiffin's serving wheel
+    wheels = list((bento / "env" / "python" / "wheels").glob("tiffin-*.whl"))
+    assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        packages = {Path(n).parent.as_posix() for n in wheel.namelist() if n.endswith(".py")}
+    assert packages == {"tiffin", "tiffin/serve"}  # no tiffin.train, tiffin.export, CLI or weights
     manifest = (bento / "bento.yaml").read_text()
-    assert "service: serve.speech:SpeechRecognizer" in manifest and f"model: {stored_tag(tmp_path)}" in manifest
+    assert "service: tiffin.serve.speech:SpeechRecognizer" in manifest and f"model: {stored_tag(tmp_path)}" in manifest
     assert "bentoml" in (bento / "env" / "docker" / "Dockerfile").read_text()
     stored = list((tmp_path / "bentoml" / "models" / "my-speech").glob("*/model.onnx"))
     assert len(stored) == 1 and (stored[0].parent / "tiffin.json").is_file()
@@ -434,7 +511,7 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
 
 
 def test_readme_lists_every_serving_setting():
-    from serve.settings import VARIABLES
+    from tiffin.serve.settings import VARIABLES
 
     readme = (ROOT / "README.md").read_text()
     for name, (default, meaning) in VARIABLES.items():

@@ -11,7 +11,7 @@ import torch
 from tests.speech_media import write_corpus
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
-from train.speech_data import (
+from tiffin.train.speech_data import (
     LengthBucketSampler,
     SpeechDataset,
     check_rows,
@@ -68,7 +68,7 @@ def test_bad_rows_are_reported_with_row_and_path(tmp_path):
 
 def test_unknown_characters_are_counted(tmp_path):
     rows = write_corpus(tmp_path, 1)
-    from train.speech_data import Row
+    from tiffin.train.speech_data import Row
 
     good, report = check_rows([Row(tmp_path / rows[0][0], "naïve 42 cats", "x")], Vocabulary(), 16000)
     assert good[0].text == "NAVE CATS" and report.unknown == {"Ï": 1, "4": 1, "2": 1}
@@ -79,7 +79,7 @@ def test_length_buckets_cover_every_utterance_and_cut_padding():
     sampler = LengthBucketSampler(lengths, batch_size=8, seed=1)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler)
-    from train.speech_fit import padding_fraction
+    from tiffin.train.speech_fit import padding_fraction
 
     unbucketed = [list(range(i, min(i + 8, 203))) for i in range(0, 203, 8)]
     assert padding_fraction(lengths, batches) < 0.1 < padding_fraction(lengths, unbucketed)
@@ -92,7 +92,7 @@ def test_length_buckets_cover_every_utterance_and_cut_padding():
 
 def test_dataset_resamples_and_collate_pads(tmp_path):
     rows = write_corpus(tmp_path, 4)
-    from train.speech_data import Row
+    from tiffin.train.speech_data import Row
 
     utts, _ = check_rows([Row(tmp_path / n, t, str(i)) for i, (n, t) in enumerate(rows)], Vocabulary(), 16000)
     ds = SpeechDataset(utts, 16000)

@@ -15,8 +15,8 @@ from tiffin.cli import app
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from train.backbones import SPEECH_BACKBONES
-from train.speech_model import SpeechNet, fit_head, load_backbone
+from tiffin.train.backbones import SPEECH_BACKBONES
+from tiffin.train.speech_model import SpeechNet, fit_head, load_backbone
 
 TINY = SPEECH_BACKBONES["tiffin/wav2vec2-tiny"].config
 
@@ -128,9 +128,35 @@ def test_head_is_kept_for_the_same_vocabulary_and_replaced_for_a_new_one(tmp_pat
     assert model.config.pad_token_id == 0
 
 
-def test_untrained_output_decodes_to_a_string():
+def test_logits_have_one_frame_per_conv_step_and_decode_greedily():
+    from tiffin.inference import output_frames
+
     net = tiny_net()
+    wave = utterance(["cat"])
     with torch.no_grad():
-        logits = net(torch.from_numpy(utterance(["cat"]))[None], torch.tensor([len(utterance(["cat"]))]))
-    assert isinstance(Vocabulary().decode_logits(logits[0].numpy()), str)
+        logits = net(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    assert logits.shape == (1, output_frames(len(wave), net.kernels, net.strides), len(Vocabulary()))
     assert np.isfinite(logits.numpy()).all()
+    vocab = Vocabulary()
+    path = ["<pad>", "C", "C", "<pad>", "A", "|", "T", "T", "<pad>", "T"]  # repeats merge, blanks split
+    one_hot = np.eye(len(vocab), dtype=np.float32)[[vocab.index[t] for t in path]]
+    assert vocab.decode_logits(one_hot) == "CA TT"
+
+
+def test_sampling_rate_and_normalisation_come_from_the_saved_processor(tmp_path):
+    """transformers 5's save_pretrained writes processor_config.json with the feature extractor
+    nested inside; its rate and do_normalize are the model's."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    from tiffin.train.predict import load_speech_model
+
+    folder = tmp_path / "m"
+    _save_tiny(folder)
+    (folder / "preprocessor_config.json").unlink()
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                                     word_delimiter_token="|")
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=8000, do_normalize=False)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    assert (folder / "processor_config.json").is_file() and not (folder / "preprocessor_config.json").exists()
+    spec = load_speech_model(folder).spec
+    assert (spec.sample_rate, spec.normalize) == (8000, False)

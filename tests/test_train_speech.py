@@ -18,10 +18,10 @@ from tests.speech_media import utterance, write_corpus
 from tiffin.cli import app
 from tiffin.ctc import BASE_960H_TOKENS
 from tiffin.spec import SpeechSpec
-from train.backbones import SPEECH_BACKBONES
-from train.predict import LoadedSpeechModel, speech_logits
-from train.speech_model import SpeechNet
-from train.speech_task import SpeechRecognitionTask
+from tiffin.train.backbones import SPEECH_BACKBONES
+from tiffin.train.predict import LoadedSpeechModel
+from tiffin.train.speech_model import SpeechNet
+from tiffin.train.speech_task import SpeechRecognitionTask
 
 SMALL = ["--backbone", "tiffin/wav2vec2-tiny", "--batch-size", "4", "--num-workers", "0", "--no-progress",
          "--seed", "0", "--learning-rate", "1e-3"]
@@ -122,7 +122,7 @@ def test_vocab_from_data_trains_a_new_head(corpus, tmp_path):
 
 
 def test_ctc_loss_falls_on_a_fixed_batch(corpus, tmp_path):
-    from train.speech_data import LengthBucketSampler, SpeechDataset, check_rows, collate_speech, read_table
+    from tiffin.train.speech_data import LengthBucketSampler, SpeechDataset, check_rows, collate_speech, read_table
     from tiffin.ctc import Vocabulary
 
     rows = read_table(corpus / "train.csv", "speech_files", "targets", "--train-csv")[:8]
@@ -156,9 +156,12 @@ def test_long_audio_in_overlapping_chunks_gives_the_one_pass_transcript(tmp_path
     net = SpeechNet(Wav2Vec2ForCTC(config).eval(), spec)
     wave = np.concatenate([utterance(["one", "red", "cat", "go"], rng=np.random.default_rng(i)) for i in range(3)])
     assert len(wave) > 3 * 16000
-    chunked = speech_logits(LoadedSpeechModel(net, spec, "t"), wave)
+    # windows run one per call and all in one batch: the same logits (padding never leaks in)
+    chunked = LoadedSpeechModel(net, spec, "t").predictor(windows_per_call=1).recording_logits(wave)
+    batched = LoadedSpeechModel(net, spec, "t").predictor(windows_per_call=None).recording_logits(wave)
+    np.testing.assert_allclose(batched, chunked, atol=1e-4)
     whole_spec = SpeechSpec(normalize=False, vocab=BASE_960H_TOKENS, chunk_seconds=60.0)
-    whole = speech_logits(LoadedSpeechModel(net, whole_spec, "t"), wave)
+    whole = LoadedSpeechModel(net, whole_spec, "t").predictor().recording_logits(wave)
     assert chunked.shape == whole.shape
     np.testing.assert_allclose(chunked, whole, atol=1e-3)
     from tiffin.ctc import Vocabulary

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from tiffin.cli import app
 from tiffin.spec import VideoSpec
-from train.video_data import VideoClipDataset, collate_clips, discover_folder, probe_all
-from train.video_task import VideoClassificationTask
+from tiffin.train.video_data import VideoClipDataset, collate_clips, discover_folder, probe_all
+from tiffin.train.video_task import VideoClassificationTask
 
 SMALL = ["--backbone", "x3d_xs", "--no-pretrained", "--num-frames", "4", "--crop-size", "32",
          "--clip-duration", "0.8", "--batch-size", "4", "--num-workers", "0", "--no-progress", "--seed", "0"]

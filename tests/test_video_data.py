@@ -10,7 +10,7 @@ import torch
 
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from train.video_data import (
+from tiffin.train.video_data import (
     VideoClipDataset,
     check_classes,
     collate_clips,
@@ -80,7 +80,7 @@ def test_probe_all_reports_bad_files_and_keeps_the_rest(motion_dataset, tmp_path
     samples = discover_folder(motion_dataset)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 100)
-    from train.video_data import Sample
+    from tiffin.train.video_data import Sample
 
     videos, bad = probe_all(samples + [Sample(broken, "move_up")])
     assert [v.path for v in videos] == [s.path for s in samples]
@@ -90,7 +90,7 @@ def test_probe_all_reports_bad_files_and_keeps_the_rest(motion_dataset, tmp_path
 
 
 def test_duplicate_rows_are_dropped_and_conflicting_labels_refused(motion_dataset):
-    from train.video_data import Sample, drop_duplicates
+    from tiffin.train.video_data import Sample, drop_duplicates
 
     samples = discover_folder(motion_dataset)
     same = Sample(samples[0].path.parent / ".." / samples[0].path.parent.name / samples[0].path.name, samples[0].label)
@@ -134,7 +134,7 @@ def test_unreadable_video_at_load_time_is_skipped_unless_strict(motion_dataset, 
     videos, _ = probe_all(discover_folder(motion_dataset))
     victim = tmp_path / "victim.mp4"
     victim.write_bytes(videos[0].path.read_bytes())
-    from train.video_data import Video
+    from tiffin.train.video_data import Video
 
     ds = VideoClipDataset([Video(victim, videos[0].label, videos[0].duration)], [videos[0].label], SPEC)
     victim.write_bytes(b"gone bad after probing")

@@ -19,16 +19,67 @@ TASKS = ("video-classification", "speech-recognition")
 # format -> model file name: the only files an artifact's tiffin.json may point to
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model.ptl"}
 
-# key -> expected JSON type, for every task; then per task
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int, "task": str, "backbone": str, "format": str, "precision": str, "model_file": str,
-    "preprocessing": dict, "inputs": list, "outputs": list, "sha256": str,
-}
-_REQUIRED_BY_TASK = {"video-classification": {"labels": list}, "speech-recognition": {"vocab": list}}
-_PREPROCESSING = {
-    "video-classification": {"num_frames": int, "clip_duration": (int, float), "side_size": int, "crop_size": int},
-    "speech-recognition": {"sample_rate": int, "conv_stride": list, "conv_kernel": list},
-}
+# Limits of what an artifact may say: past them a tiffin.json is refused, not run (a crop of 1e9
+# would allocate until the machine fell over).
+_MAX_SIDE, _MAX_FRAMES, _MAX_RATE, _MAX_CLASSES = 4096, 1024, 384_000, 100_000
+
+
+def _schema():
+    """The pydantic models of tiffin.json (built on first use: pydantic imports in ~0.1 s)."""
+    from typing import Annotated, Literal, Union
+
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+    Positive = Annotated[StrictInt, Field(ge=1)]
+    Seconds = Annotated[Union[StrictInt, StrictFloat], Field(gt=0, le=3600)]
+    Names = Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1, max_length=_MAX_CLASSES)]
+
+    class Open(BaseModel):
+        model_config = ConfigDict(extra="allow")  # newer writers may add fields; readers ignore them
+
+    class Tensor(Open):
+        name: Annotated[StrictStr, Field(min_length=1)]
+        dtype: StrictStr
+        shape: Annotated[list[Union[Positive, StrictStr]], Field(min_length=1)]
+
+    class VideoPreprocessing(Open):
+        num_frames: Annotated[StrictInt, Field(ge=1, le=_MAX_FRAMES)]
+        clip_duration: Seconds
+        side_size: Annotated[StrictInt, Field(ge=1, le=_MAX_SIDE)]
+        crop_size: Annotated[StrictInt, Field(ge=1, le=_MAX_SIDE)]
+        mean: Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=3, max_length=3)] = [0.45] * 3
+        std: Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=3, max_length=3)] = [0.225] * 3
+        slowfast_alpha: Positive | None = None
+
+    class SpeechPreprocessing(Open):
+        sample_rate: Annotated[StrictInt, Field(ge=1000, le=_MAX_RATE)]
+        normalize: StrictBool = True
+        chunk_seconds: Seconds = 30.0
+        stride_seconds: Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=3600)] = 5.0
+        conv_stride: Annotated[list[Positive], Field(min_length=1)]
+        conv_kernel: Annotated[list[Positive], Field(min_length=1)]
+
+    class Common(Open):
+        schema_version: Literal[1]
+        backbone: StrictStr
+        format: Literal["onnx", "torchscript", "mobile"]
+        precision: StrictStr
+        model_file: StrictStr
+        inputs: Annotated[list[Tensor], Field(min_length=1)]
+        outputs: Annotated[list[Tensor], Field(min_length=1)]
+        sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    class VideoArtifact(Common):
+        task: Literal["video-classification"]
+        preprocessing: VideoPreprocessing
+        labels: Names
+
+    class SpeechArtifact(Common):
+        task: Literal["speech-recognition"]
+        preprocessing: SpeechPreprocessing
+        vocab: Names
+
+    return {"video-classification": VideoArtifact, "speech-recognition": SpeechArtifact}
 
 
 def sha256(path: Path) -> str:
@@ -40,33 +91,39 @@ def sha256(path: Path) -> str:
 
 
 def validate_meta(meta: Any, where: str) -> dict[str, Any]:
-    """`meta` if it is a tiffin.json this version reads, else a TiffinError naming the first problem."""
+    """`meta` if it is a tiffin.json this version reads, else a TiffinError naming the first problem's field."""
+    from pydantic import ValidationError
+
     if not isinstance(meta, dict):
-        raise TiffinError(f"{where}: not a tiffin.json object")
+        raise TiffinError(f"{where}: not a tiffin.json object (found a JSON {type(meta).__name__})")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise TiffinError(f"{where}: schema_version {meta.get('schema_version')!r} is not one this tiffin reads "
                           f"({SCHEMA_VERSION}); export the model again with this version")
+    schemas = _schema()
     task = meta.get("task")
-    if task not in TASKS:
+    if task not in schemas:
         raise TiffinError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
-    for section, required in (("", _REQUIRED), ("", _REQUIRED_BY_TASK[task]),
-                              ("preprocessing.", _PREPROCESSING[task])):
-        values = meta if not section else meta.get("preprocessing", {})
-        for key, kind in required.items():
-            if not isinstance(values.get(key), kind) or isinstance(values.get(key), bool):
-                raise TiffinError(f"{where}: {section}{key} is missing or not a {_type_name(kind)}")
+    try:
+        schemas[task].model_validate(meta)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise TiffinError(f"{where}: {field}: {first['msg'].lower()}; export the model again") from None
     if MODEL_FILES.get(meta["format"]) != meta["model_file"]:
         # never a path: an artifact cannot point outside its own directory
         raise TiffinError(f"{where}: model_file {meta['model_file']!r} does not match format {meta['format']!r}")
+    pre = meta["preprocessing"]
+    if task == "video-classification" and pre["crop_size"] > pre["side_size"]:
+        raise TiffinError(f"{where}: preprocessing.crop_size {pre['crop_size']} is larger than side_size "
+                          f"{pre['side_size']}")
+    if task == "speech-recognition" and len(pre["conv_stride"]) != len(pre["conv_kernel"]):
+        raise TiffinError(f"{where}: preprocessing.conv_stride and conv_kernel differ in length")
     return meta
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    return "number" if isinstance(kind, tuple) else {int: "integer", str: "string", list: "list", dict: "object"}[kind]
-
-
-def read_artifact(path: str | Path) -> dict[str, Any]:
-    """tiffin.json of an artifact directory, validated, with the model file's hash verified.
+def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, Any]:
+    """tiffin.json of an artifact directory, validated, with the model file's hash verified
+    (unless `check_model_file` is False: for a reader of the spec that never opens the model).
 
     Raises:
         TiffinError: not an artifact, unknown schema, or a model file that changed since export.
@@ -81,6 +138,8 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
         raise TiffinError(f"{meta_path}: not valid JSON ({exc})") from None
     validate_meta(meta, str(meta_path))
     model_file = path / meta["model_file"]
+    if not check_model_file:
+        return meta
     if not model_file.is_file() or sha256(model_file) != meta["sha256"]:
         raise TiffinError(f"{model_file}: missing or changed since export (sha256 differs); export it again")
     if meta["format"] == "onnx":

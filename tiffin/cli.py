@@ -12,9 +12,9 @@ from pathlib import Path
 import typer
 
 from tiffin.errors import reported
-from export.cli import benchmark_command, check_command, export_command
-from serve.cli import build_command, serve_command
-from train.cli import backbones_app, pretrain_app, synth_app, train_app
+from tiffin.export.cli import benchmark_command, check_command, export_command
+from tiffin.serve.cli import build_command, serve_command
+from tiffin.train.cli import backbones_app, pretrain_app, synth_app, train_app
 
 app = typer.Typer(
     name="tiffin",
@@ -45,14 +45,14 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
-    from train.evaluate import load_any
-    from train.predict import classify_videos, transcribe_files
+    from tiffin.host import SpeechPredictor
+    from tiffin.train.predict import load_predictor
 
-    task, loaded = load_any(model)
-    if task == "speech-recognition":
-        results = transcribe_files(loaded, files)
+    predictor = load_predictor(model)
+    if isinstance(predictor, SpeechPredictor):
+        results = predictor.predict(files)
     else:
-        results = classify_videos(loaded, files, top_k=top_k, clips=clips)
+        results = predictor.predict(files, top_k=top_k, clips=clips)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -80,7 +80,7 @@ def evaluate(
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
-    from train.evaluate import evaluate as run
+    from tiffin.train.evaluate import evaluate as run
 
     typer.echo(json.dumps(run(model, data, audio_column, text_column, clips)))
 

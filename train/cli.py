@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from tiffin.errors import TiffinError, reported
-from train.recipes import SpeechRecipe, VideoRecipe
+from tiffin.train.recipes import SpeechRecipe, VideoRecipe
 
 train_app = typer.Typer(help="Fine-tune models on your data.", no_args_is_help=True)
 backbones_app = typer.Typer(help="List the supported backbones.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def split_strategies(values: list[str]) -> tuple[str, str]:
     """
     from pytorch_lightning.strategies import StrategyRegistry
 
-    from train.run_folder import FINETUNE_STRATEGIES
+    from tiffin.train.run_folder import FINETUNE_STRATEGIES
 
     finetune, distributed = [], []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
@@ -88,7 +88,7 @@ def run_options(values: dict) -> dict:
     """The RunOptions fields of a command's arguments, with enums and --strategy resolved."""
     from dataclasses import fields
 
-    from train.run_folder import RunOptions
+    from tiffin.train.run_folder import RunOptions
 
     names = {f.name for f in fields(RunOptions)}
     kwargs = {k: v.value if isinstance(v, Enum) else v for k, v in values.items() if k in names and v is not None}
@@ -122,7 +122,7 @@ def train_video_command(
     progress: bool = PROGRESS,
 ) -> None:
     """Fine-tune a PyTorchVideo classifier on a folder or CSV of videos."""
-    from train.video_fit import VideoTrainConfig, train_video
+    from tiffin.train.video_fit import VideoTrainConfig, train_video
 
     cfg = VideoTrainConfig(
         train_folder=train_folder, train_csv=train_csv, val_folder=val_folder, val_csv=val_csv,
@@ -167,7 +167,7 @@ def train_speech_command(
     progress: bool = PROGRESS,
 ) -> None:
     """Fine-tune a wav2vec2 CTC speech recogniser on transcribed recordings."""
-    from train.speech_fit import SpeechTrainConfig, train_speech
+    from tiffin.train.speech_fit import SpeechTrainConfig, train_speech
 
     cfg = SpeechTrainConfig(
         train_csv=train_csv, train_json=train_json, train_folder=train_folder, val_csv=val_csv, val_json=val_json,
@@ -186,7 +186,7 @@ def backbones_video(as_json: bool = typer.Option(False, "--json", help="Print JS
     from rich.console import Console
     from rich.table import Table
 
-    from train.backbones import VIDEO_BACKBONES, embedded_dir, hub_checkpoint_dir
+    from tiffin.train.backbones import VIDEO_BACKBONES, embedded_dir, hub_checkpoint_dir
 
     rows = []
     # embedded (pretrained, shipped, offline) first
@@ -226,7 +226,7 @@ def synth_video(
                                 "shrink, blink, bounce."),
 ) -> None:
     """Write a synthetic motion dataset (shapes that move, turn, grow, blink or bounce; mp4/avi/webm/mkv)."""
-    from train.synthetic import make_motion_dataset
+    from tiffin.train.synthetic import make_motion_dataset
 
     try:
         clips = make_motion_dataset(out, per_class, seed, classes.split(",") if classes else None)
@@ -242,7 +242,7 @@ def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print J
     from rich.console import Console
     from rich.table import Table
 
-    from train.backbones import SPEECH_BACKBONES, embedded_dir
+    from tiffin.train.backbones import SPEECH_BACKBONES, embedded_dir
 
     rows = []
     for b in sorted(SPEECH_BACKBONES.values(), key=lambda b: b.weights != "embedded"):  # embedded first
@@ -285,11 +285,11 @@ def synth_speech(
                                    "[default: a 31-word vocabulary]."),
 ) -> None:
     """Speak random sentences with espeak-ng into OUT (wav + train.csv)."""
-    from train.synthetic import SPEECH_WORDS, make_speech_dataset
+    from tiffin.train.synthetic import SPEECH_WORDS, make_speech_dataset
 
     words = tuple(SPEECH_WORDS)
     if word_list is not None:
-        from train.pretrain import read_words
+        from tiffin.train.pretrain import read_words
 
         words = read_words(word_list)
     rows = make_speech_dataset(out, count, seed, voices.split(","), words=words)
@@ -316,7 +316,7 @@ def pretrain_speech_command(
     install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-en)."),
 ) -> None:
     """Build tiffin/tiny-en: generated English speech, many voices, Scottish held out; wav2vec2 CTC from scratch."""
-    from train.pretrain import pretrain_speech
+    from tiffin.train.pretrain import pretrain_speech
 
     recipe = SpeechRecipe(sentences, val_sentences, scottish_sentences, epochs, batch_size, learning_rate, seed,
                           str(word_list), festival)
@@ -337,7 +337,7 @@ def pretrain_video_command(
     install: bool = typer.Option(False, help="Copy the result into the package (train/embedded/tiny-motion)."),
 ) -> None:
     """Build tiffin/tiny-motion: x3d_xs at 8 frames x 64 px on 10 generated motion classes."""
-    from train.pretrain import pretrain_video
+    from tiffin.train.pretrain import pretrain_video
 
     card = pretrain_video(out, VideoRecipe(per_class, val_per_class, epochs, batch_size, learning_rate, seed), install)
     typer.echo(json.dumps(card["metrics"]))

@@ -1,79 +1,53 @@
-"""Prediction from a training checkpoint: rebuild the network from the checkpoint alone.
+"""Models loaded for prediction: checkpoints, Hugging Face folders, embedded models and artifacts.
 
-Video: a video's label scores are the mean of the softmax over `clips` clips spread evenly over
-the whole video, each decoded and centre-cropped exactly as in validation.
-Speech: greedy CTC transcripts; long recordings run in overlapping windows.
+A checkpoint is read once and the network rebuilt from it alone (no data, no pretrained
+weights); an artifact is opened on its runtime (tiffin.host, torch-free for ONNX). Either way
+the result is a predictor of tiffin.host, the one path from files to top-k labels or
+transcripts that serving uses too:
+video, the mean softmax over `clips` clips spread over the whole video, each decoded and
+centre-cropped as in validation; speech, greedy CTC transcripts, long recordings in windows.
 Run: `tiffin predict runs/NAME/checkpoints/best.ckpt FILE...`.
+
+torch is imported only where a PyTorch model is loaded: predicting with an ONNX artifact runs
+where only the base install and onnxruntime are.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from tiffin.errors import MediaError, TiffinError
-from tiffin.spec import VideoSpec
-from tiffin.inference import top_labels, video_clips
-from train.backbones import EMBEDDED_MODELS
-from train.run_folder import read_checkpoint
-from train.video_model import VideoNet, build_video_net
+from tiffin.errors import TiffinError
+from tiffin.host import Predictor, SpeechPredictor, VideoPredictor, WaveLogits
+from tiffin.spec import SpeechSpec, VideoSpec
+from tiffin.train.backbones import EMBEDDED_MODELS
+
+
+def torch_session(net: Any):
+    """A PyTorch network called like a runtime session: numpy in, float32 numpy out."""
+    import torch
+
+    def run(*inputs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
+
+    return run
 
 
 @dataclass
 class LoadedVideoModel:
     """A network in eval mode with the spec it was trained with."""
 
-    net: VideoNet
+    net: Any
     spec: VideoSpec
     backbone: str
+    task = "video-classification"
 
-
-def load_video_model(path: str | Path) -> LoadedVideoModel:
-    """Rebuild a video classifier from a checkpoint (no pretrained weights are read), or load an
-    embedded model by name (its pretraining classes)."""
-    if str(path) in EMBEDDED_MODELS:
-        from train.backbones import get_video_backbone
-        from train.video_model import embedded_spec, load_embedded_net
-
-        name = str(path)
-        return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
-    checkpoint = read_checkpoint(path)
-    meta = checkpoint["tiffin"]
-    if meta.get("task") != "video-classification":
-        raise TiffinError(f"{path}: is a {meta.get('task')} checkpoint, not video-classification")
-    spec = VideoSpec.from_dict(meta["spec"])
-    net = build_video_net(meta["backbone"], spec)
-    net.load_state_dict(_net_state(checkpoint))
-    return LoadedVideoModel(net.eval(), spec, meta["backbone"])
-
-
-def _net_state(checkpoint: dict) -> dict:
-    """The network's weights in a Lightning checkpoint (the task holds the network as `net`)."""
-    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-
-
-@torch.inference_mode()
-def classify_videos(model: LoadedVideoModel, files: list[str | Path], top_k: int = 5, clips: int = 1
-                    ) -> list[dict[str, Any]]:
-    """Top-k labels per file; a file that cannot be read gets an `error` entry instead.
-
-    Returns:
-        `[{"file": ..., "labels": [{"label": ..., "score": ...}, ...]}]` in the order given.
-    """
-    results = []
-    for file in files:
-        try:
-            batch = torch.from_numpy(video_clips(file, model.spec, clips))
-        except MediaError as err:
-            results.append({"file": str(file), "error": err.reason})
-            continue
-        results.append({"file": str(file), "labels": top_labels(model.net(batch).float().numpy(), model.spec.labels, top_k)})
-    return results
+    def predictor(self) -> VideoPredictor:
+        return VideoPredictor(torch_session(self.net), self.spec, self.backbone)
 
 
 @dataclass
@@ -81,90 +55,138 @@ class LoadedSpeechModel:
     """A speech network in eval mode with its spec (rate, normalisation, vocabulary)."""
 
     net: Any
-    spec: Any
+    spec: SpeechSpec
     backbone: str
+    task = "speech-recognition"
+
+    def predictor(self, windows_per_call: int | None = 8) -> SpeechPredictor:
+        kernels, strides = tuple(self.net.kernels), tuple(self.net.strides)
+        return SpeechPredictor(WaveLogits(torch_session(self.net), kernels, strides), self.spec, self.backbone,
+                               kernels, strides, windows_per_call)
+
+
+LoadedModel = LoadedVideoModel | LoadedSpeechModel
+
+
+def is_artifact(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "tiffin.json").is_file()
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A predictor for anything `tiffin predict` takes: artifact folder, checkpoint, Hugging Face
+    folder, embedded model name."""
+    if is_artifact(path):
+        from tiffin.host import open_artifact
+
+        return open_artifact(path)[0]
+    return load_model(path).predictor()
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The PyTorch model of a checkpoint (read once), a Hugging Face speech folder or an embedded model.
+
+    Raises:
+        TiffinError: not a model tiffin reads, with what to give instead, or torch not installed.
+    """
+    try:
+        return _load_model(path)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in _TRAINING_PACKAGES:
+            raise
+        raise TiffinError(f"{path}: a PyTorch model needs {exc.name}, which is not installed: "
+                          "pip install 'tiffin[train]' (ONNX artifacts run without it)") from None
+
+
+# what reading a PyTorch model needs beyond the base install (the train extra)
+_TRAINING_PACKAGES = ("torch", "pytorch_lightning", "lightning", "lightning_fabric", "transformers", "torchaudio",
+                      "torchvision", "pytorchvideo", "torchmetrics")
+
+
+def _load_model(path: str | Path) -> LoadedModel:
+    name = str(path)
+    if name in EMBEDDED_MODELS:
+        return _load_embedded(name)
+    path = Path(path)
+    if is_artifact(path):
+        raise TiffinError(f"{path}: is an exported artifact; give the checkpoint it was exported from")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _load_hf_speech(path)
+        raise TiffinError(f"{path}: not a model folder (no config.json); give a .ckpt or a save_pretrained folder")
+    if path.suffix != ".ckpt":
+        raise TiffinError(f"{path}: give a .ckpt checkpoint written by `tiffin train` or a Hugging Face model folder")
+    from tiffin.train.run_folder import read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    task = checkpoint["tiffin"].get("task", "video-classification")
+    loaders = {"video-classification": _video_from_checkpoint, "speech-recognition": _speech_from_checkpoint}
+    if task not in loaders:
+        raise TiffinError(f"{path}: task {task!r} is not one tiffin trains ({', '.join(loaders)})")
+    return loaders[task](checkpoint)
+
+
+def load_video_model(path: str | Path) -> LoadedVideoModel:
+    """A video classifier (checkpoint or embedded name); TiffinError for any other model."""
+    return _expect(load_model(path), LoadedVideoModel, path)
 
 
 def load_speech_model(path: str | Path) -> LoadedSpeechModel:
-    """Rebuild a speech model from a tiffin checkpoint or a Hugging Face model folder (offline)."""
-    from tiffin.spec import SpeechSpec
-    from train.speech_model import SpeechNet, build_speech_net, feature_settings, load_backbone
+    """A speech recogniser (checkpoint, Hugging Face folder or embedded name); TiffinError otherwise."""
+    return _expect(load_model(path), LoadedSpeechModel, path)
 
-    name = str(path)
-    path = Path(path)
-    if name in EMBEDDED_MODELS:
-        model, vocab, _ = load_backbone(name, pretrained=True)
-        spec = SpeechSpec(vocab=vocab.tokens)
-        return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, name)
-    if path.is_dir():
-        model, vocab, _ = load_backbone(str(path), pretrained=True)
-        if vocab is None:
-            raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
-        rate, normalize = feature_settings(path)
-        spec = SpeechSpec(sample_rate=rate, normalize=normalize, vocab=vocab.tokens)
-        return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))
-    checkpoint = read_checkpoint(path)
+
+def _expect(loaded: LoadedModel, kind: type, path: str | Path):
+    if not isinstance(loaded, kind):
+        raise TiffinError(f"{path}: is a {loaded.task} model, not {kind.task}")
+    return loaded
+
+
+def _net_state(checkpoint: dict) -> dict:
+    """The network's weights in a Lightning checkpoint (the task holds the network as `net`)."""
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
+def _video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
+    from tiffin.train.video_model import build_video_net
+
     meta = checkpoint["tiffin"]
-    if meta.get("task") != "speech-recognition":
-        raise TiffinError(f"{path}: is a {meta.get('task')} checkpoint, not speech-recognition")
+    spec = VideoSpec.from_dict(meta["spec"])
+    net = build_video_net(meta["backbone"], spec)
+    net.load_state_dict(_net_state(checkpoint))
+    return LoadedVideoModel(net.eval(), spec, meta["backbone"])
+
+
+def _speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
+    from tiffin.train.speech_model import build_speech_net
+
+    meta = checkpoint["tiffin"]
     spec = SpeechSpec.from_dict(meta["spec"])
     net = build_speech_net(meta["model_config"], spec)
     net.load_state_dict(_net_state(checkpoint))
     return LoadedSpeechModel(net.eval(), spec, meta["backbone"])
 
 
-@torch.inference_mode()
-def speech_logits(model: LoadedSpeechModel, wave: np.ndarray) -> np.ndarray:
-    """CTC logits [frames, vocab] of a whole recording; long ones in overlapping windows
-    (tiffin.chunking, shared with serving)."""
-    from tiffin.chunking import chunked_logits
-    from tiffin.inference import pad_to_one_frame
+def _load_embedded(name: str) -> LoadedModel:
+    """An embedded model by name, with its pretraining classes or vocabulary."""
+    if EMBEDDED_MODELS[name] == "video-classification":
+        from tiffin.train.backbones import get_video_backbone
+        from tiffin.train.video_model import embedded_spec, load_embedded_net
 
-    spec, net = model.spec, model.net
-    wave = pad_to_one_frame(wave, net.kernels, net.strides)
+        return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
+    from tiffin.train.speech_model import SpeechNet, load_backbone
 
-    def run(piece: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(piece))[None]
-        return net(x, torch.tensor([len(piece)]))[0].float().numpy()
-
-    return chunked_logits(run, wave, spec.sample_rate, int(np.prod(net.strides)), spec.chunk_seconds,
-                          spec.stride_seconds)
+    model, vocab, _ = load_backbone(name, pretrained=True)
+    spec = SpeechSpec(vocab=vocab.tokens)
+    return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, name)
 
 
-def transcribe_files(model: LoadedSpeechModel, files: list[str | Path]) -> list[dict[str, Any]]:
-    """Transcripts per file; a file that cannot be read gets an `error` entry instead.
+def _load_hf_speech(path: Path) -> LoadedSpeechModel:
+    """A Hugging Face save_pretrained speech model folder, offline."""
+    from tiffin.train.speech_model import SpeechNet, feature_settings, load_backbone
 
-    Returns:
-        `[{"file": ..., "text": ..., "duration_s": ...}]` in the order given.
-    """
-    from tiffin.audio_io import load_audio
-    from tiffin.ctc import Vocabulary
-
-    vocab = Vocabulary(model.spec.vocab)
-    results = []
-    for file in files:
-        try:
-            wave = load_audio(file, model.spec.sample_rate)
-        except MediaError as err:
-            results.append({"file": str(file), "error": err.reason})
-            continue
-        text = vocab.decode_logits(speech_logits(model, wave))
-        results.append({"file": str(file), "text": text, "duration_s": round(len(wave) / model.spec.sample_rate, 3)})
-    return results
-
-
-def model_task(path: str | Path) -> str:
-    """'video-classification' or 'speech-recognition' for a checkpoint, an artifact, a Hugging Face
-    folder or an embedded model's name."""
-    if str(path) in EMBEDDED_MODELS:
-        return EMBEDDED_MODELS[str(path)]
-    path = Path(path)
-    if path.is_dir() and (path / "tiffin.json").is_file():
-        return json.loads((path / "tiffin.json").read_text()).get("task", "")
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return "speech-recognition"
-        raise TiffinError(f"{path}: not a model folder (no config.json); give a .ckpt or a save_pretrained folder")
-    if path.suffix != ".ckpt":
-        raise TiffinError(f"{path}: give a .ckpt checkpoint written by `tiffin train` or a Hugging Face model folder")
-    return read_checkpoint(path)["tiffin"].get("task", "video-classification")
+    model, vocab, _ = load_backbone(str(path), pretrained=True)
+    if vocab is None:
+        raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
+    rate, normalize = feature_settings(path)
+    spec = SpeechSpec(sample_rate=rate, normalize=normalize, vocab=vocab.tokens)
+    return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))

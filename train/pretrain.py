@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.errors import TiffinError
-from train.backbones import EMBEDDED_DIR
-from train.recipes import SpeechRecipe, VideoRecipe
-from train.run_folder import say
+from tiffin.train.backbones import EMBEDDED_DIR
+from tiffin.train.recipes import SpeechRecipe, VideoRecipe
+from tiffin.train.run_folder import say
 
 
 def check_out(out: Path) -> None:
@@ -45,7 +45,7 @@ def read_words(path: str | Path) -> tuple[str, ...]:
 
 def speech_voices(festival: bool) -> list[str]:
     """Every pretraining voice x variant (the held-out Scottish voice never among them)."""
-    from train.synthetic import FESTIVAL, PRETRAIN_VOICES, VOICE_VARIANTS
+    from tiffin.train.synthetic import FESTIVAL, PRETRAIN_VOICES, VOICE_VARIANTS
 
     voices = [v + variant for variant in VOICE_VARIANTS for v in PRETRAIN_VOICES]
     return voices + ([FESTIVAL] * (len(voices) // 8) if festival else [])
@@ -55,9 +55,9 @@ def pretrain_speech(out: Path, recipe: SpeechRecipe, install: bool = False) -> d
     """Generate the corpus, train tiny-en from scratch, evaluate, package. Returns the card."""
     import numpy as np
 
-    from train.evaluate import evaluate
-    from train.speech_fit import SpeechTrainConfig, train_speech
-    from train.synthetic import HELD_OUT_VOICE, VOICE_VARIANTS, make_speech_dataset
+    from tiffin.train.evaluate import evaluate
+    from tiffin.train.speech_fit import SpeechTrainConfig, train_speech
+    from tiffin.train.synthetic import HELD_OUT_VOICE, VOICE_VARIANTS, make_speech_dataset
 
     check_out(out)
     started = time.time()
@@ -102,9 +102,9 @@ def pretrain_video(out: Path, recipe: VideoRecipe, install: bool = False) -> dic
     """Generate the motion corpus, train tiny-motion (x3d_xs, 8 x 64 px) from scratch, package it."""
     from safetensors.torch import save_file
 
-    from train.predict import load_video_model
-    from train.synthetic import PRETRAIN_CLASSES, make_motion_dataset
-    from train.video_fit import VideoTrainConfig, train_video
+    from tiffin.train.predict import load_video_model
+    from tiffin.train.synthetic import PRETRAIN_CLASSES, make_motion_dataset
+    from tiffin.train.video_fit import VideoTrainConfig, train_video
 
     check_out(out)
     started = time.time()

@@ -17,11 +17,11 @@ from typing import Any
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from train.run_folder import (
+from tiffin.train.run_folder import (
     FINETUNE_STRATEGIES, LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint,
     resumed_epoch, say,
 )
-from train.speech_data import (
+from tiffin.train.speech_data import (
     CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder,
     read_jsonl, read_table,
 )
@@ -108,8 +108,8 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from train.speech_model import feature_settings, fit_head, load_backbone
-    from train.speech_task import SpeechRecognitionTask
+    from tiffin.train.speech_model import feature_settings, fit_head, load_backbone
+    from tiffin.train.speech_task import SpeechRecognitionTask
 
     if cfg.strategy not in FINETUNE_STRATEGIES:
         raise TiffinError(f"--strategy {cfg.strategy}: choose one of {', '.join(FINETUNE_STRATEGIES)}")
@@ -217,7 +217,7 @@ def save_hf(checkpoint: Path, out: Path) -> None:
     """Write a checkpoint's model and processor in Hugging Face format (save_pretrained)."""
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
-    from train.predict import load_speech_model
+    from tiffin.train.predict import load_speech_model
 
     loaded = load_speech_model(checkpoint)
     model, spec = loaded.net.model, loaded.spec

@@ -17,7 +17,7 @@ from torch import nn
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from train.backbones import SPEECH_BACKBONES, embedded_dir, hf_hub_cache
+from tiffin.train.backbones import SPEECH_BACKBONES, embedded_dir, hf_hub_cache
 
 
 class MaskedInstanceNorm(nn.Module):
@@ -198,10 +198,15 @@ def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | N
 
 
 def feature_settings(source: str | Path) -> tuple[int, bool]:
-    """(sampling rate, do_normalize) of the feature extractor saved beside a model
-    (preprocessor_config.json); wav2vec2's (16000, True) when there is none."""
-    path = Path(source) / "preprocessor_config.json"
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    """(sampling rate, do_normalize) of the feature extractor saved beside a model: its own
+    preprocessor_config.json (transformers 4), or nested in processor_config.json as
+    transformers 5's `save_pretrained` writes it; wav2vec2's (16000, True) when there is none."""
+    folder = Path(source)
+    saved: dict = {}
+    if (folder / "preprocessor_config.json").is_file():
+        saved = json.loads((folder / "preprocessor_config.json").read_text())
+    elif (folder / "processor_config.json").is_file():
+        saved = json.loads((folder / "processor_config.json").read_text()).get("feature_extractor") or {}
     return int(saved.get("sampling_rate", 16000)), bool(saved.get("do_normalize", True))
 
 

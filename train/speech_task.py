@@ -14,15 +14,35 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics.text import CharErrorRate, WordErrorRate
+from torchmetrics import Metric
 
-from tiffin.ctc import Vocabulary
+from tiffin.ctc import Vocabulary, error_counts
 from tiffin.spec import SpeechSpec
-from train.run_folder import backbone_frozen, finetune_optimizer, params_outside, say
-from train.speech_model import SpeechNet, build_speech_net
+from tiffin.train.run_folder import backbone_frozen, finetune_optimizer, params_outside, say
+from tiffin.train.speech_model import SpeechNet, build_speech_net
 
 TASK = "speech-recognition"
 
+
+
+class ErrorRate(Metric):
+    """WER or CER as `tiffin evaluate` computes it (tiffin.ctc.error_counts), summed across
+    batches and, under DDP, across processes."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit  # "words" or "chars"
+        self.add_state("edits", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        words, n_words, chars, n_chars = error_counts(references, hypotheses)
+        edits, total = (words, n_words) if self.unit == "words" else (chars, n_chars)
+        self.edits += edits
+        self.total += total
+
+    def compute(self) -> torch.Tensor:
+        return self.edits.float() / self.total.clamp(min=1)
 
 class SpeechRecognitionTask(pl.LightningModule):
     """Fine-tunes a `SpeechNet`. Hyperparameters are plain values, saved in every checkpoint."""
@@ -49,7 +69,7 @@ class SpeechRecognitionTask(pl.LightningModule):
         self.spec = SpeechSpec.from_dict(spec)
         self.vocab = Vocabulary(self.spec.vocab)
         self.net: SpeechNet = SpeechNet(init_model, self.spec) if init_model is not None else build_speech_net(model_config, self.spec)
-        self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
+        self.val_wer, self.val_cer = ErrorRate("words"), ErrorRate("chars")
         self.samples: list[dict[str, str]] = []
         self.all_empty = True
         self.validated_epoch = -1

@@ -13,8 +13,8 @@ from typing import Any
 
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from train.backbones import get_video_backbone
-from train.run_folder import (
+from tiffin.train.backbones import get_video_backbone
+from tiffin.train.run_folder import (
     LoaderPair, MetricsWriter, RunOptions, build_trainer, fit, prepare_out, read_checkpoint, resumed_epoch, say,
 )
 
@@ -64,7 +64,7 @@ def make_spec(cfg: VideoTrainConfig, labels: list[str]) -> VideoSpec:
 
 
 def _gather(cfg: VideoTrainConfig):
-    from train.video_data import check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split
+    from tiffin.train.video_data import check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split
 
     if (cfg.train_folder is None) == (cfg.train_csv is None):
         raise TiffinError("give exactly one of --train-folder DIR or --train-csv FILE")
@@ -116,10 +116,10 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from train.video_data import EpochShuffle, VideoClipDataset, collate_clips
-    from train.video_model import check_clip_size, find_pretrained_weights
-    from train.run_folder import FINETUNE_STRATEGIES
-    from train.video_task import VideoClassificationTask
+    from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips
+    from tiffin.train.video_model import check_clip_size, find_pretrained_weights
+    from tiffin.train.run_folder import FINETUNE_STRATEGIES
+    from tiffin.train.video_task import VideoClassificationTask
 
     info = get_video_backbone(cfg.backbone)
     if cfg.strategy not in FINETUNE_STRATEGIES:

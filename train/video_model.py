@@ -16,7 +16,7 @@ from torch import nn
 
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from train.backbones import VideoBackbone, embedded_dir, get_video_backbone, hub_checkpoint_dir
+from tiffin.train.backbones import VideoBackbone, embedded_dir, get_video_backbone, hub_checkpoint_dir
 
 
 class Preprocess(nn.Module):

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from tiffin.spec import VideoSpec
-from train.run_folder import backbone_frozen, finetune_optimizer, params_outside
-from train.video_model import VideoNet, build_video_net
+from tiffin.train.run_folder import backbone_frozen, finetune_optimizer, params_outside
+from tiffin.train.video_model import VideoNet, build_video_net
 
 TASK = "video-classification"
 

@@ -1,0 +1,160 @@
+"""The one host inference path, torch-free: decode -> clips or windows -> session -> top-k or transcript.
+
+A predictor holds a session (any callable from numpy inputs to numpy logits: an ONNX Runtime
+session, a TorchScript module, a PyTorch network wrapped by tiffin.train.predict, or a BentoML
+model service) and the artifact's or checkpoint's spec. `tiffin predict`, `tiffin evaluate`,
+the benchmark and both services all go through these classes, so an answer is the same
+wherever it is computed. `open_artifact` opens an exported model on its runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tiffin.errors import MediaError, TiffinError
+from tiffin.inference import output_frames, pad_to_one_frame, pad_waves, top_labels, video_clips
+from tiffin.spec import SpeechSpec, VideoSpec
+
+Session = Callable[..., np.ndarray]
+
+
+class VideoPredictor:
+    """Top-k labels of videos: clips spread over each video, softmax averaged over them."""
+
+    task = "video-classification"
+
+    def __init__(self, session: Session, spec: VideoSpec, backbone: str):
+        self.session, self.spec, self.backbone = session, spec, backbone
+
+    def clips(self, file: str | Path, clips: int = 1, duration: float | None = None) -> np.ndarray:
+        """uint8 clips [N, T, S, S, 3] of one video, as validation decodes them."""
+        return video_clips(file, self.spec, clips, duration)
+
+    def labels(self, clips: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        """The top-k labels of one video from its clips."""
+        return top_labels(np.asarray(self.session(clips), dtype=np.float32), self.spec.labels, top_k)
+
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
+        """`[{"file", "labels": [{"label", "score"}]}]` in the order given; an unreadable file gets `error`."""
+        results = []
+        for file in files:
+            try:
+                batch = self.clips(file, clips)
+            except MediaError as err:
+                results.append({"file": str(file), "error": err.reason})
+                continue
+            results.append({"file": str(file), "labels": self.labels(batch, top_k)})
+        return results
+
+
+class WaveLogits:
+    """Waveforms -> each one's own CTC logits [frames, vocab]: zero-padded into one batch, run, and
+    cut back to the frames each waveform owns (the speech model service's `logits` API)."""
+
+    def __init__(self, session: Session, kernels: tuple[int, ...], strides: tuple[int, ...]):
+        self.session, self.kernels, self.strides = session, tuple(kernels), tuple(strides)
+
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        batch, lengths = pad_waves(waves)
+        out = np.asarray(self.session(batch, lengths))
+        return [out[i, : output_frames(int(n), self.kernels, self.strides)] for i, n in enumerate(lengths)]
+
+
+class SpeechPredictor:
+    """Greedy CTC transcripts; a recording longer than the spec's chunk runs in overlapping windows
+    (tiffin.chunking), `windows_per_call` of them per model call (None: all at once)."""
+
+    task = "speech-recognition"
+
+    def __init__(self, logits: Callable[[list[np.ndarray]], list[np.ndarray]], spec: SpeechSpec, backbone: str,
+                 kernels: tuple[int, ...], strides: tuple[int, ...], windows_per_call: int | None = None):
+        from tiffin.ctc import Vocabulary
+
+        self.logits, self.spec, self.backbone = logits, spec, backbone
+        self.session = getattr(logits, "session", None)  # None when the model runs elsewhere (a service)
+        self.kernels, self.strides = tuple(kernels), tuple(strides)
+        self.hop = int(np.prod(self.strides))
+        self.vocab = Vocabulary(spec.vocab)
+        self.windows_per_call = windows_per_call
+
+    def windows(self, wave: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+        """(start samples, windows) a recording is run in; a blip shorter than one frame is padded."""
+        from tiffin.chunking import window_starts
+
+        spec = self.spec
+        wave = pad_to_one_frame(wave, self.kernels, self.strides)
+        starts = window_starts(len(wave), spec.sample_rate, self.hop, spec.chunk_seconds, spec.stride_seconds)
+        chunk = int(spec.chunk_seconds * spec.sample_rate)
+        return starts, [wave[s : s + chunk] for s in starts]
+
+    def stitch(self, window_logits: list[np.ndarray], starts: list[int]) -> np.ndarray:
+        from tiffin.chunking import stitch
+
+        return stitch([np.asarray(x) for x in window_logits], starts, self.hop,
+                      self.spec.stride_seconds * self.spec.sample_rate)
+
+    def recording_logits(self, wave: np.ndarray) -> np.ndarray:
+        """CTC logits [frames, vocab] of a whole recording."""
+        starts, windows = self.windows(wave)
+        step = self.windows_per_call or len(windows)
+        logits = [x for k in range(0, len(windows), step) for x in self.logits(windows[k : k + step])]
+        return self.stitch(logits, starts)
+
+    def transcribe(self, wave: np.ndarray) -> str:
+        return self.vocab.decode_logits(self.recording_logits(wave))
+
+    def predict(self, files: list[str | Path]) -> list[dict[str, Any]]:
+        """`[{"file", "text", "duration_s"}]` in the order given; an unreadable file gets `error`."""
+        from tiffin.audio_io import load_audio
+
+        results = []
+        for file in files:
+            try:
+                wave = load_audio(file, self.spec.sample_rate)
+            except MediaError as err:
+                results.append({"file": str(file), "error": err.reason})
+                continue
+            results.append({"file": str(file), "text": self.transcribe(wave),
+                            "duration_s": round(len(wave) / self.spec.sample_rate, 3)})
+        return results
+
+
+Predictor = VideoPredictor | SpeechPredictor
+
+
+def predictor_for(meta: dict[str, Any], session: Session, windows_per_call: int | None = None) -> Predictor:
+    """The predictor of an artifact's task over `session`, from its tiffin.json."""
+    pre = meta["preprocessing"]
+    if meta["task"] == "speech-recognition":
+        kernels, strides = tuple(pre["conv_kernel"]), tuple(pre["conv_stride"])
+        return SpeechPredictor(WaveLogits(session, kernels, strides), SpeechSpec.from_dict(pre), meta["backbone"],
+                               kernels, strides, windows_per_call)
+    return VideoPredictor(session, VideoSpec.from_dict(pre), meta["backbone"])
+
+
+def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", threads: int | None = None,
+                 spinning: bool = True) -> Session:
+    """A session over an artifact's model file on its format's runtime, taking any batch size."""
+    from tiffin.artifact import fixed_batch
+    from tiffin.runtimes import FixedBatch, runtime_for
+
+    runtime = runtime_for(meta["format"])
+    try:
+        session = runtime.open(Path(path) / meta["model_file"], device, threads, spinning)
+    except ImportError as exc:
+        raise TiffinError(f"{path}: a {meta['format']} artifact runs on {runtime.name}, and {exc.name} is not "
+                          f"installed: pip install '{runtime.install}'") from None
+    batch = fixed_batch(meta)
+    return session if batch is None else FixedBatch(session, batch)
+
+
+def open_artifact(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True,
+                  windows_per_call: int | None = 8) -> tuple[Predictor, dict[str, Any]]:
+    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact."""
+    from tiffin.artifact import read_artifact
+
+    meta = read_artifact(path)
+    return predictor_for(meta, open_session(path, meta, device, threads, spinning), windows_per_call), meta

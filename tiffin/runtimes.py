@@ -1,0 +1,92 @@
+"""The table of runtimes an artifact runs on: format -> how to open a session over its model file.
+
+A session is called with numpy arrays in the graph's input order and returns the first output
+as a numpy array, whatever runs it, so the host path (tiffin.host), the parity gate and the
+benchmark treat every artifact alike. ONNX Runtime is torch-free (serving uses it); TorchScript
+and the lite interpreter need torch, imported only when such an artifact is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tiffin.errors import TiffinError
+
+
+class TorchScriptSession:
+    """A saved TorchScript (.pt) or lite-interpreter (.ptl) module, numpy in and out."""
+
+    def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool = True):
+        import torch
+
+        if Path(model_file).suffix == ".ptl":
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            self.module = _load_for_lite_interpreter(str(model_file))
+        else:
+            self.module = torch.jit.load(str(model_file), map_location="cpu")
+        self._torch = torch
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
+
+
+def _onnx(model_file: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True):
+    from tiffin.onnx_session import OnnxSession
+
+    return OnnxSession(model_file, device, threads, spinning)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    format: str  # the artifact format it runs
+    torch_free: bool  # whether serving (no torch installed) can run it
+    open: Callable[..., Callable[..., np.ndarray]]  # (model_file, device, threads, spinning) -> session
+    install: str  # the pip extra that brings it
+
+
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r
+    for r in [
+        Runtime("onnxruntime", "onnx", True, _onnx, "tiffin[cpu] (or tiffin[gpu])"),
+        Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]"),
+        Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]"),
+    ]
+}
+
+
+def runtime_for(format: str) -> Runtime:
+    """The runtime that runs artifacts of `format`."""
+    for runtime in RUNTIMES.values():
+        if runtime.format == format:
+            return runtime
+    raise TiffinError(f"format {format!r}: no runtime runs it (known: {', '.join(r.format for r in RUNTIMES.values())})")
+
+
+class FixedBatch:
+    """A session whose graph has a fixed batch size, called with any batch: split into pieces of
+    that size, the last one padded with copies of its first item, outputs cut back."""
+
+    def __init__(self, session: Callable[..., np.ndarray], batch_size: int):
+        self.session, self.batch_size = session, batch_size
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        n, size = len(inputs[0]), self.batch_size
+        if n == size:
+            return self.session(*inputs)
+        outputs = []
+        for start in range(0, n, size):
+            piece = [x[start : start + size] for x in inputs]
+            short = size - len(piece[0])
+            if short:
+                piece = [np.concatenate([p, np.repeat(p[:1], short, axis=0)]) for p in piece]
+            outputs.append(self.session(*piece)[: size - short])
+        return np.concatenate(outputs)

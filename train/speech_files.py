@@ -1,0 +1,210 @@
+"""Finding and checking the recordings of a speech dataset, torch-free: CSV/TSV, JSON lines, folders.
+
+Every row is checked before training (audio readable, non-empty, finite; transcript non-empty
+after normalisation) and bad ones are reported with their row and path. `tiffin evaluate` reads
+data this way too, where torch may not be installed; the torch `Dataset`, bucketing sampler and
+collation are train/speech_data.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiffin.audio_io import is_audio_file, read_audio
+from tiffin.ctc import Normalised, Vocabulary
+from tiffin.errors import MediaError, TiffinError
+from tiffin.inference import output_frames
+from tiffin.train.table_io import open_table
+
+
+@dataclass(frozen=True)
+class Row:
+    """One transcribed recording as the user listed it; `where` is e.g. 'train.csv line 7'."""
+
+    path: Path
+    text: str
+    where: str
+    error: str = ""  # a problem found while listing the row (an unreadable transcript file)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A checked row: normalised transcript, label ids and length in samples at the model rate."""
+
+    path: Path
+    text: str
+    ids: tuple[int, ...]
+    samples: int
+
+
+@dataclass(frozen=True)
+class BadRow:
+    where: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.path}: {self.reason}"
+
+
+def _resolve(base: Path, file: str) -> Path:
+    path = Path(file).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def read_table(path: str | Path, audio_column: str, text_column: str, option: str) -> list[Row]:
+    """Rows of a CSV or TSV (delimiter sniffed; BOM, CRLF and a pandas index column tolerated).
+
+    Raises:
+        TiffinError: missing file, not UTF-8, or a header without the named columns.
+    """
+    path, reader = open_table(path, option, f"a CSV or TSV with {audio_column},{text_column} columns")
+    fields = [f for f in (reader.fieldnames or []) if f is not None]
+    for column, flag in ((audio_column, "--audio-column"), (text_column, "--text-column")):
+        if column not in fields:
+            raise TiffinError(f"{option} {path}: has no column {column!r} (found {fields}); name yours with {flag}")
+    rows = []
+    for row in reader:
+        file, transcript = (row.get(audio_column) or "").strip(), row.get(text_column) or ""
+        if not file and not transcript.strip():
+            continue
+        rows.append(Row(_resolve(path.parent, file), transcript, f"{path.name} line {reader.line_num}"))
+    return rows
+
+
+def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: str) -> list[Row]:
+    """Rows of a JSON-lines file, one object per line with the named keys."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TiffinError(f"{option} {path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TiffinError(f"{option} {path}: line {number} is not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or audio_column not in obj or text_column not in obj:
+            raise TiffinError(f"{option} {path}: line {number} lacks {audio_column!r} or {text_column!r}; "
+                              "name yours with --audio-column/--text-column")
+        rows.append(Row(_resolve(path.parent, str(obj[audio_column])), str(obj[text_column]), f"{path.name} line {number}"))
+    return rows
+
+
+def read_folder(root: str | Path, option: str) -> list[Row]:
+    """Audio files with a transcript `.txt` of the same name beside each (found recursively)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise TiffinError(f"{option} {root}: no such folder")
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            audio = Path(dirpath) / name
+            if is_audio_file(audio):
+                txt = audio.with_suffix(".txt")
+                text, error = "", ""
+                if txt.is_file():
+                    try:
+                        text = txt.read_text(encoding="utf-8-sig")
+                    except UnicodeDecodeError:
+                        error = "transcript is not UTF-8; save it as UTF-8"
+                rows.append(Row(audio, text, str(txt.relative_to(root)) if txt.is_file() else f"{txt.name} (missing)",
+                                error))
+    if not rows:
+        raise TiffinError(f"{option} {root}: holds no audio files with .txt transcripts")
+    return rows
+
+
+@dataclass
+class CheckReport:
+    """What checking the rows found besides the usable utterances."""
+
+    bad: list[BadRow]
+    punctuation: Counter
+    unknown: Counter
+    duplicates: int = 0  # rows naming a file an earlier row named with the same transcript, dropped
+
+
+def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: bool = False,
+               conv: tuple[list[int], list[int]] | None = None) -> tuple[list[Utterance], CheckReport]:
+    """Decode every row's audio (threads) and normalise its transcript. With the model's conv
+    `(kernels, strides)`, a recording too short for CTC to spell its transcript is a bad row.
+
+    Raises:
+        TiffinError: the first bad row, when `strict`.
+    """
+
+    rows, duplicates = drop_duplicates(rows, vocab)
+
+    def one(row: Row) -> tuple[Utterance, Normalised] | BadRow:
+        if row.error:
+            return BadRow(row.where, str(row.path), row.error)
+        normalised = vocab.normalise(row.text)
+        if not normalised.text:
+            return BadRow(row.where, str(row.path), "empty transcript" if not row.text.strip()
+                          else f"transcript {row.text.strip()[:40]!r} has no character of the vocabulary")
+        try:
+            wave, rate = read_audio(row.path)
+        except MediaError as err:
+            return BadRow(row.where, err.path, err.reason)
+        utterance = Utterance(row.path, normalised.text, tuple(vocab.encode(normalised.text)),
+                              int(np.ceil(len(wave) * sample_rate / rate)))
+        if conv is not None:
+            frames, needed = output_frames(utterance.samples, *conv), ctc_frames_needed(utterance.ids)
+            if frames < needed:
+                return BadRow(row.where, str(row.path), f"{len(wave) / rate:.2f} s is too short for its transcript "
+                                                        f"({frames} frames for {needed} needed)")
+        return utterance, normalised
+
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        results = list(pool.map(one, rows))
+    report = CheckReport([r for r in results if isinstance(r, BadRow)], Counter(), Counter(), duplicates)
+    if report.bad and strict:
+        raise TiffinError(f"{report.bad[0]} (--strict)")
+    good = []
+    for r in results:
+        if isinstance(r, tuple):
+            utterance, normalised = r
+            report.punctuation.update(normalised.punctuation)
+            report.unknown.update(normalised.unknown)
+            good.append(utterance)
+    return good, report
+
+
+def drop_duplicates(rows: list[Row], vocab: Vocabulary) -> tuple[list[Row], int]:
+    """Keep the first of rows naming the same file with the same transcript (after normalisation).
+
+    Raises:
+        TiffinError: the same file with two different transcripts.
+    """
+    first: dict[Path, tuple[Row, str]] = {}  # file -> its first row and normalised transcript
+    kept = []
+    for row in rows:
+        key, text = row.path.resolve(), vocab.normalise(row.text).text
+        if not text or row.error:
+            kept.append(row)  # reported as a bad row by check_rows
+        elif key not in first:
+            first[key] = (row, text)
+            kept.append(row)
+        elif first[key][1] != text:
+            raise TiffinError(f"{row.where}: {row.path} is listed before ({first[key][0].where}) with another "
+                              "transcript; keep one")
+    return kept, len(rows) - len(kept)
+
+
+def ctc_frames_needed(ids: tuple[int, ...]) -> int:
+    """Frames CTC needs to spell `ids`: one per label, plus a blank between repeated labels."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))

@@ -1,0 +1,166 @@
+"""Finding and checking the videos of a dataset, torch-free: Kinetics-style folders and CSVs.
+
+Every video is probed before training, and bad ones are reported by path. `tiffin evaluate`
+reads data this way too, where torch may not be installed; the torch `Dataset` that decodes
+and augments is train/video_data.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from tiffin.errors import MediaError, TiffinError
+from tiffin.video_io import (
+    VIDEO_SUFFIXES,
+    is_video_file,
+    probe,
+)
+from tiffin.train.table_io import open_table
+
+log = logging.getLogger("tiffin")
+
+CLIP_SAMPLERS = ("random", "uniform", "constant_clips_per_video")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A labelled video file."""
+
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class Video:
+    """A labelled video that probed fine, with its duration in seconds."""
+
+    path: Path
+    label: str
+    duration: float
+
+
+def discover_folder(root: str | Path, option: str = "--train-folder") -> list[Sample]:
+    """List ROOT/<class>/<video> files (class folders may nest subfolders).
+
+    Raises:
+        TiffinError: missing folder, no class folders, or a class folder with no videos.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise TiffinError(f"{option} {root}: no such folder; give a folder of class folders (DIR/<class>/<video>)")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise TiffinError(f"{option} {root}: has no class folders; lay videos out as {root}/<class>/<video>")
+    samples = []
+    for class_dir in class_dirs:
+        files = []
+        # followlinks=False: a symlinked folder inside a class cannot loop the walk forever.
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [Path(dirpath) / f for f in sorted(filenames) if is_video_file(Path(f))]
+        if not files:
+            raise TiffinError(
+                f"{option} {root}: class folder {class_dir.name!r} has no videos ({' '.join(VIDEO_SUFFIXES)}); "
+                "add videos or remove the folder"
+            )
+        samples += [Sample(f, class_dir.name) for f in files]
+    return samples
+
+
+_PATH_COLUMNS = ("path", "video", "file", "filename")
+_LABEL_COLUMNS = ("label", "class", "target")
+
+
+def read_csv(path: str | Path, option: str = "--train-csv") -> list[Sample]:
+    """Read `path,label` rows (comma or tab separated, header required, BOM tolerated).
+
+    Relative paths are relative to the CSV's folder.
+
+    Raises:
+        TiffinError: missing file or columns, or an empty file.
+    """
+    path, reader = open_table(path, option, "a CSV with path,label columns")
+    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+    path_col = next((fields[c] for c in _PATH_COLUMNS if c in fields), None)
+    label_col = next((fields[c] for c in _LABEL_COLUMNS if c in fields), None)
+    if path_col is None or label_col is None:
+        raise TiffinError(f"{option} {path}: needs a header with 'path' and 'label' columns, found {list(fields)}")
+    samples = []
+    for row in reader:
+        file, label = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()
+        if not file and not label:
+            continue
+        if not file or not label:
+            raise TiffinError(f"{option} {path}: line {reader.line_num} lacks a path or a label")
+        file_path = Path(file).expanduser()
+        samples.append(Sample(file_path if file_path.is_absolute() else path.parent / file_path, label))
+    if not samples:
+        raise TiffinError(f"{option} {path}: has no rows")
+    return samples
+
+
+def check_classes(samples: list[Sample], option: str) -> list[str]:
+    """Sorted class names; refuses a dataset of fewer than two classes."""
+    labels = sorted({s.label for s in samples})
+    if len(labels) < 2:
+        raise TiffinError(f"{option}: found {len(labels)} class ({', '.join(labels)}); classification needs at least 2")
+    return labels
+
+
+def probe_all(samples: list[Sample], strict: bool = False) -> tuple[list[Video], list[MediaError]]:
+    """Probe every file (threads: PyAV releases the GIL); split into usable videos and errors.
+
+    Raises:
+        MediaError: the first bad file, when `strict`.
+    """
+
+    def one(sample: Sample) -> Video | MediaError:
+        try:
+            return Video(sample.path, sample.label, probe(sample.path).duration)
+        except MediaError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        results = list(pool.map(one, samples))
+    bad = [r for r in results if isinstance(r, MediaError)]
+    if bad and strict:
+        raise bad[0]
+    return [r for r in results if isinstance(r, Video)], bad
+
+
+def drop_duplicates(samples: list[Sample], option: str) -> tuple[list[Sample], int]:
+    """Keep the first of rows naming the same file; the same file under two labels is an error.
+
+    Returns:
+        The unique samples and how many duplicates were dropped.
+    """
+    first: dict[Path, Sample] = {}
+    for s in samples:
+        key = s.path.resolve()
+        if key in first and first[key].label != s.label:
+            raise TiffinError(f"{option}: {s.path} is labelled both {first[key].label!r} and {s.label!r}; keep one")
+        first.setdefault(key, s)
+    return list(first.values()), len(samples) - len(first)
+
+
+def stratified_split(videos: list[Video], fraction: float, seed: int) -> tuple[list[Video], list[Video]]:
+    """Hold out `fraction` of each class (at least one video where a class has two or more)."""
+    by_label: dict[str, list[Video]] = defaultdict(list)
+    for v in videos:
+        by_label[v.label].append(v)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda v: str(v.path))
+        rng.shuffle(group)
+        n_val = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        val += group[:n_val]
+        train += group[n_val:]
+    return train, val
