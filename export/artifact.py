@@ -22,10 +22,10 @@ import torch
 
 from tiffin.export.formats import FORMATS
 from tiffin.export.parity import check_parity
-from tiffin.export.specs import ExportSpec, speech_export_spec, video_export_spec
+from tiffin.export.specs import ExportSpec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.host import open_session
-from tiffin.ctc import Vocabulary
+from tiffin.tasks import TASKS
 from tiffin.errors import TiffinError
 from tiffin.train.backbones import EMBEDDED_MODELS
 
@@ -67,10 +67,7 @@ def load_source(model: Path | str, batch: int | None = None):
 
 def export_spec_of(loaded, batch: int | None = None) -> ExportSpec:
     """The export spec (graph inputs, tracing sample, tolerances) of a loaded model."""
-    spec = loaded.spec
-    if loaded.task == "speech-recognition":
-        return speech_export_spec(spec.sample_rate, len(spec.vocab), batch)
-    return video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels), batch)
+    return TASKS[loaded.task].part("export_spec")(loaded.spec, batch)
 
 
 def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions, out: Path) -> dict[str, Any]:
@@ -78,19 +75,15 @@ def _describe(task: str, loaded, spec: ExportSpec, opts: ExportOptions, out: Pat
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "task": task, "backbone": loaded.backbone, "format": opts.format,
         "precision": opts.precision, "model_file": fmt.file, "source": _source(opts.model, out),
-        "preprocessing": loaded.spec.to_dict(), **spec.describe(), "versions": _versions(),
+        "preprocessing": loaded.preprocessing(), **spec.describe(), "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if fmt.uses_opset:
         from tiffin.export.onnx_format import DEFAULT_OPSET
 
         meta["opset"] = opts.opset or DEFAULT_OPSET
-    if task == "speech-recognition":
-        meta["vocab"] = list(loaded.spec.vocab)
-        meta["preprocessing"]["conv_stride"] = list(loaded.net.strides)
-        meta["preprocessing"]["conv_kernel"] = list(loaded.net.kernels)
-    else:
-        meta["labels"] = list(loaded.spec.labels)
+    row = TASKS[task]
+    meta[row.classes_key] = list(row.classes(loaded.spec))
     return meta
 
 
@@ -183,26 +176,33 @@ def real_samples(task: str, loaded, path: Path, limit: int = 4, option: str = "-
         files = [path.parent / row[first] for row in reader if first and row.get(first)]
     else:
         files = [path]
-    if task == "speech-recognition":
-        from tiffin.audio_io import is_audio_file, load_audio
+    batches = TASKS[task].part("samples")(loaded, files, limit)
+    if not batches:
+        raise TiffinError(f"{option} {path}: no {TASKS[task].short} files")
+    return batches
 
-        waves = [load_audio(f, loaded.spec.sample_rate) for f in files if is_audio_file(f)][:limit]
-        if not waves:
-            raise TiffinError(f"{option} {path}: no audio files")
-        batches = []
-        for k in range(0, len(waves), 4):
-            group = waves[k : k + 4]
-            batch = torch.zeros(len(group), max(len(w) for w in group))
-            for i, w in enumerate(group):
-                batch[i, : len(w)] = torch.from_numpy(w)
-            batches.append((batch, torch.tensor([len(w) for w in group])))
-        return batches
-    from tiffin.video_io import is_video_file
+
+def speech_samples(loaded, files: list[Path], limit: int) -> list[tuple[torch.Tensor, ...]]:
+    """Padded waveform batches (4 a batch) of the first `limit` audio files."""
+    from tiffin.audio_io import is_audio_file, load_audio
+
+    waves = [load_audio(f, loaded.spec.sample_rate) for f in files if is_audio_file(f)][:limit]
+    batches = []
+    for k in range(0, len(waves), 4):
+        group = waves[k : k + 4]
+        batch = torch.zeros(len(group), max(len(w) for w in group))
+        for i, w in enumerate(group):
+            batch[i, : len(w)] = torch.from_numpy(w)
+        batches.append((batch, torch.tensor([len(w) for w in group])))
+    return batches
+
+
+def video_samples(loaded, files: list[Path], limit: int) -> list[tuple[torch.Tensor, ...]]:
+    """Clip batches (4 a batch) of the first `limit` video files, one clip each as validation decodes it."""
     from tiffin.inference import video_clips
+    from tiffin.video_io import is_video_file
 
     clips = [video_clips(f, loaded.spec, 1)[0] for f in [f for f in files if is_video_file(f)][:limit]]
-    if not clips:
-        raise TiffinError(f"{option} {path}: no video files")
     return [(torch.from_numpy(np.stack(clips[k : k + 4])),) for k in range(0, len(clips), 4)]
 
 
@@ -225,7 +225,7 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
     meta = _describe(task, loaded, spec, opts, out)
     samples = spec.check_samples() + (real_samples(task, loaded, Path(opts.check_data)) if opts.check_data else [])
     calibration = None
-    if opts.precision == "int8" and task == "video-classification":
+    if opts.precision == "int8" and TASKS[task].static_int8:
         if opts.calibration_data is None:
             raise TiffinError("--precision int8 for video is static quantisation: give --calibration-data DIR "
                               "(a few dozen of your videos)")
@@ -237,9 +237,8 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
     tmp.mkdir()
     try:
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
-        vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
-        meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples,
-                                      spec.tolerances[opts.precision], task, vocab, _conv(loaded))
+        meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
+                                      TASKS[task].part("agreement")(meta), _conv(loaded))
         meta["sha256"] = sha256(tmp / fmt.file)
         (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _move_into_place(tmp, out)
@@ -289,9 +288,8 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
     model = source_model(Path(path), meta, source)
     task, loaded, spec = load_source(model, fixed_batch(meta))
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
-    vocab = Vocabulary(tuple(meta["vocab"])) if task == "speech-recognition" else None
-    report = check_parity(loaded.net, open_session(path, meta), samples,
-                          spec.tolerances[meta["precision"]], task, vocab, _conv(loaded))
+    report = check_parity(loaded.net, open_session(path, meta), samples, spec.tolerances[meta["precision"]],
+                          TASKS[task].part("agreement")(meta), _conv(loaded))
     recorded = meta.get("source")
     if isinstance(recorded, dict) and recorded.get("sha256") and Path(model).is_file():
         report["source_sha256_matches"] = sha256(Path(model)) == recorded["sha256"]

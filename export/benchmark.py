@@ -24,6 +24,7 @@ import torch
 
 from tiffin.export.formats import FORMATS
 from tiffin.errors import TiffinError
+from tiffin.tasks import TASKS
 
 # What is tried by default: every format's precisions, plus eager bf16 autocast as a PyTorch row.
 DEFAULT_TARGETS = [("pytorch", "fp32"), ("pytorch", "bf16")] + [(f.name, p) for f in FORMATS.values() for p in f.precisions]
@@ -68,12 +69,19 @@ def parse_batches(text: str) -> list[int]:
 
 
 def inputs_for(task: str, loaded, batch: int) -> tuple[torch.Tensor, ...]:
-    """A benchmark batch: random uint8 clips at the model's size, or 10 s recordings."""
-    g = torch.Generator().manual_seed(batch)
-    if task == "video-classification":
-        s = loaded.spec
-        return (torch.randint(0, 256, (batch, s.num_frames, s.crop_size, s.crop_size, 3), dtype=torch.uint8, generator=g),)
-    samples = int(SPEECH_SECONDS * loaded.spec.sample_rate)
+    """A benchmark batch of the task (its row's `benchmark_inputs`), seeded by the batch size."""
+    return TASKS[task].part("benchmark_inputs")(loaded.spec, batch, torch.Generator().manual_seed(batch))
+
+
+def video_inputs(spec, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random uint8 clips at the model's size."""
+    shape = (batch, spec.num_frames, spec.crop_size, spec.crop_size, 3)
+    return (torch.randint(0, 256, shape, dtype=torch.uint8, generator=g),)
+
+
+def speech_inputs(spec, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """10 s recordings of noise at the model's rate."""
+    samples = int(SPEECH_SECONDS * spec.sample_rate)
     return 0.1 * torch.randn(batch, samples, generator=g), torch.full((batch,), samples, dtype=torch.int64)
 
 
@@ -167,7 +175,7 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
             runner, scored = None, None  # what is timed (torch tensors in), what is scored on --data
             if fmt == "pytorch":
                 runner, scored = _eager(loaded.net, precision), loaded.predictor()
-            elif precision == "int8" and task == "video-classification" and opts.data is None:
+            elif precision == "int8" and TASKS[task].static_int8 and opts.data is None:
                 row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
             elif given_artifact is not None:
                 row["parity"] = artifact_meta["parity"]

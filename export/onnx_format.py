@@ -58,7 +58,9 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
     try:
         prepared = path.with_suffix(".pre.onnx")
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        if spec.task == "speech-recognition":
+        from tiffin.tasks import TASKS
+
+        if not TASKS[spec.task].static_int8:
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul"], per_channel=True,
                              weight_type=QuantType.QInt8)
         else:

@@ -33,20 +33,63 @@ class AgreementTooLow(ParityError):
     pass
 
 
+class TopOneAgreement:
+    """Classification: the share of inputs whose top-1 label the artifact keeps."""
+
+    key = "top1_agreement"
+
+    def __init__(self, meta: dict | None = None):
+        self.agree = self.total = 0
+
+    def add(self, ref: list[np.ndarray] | np.ndarray, got: list[np.ndarray] | np.ndarray) -> None:
+        self.agree += int((np.asarray(got).argmax(-1) == np.asarray(ref).argmax(-1)).sum())
+        self.total += len(ref)
+
+    def value(self) -> float:
+        return self.agree / self.total
+
+    def check(self, value: float, tolerance: dict[str, float]) -> None:
+        if value < tolerance["min_top1_agreement"]:
+            raise AgreementTooLow(f"top-1 agreement {value:.2%} < {tolerance['min_top1_agreement']:.0%}")
+
+
+class TranscriptAgreement:
+    """Speech: the CER of the artifact's greedy transcripts against PyTorch's."""
+
+    key = "transcript_cer"
+
+    def __init__(self, meta: dict):
+        self.vocab = Vocabulary(tuple(meta["vocab"]))
+        self.errors = self.chars = 0
+
+    def add(self, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+        for r, g in zip(ref, got):
+            a, b = self.vocab.decode_logits(r), self.vocab.decode_logits(g)
+            self.errors += edit_distance(a, b)
+            self.chars += max(1, len(a))
+
+    def value(self) -> float:
+        return self.errors / self.chars
+
+    def check(self, value: float, tolerance: dict[str, float]) -> None:
+        if value > tolerance["max_cer"]:
+            raise AgreementTooLow(f"transcripts differ: CER {value:.3f} > {tolerance['max_cer']}")
+
+
 def check_parity(
     reference: Callable[..., torch.Tensor],
     artifact: Callable[..., np.ndarray],  # a runtime session: numpy in, numpy out
     samples: list[tuple[torch.Tensor, ...]],
     tolerance: dict[str, float],
-    task: str,
-    vocab: Vocabulary | None = None,
+    agreement: TopOneAgreement | TranscriptAgreement,
     conv: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> dict:
     """Run both on every sample and compare.
 
     Speech compares each utterance's own frames (`conv`: the feature encoder's kernels and
     strides give how many): the frames past them only exist because of a batch's padding, are
-    masked out of everything, and nobody reads them.
+    masked out of everything, and nobody reads them. `agreement` (the task row's) scores what
+    users see: top-1 labels, greedy transcripts.
 
     Returns:
         The report stored in tiffin.json: per-sample shapes and differences, and the aggregates.
@@ -54,7 +97,7 @@ def check_parity(
     Raises:
         ShapeMismatch, ToleranceExceeded, AgreementTooLow.
     """
-    rows, agree, total, char_errors, chars = [], 0, 0, 0, 0
+    rows = []
     for sample in samples:
         with torch.inference_mode():
             ref = reference(*sample).float().numpy()
@@ -62,7 +105,7 @@ def check_parity(
         shape = [tuple(s.shape) for s in sample]
         if got.shape != ref.shape:
             raise ShapeMismatch(f"output shape {got.shape} != PyTorch {ref.shape} on inputs {shape}")
-        if task == "speech-recognition" and conv is not None:
+        if conv is not None:
             from tiffin.inference import output_frames
 
             frames = [output_frames(int(n), *conv) for n in sample[1]]
@@ -73,30 +116,15 @@ def check_parity(
         else:
             diff, scale = np.abs(got - ref), np.abs(ref)
         excess = diff - (tolerance["atol"] + tolerance["rtol"] * scale)
-        row = {"inputs": shape, "max_abs_diff": float(diff.max()),
-               "max_rel_diff": float((diff / (scale + 1e-6)).max()), "within_tolerance": bool((excess <= 0).all())}
-        if task == "video-classification":
-            agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
-            total += len(ref)
-        else:
-            for i in range(len(ref)):
-                a, b = vocab.decode_logits(ref[i]), vocab.decode_logits(got[i])
-                char_errors += edit_distance(a, b)
-                chars += max(1, len(a))
-        rows.append(row)
-    report = {"tolerance": tolerance, "samples": rows, "max_abs_diff": max(r["max_abs_diff"] for r in rows)}
-    if task == "video-classification":
-        report["top1_agreement"] = agree / total
-    else:
-        report["transcript_cer"] = char_errors / chars
+        rows.append({"inputs": shape, "max_abs_diff": float(diff.max()),
+                     "max_rel_diff": float((diff / (scale + 1e-6)).max()), "within_tolerance": bool((excess <= 0).all())})
+        agreement.add(ref, got)
+    report = {"tolerance": tolerance, "samples": rows, "max_abs_diff": max(r["max_abs_diff"] for r in rows),
+              agreement.key: agreement.value()}
     worst = max(rows, key=lambda r: r["max_abs_diff"])
     if not all(r["within_tolerance"] for r in rows):
         raise ToleranceExceeded(
             f"max |difference| {worst['max_abs_diff']:.3g} on inputs {worst['inputs']} exceeds atol {tolerance['atol']:g} "
             f"+ rtol {tolerance['rtol']:g} x |value|")
-    if task == "video-classification" and report["top1_agreement"] < tolerance["min_top1_agreement"]:
-        raise AgreementTooLow(f"top-1 agreement {report['top1_agreement']:.2%} < {tolerance['min_top1_agreement']:.0%}")
-    if task == "speech-recognition" and report["transcript_cer"] > tolerance["max_cer"]:
-        raise AgreementTooLow(f"transcripts differ: CER {report['transcript_cer']:.3f} > {tolerance['max_cer']}")
+    agreement.check(report[agreement.key], tolerance)
     return report
-

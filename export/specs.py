@@ -106,3 +106,13 @@ def speech_export_spec(sample_rate: int, vocab_size: int, batch: int | None = No
         trace_sample=lambda: waves([sr] * (batch or 2), 0),
         check_samples=lambda: [waves(lengths(1.7, batch or 3), 1), waves(lengths(0.5, batch or 1), 2)],
     )
+
+
+def video_spec_for(spec, batch: int | None = None) -> ExportSpec:
+    """The export spec of a video model with preprocessing `spec` (tiffin.spec.VideoSpec)."""
+    return video_export_spec(spec.num_frames, spec.crop_size, len(spec.labels), batch)
+
+
+def speech_spec_for(spec, batch: int | None = None) -> ExportSpec:
+    """The export spec of a speech model with preprocessing `spec` (tiffin.spec.SpeechSpec)."""
+    return speech_export_spec(spec.sample_rate, len(spec.vocab), batch)

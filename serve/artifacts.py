@@ -11,9 +11,8 @@ from typing import Any
 from tiffin.serve.settings import Settings
 from tiffin.artifact import read_artifact
 from tiffin.errors import TiffinError
+from tiffin.tasks import TASKS
 
-# task -> BentoML model name `tiffin build` stores the artifact under (by default)
-MODEL_NAMES = {"video-classification": "tiffin-video", "speech-recognition": "tiffin-speech"}
 
 
 def served_artifact(settings: Settings, task: str, check_model_file: bool = True) -> tuple[Path, dict[str, Any]]:
@@ -26,7 +25,7 @@ def served_artifact(settings: Settings, task: str, check_model_file: bool = True
         import bentoml
 
         # a bento built by `tiffin build` carries its model's tag as the bento argument `model`
-        tag = settings.model or getattr(bentoml.use_arguments(), "model", None) or f"{MODEL_NAMES[task]}:latest"
+        tag = settings.model or getattr(bentoml.use_arguments(), "model", None) or f"{TASKS[task].bento_model}:latest"
         try:
             path = Path(bentoml.models.get(tag).path)
         except bentoml.exceptions.NotFound:

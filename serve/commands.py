@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tiffin.serve.artifacts import MODEL_NAMES, onnx_artifact
+from tiffin.serve.artifacts import onnx_artifact
 from tiffin.errors import TiffinError
+from tiffin.tasks import TASKS
 
-# task -> the BentoML service that serves it
-SERVICES = {"video-classification": "tiffin.serve.video:VideoClassifier", "speech-recognition": "tiffin.serve.speech:SpeechRecognizer"}
 # the bento's build config, inside the package (a link to the repository's bentofile.yaml)
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 
@@ -32,7 +31,7 @@ def serve_command_line(artifact: Path, host: str, port: int) -> tuple[list[str],
     # BENTOML_DO_NOT_TRACK: no usage reports from a server the user did not ask to phone home
     env = {"BENTOML_DO_NOT_TRACK": "True", **os.environ, "TIFFIN_ARTIFACT": str(Path(artifact).resolve())}
     # the service is imported as an installed module: no working directory to put on sys.path
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[meta["task"]], "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "bentoml", "serve", TASKS[meta["task"]].service, "--host", host, "--port", str(port)]
     return command, env
 
 
@@ -57,7 +56,7 @@ def store_model(artifact: Path, name: str | None = None):
     import bentoml
 
     meta = onnx_artifact(artifact)
-    name = name or MODEL_NAMES[meta["task"]]
+    name = name or TASKS[meta["task"]].bento_model
     labels = {"task": meta["task"], "backbone": meta["backbone"].replace("/", "-"), "precision": meta["precision"]}
     try:
         # BentoML metadata takes plain values only: the full tiffin.json travels as a file
@@ -88,7 +87,7 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
         python["packages"] = [p if not p.startswith("onnxruntime") else p.replace("onnxruntime", "onnxruntime-gpu[cuda,cudnn]", 1)
                               for p in python.get("packages", [])]
     return {
-        "service": SERVICES[meta["task"]], "name": name, "description": config.get("description"),
+        "service": TASKS[meta["task"]].service, "name": name, "description": config.get("description"),
         "labels": {**(config.get("labels") or {}), "task": meta["task"], "backbone": meta["backbone"].replace("/", "-"),
                    "precision": meta["precision"], "device": "gpu" if gpu else "cpu"},
         "include": config.get("include"), "exclude": config.get("exclude"), "python": python,
@@ -109,7 +108,7 @@ def build(artifact: Path, name: str | None = None, gpu: bool = False) -> tuple[s
     model = store_model(artifact, name)
     try:
         with tempfile.TemporaryDirectory(prefix="tiffin-bento-") as context:
-            options = bento_options(BENTOFILE, meta, str(model.tag), name or MODEL_NAMES[meta["task"]], gpu,
+            options = bento_options(BENTOFILE, meta, str(model.tag), name or TASKS[meta["task"]].bento_model, gpu,
                                     Path(context))
             # BentoML reads the wheels only from under the working directory
             here = os.getcwd()

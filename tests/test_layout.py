@@ -77,3 +77,19 @@ def test_a_wheel_of_the_repository_has_tiffin_as_its_only_top_level_package(tmp_
     for inside in ("tiffin/train/backbones.py", "tiffin/export/formats.py", "tiffin/serve/video.py",
                    "tiffin/serve/bentofile.yaml", "tiffin/train/embedded/tiny-en/model.safetensors"):
         assert inside in names, inside
+
+
+def test_every_task_row_names_parts_that_exist():
+    """A row's stage parts are "module:attribute" strings: each must import and be callable."""
+    from dataclasses import fields
+
+    from tiffin.tasks import TASKS
+
+    for task in TASKS.values():
+        for field in fields(task):
+            value = getattr(task, field.name)
+            if isinstance(value, str) and ":" in value and field.name != "service":
+                assert callable(task.part(field.name)), (task.name, field.name)
+        module, _, cls = task.service.partition(":")
+        assert (ROOT / module.replace("tiffin.serve", "serve").replace(".", "/")).with_suffix(".py").is_file()
+        assert task.predictor.task == task.name and task.spec.__name__.lower().startswith(task.short)

@@ -15,7 +15,6 @@ from typing import Any
 from tiffin.errors import TiffinError
 
 SCHEMA_VERSION = 1
-TASKS = ("video-classification", "speech-recognition")
 # format -> model file name: the only files an artifact's tiffin.json may point to
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model.ptl"}
 
@@ -28,7 +27,7 @@ def _schema():
     """The pydantic models of tiffin.json (built on first use: pydantic imports in ~0.1 s)."""
     from typing import Annotated, Literal, Union
 
-    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
     Positive = Annotated[StrictInt, Field(ge=1)]
     Seconds = Annotated[Union[StrictInt, StrictFloat], Field(gt=0, le=3600)]
@@ -51,6 +50,12 @@ def _schema():
         std: Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=3, max_length=3)] = [0.225] * 3
         slowfast_alpha: Positive | None = None
 
+        @model_validator(mode="after")
+        def crop_within_side(self):
+            if self.crop_size > self.side_size:
+                raise ValueError(f"crop_size {self.crop_size} is larger than side_size {self.side_size}")
+            return self
+
     class SpeechPreprocessing(Open):
         sample_rate: Annotated[StrictInt, Field(ge=1000, le=_MAX_RATE)]
         normalize: StrictBool = True
@@ -58,6 +63,12 @@ def _schema():
         stride_seconds: Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=3600)] = 5.0
         conv_stride: Annotated[list[Positive], Field(min_length=1)]
         conv_kernel: Annotated[list[Positive], Field(min_length=1)]
+
+        @model_validator(mode="after")
+        def one_kernel_a_stride(self):
+            if len(self.conv_stride) != len(self.conv_kernel):
+                raise ValueError("conv_stride and conv_kernel differ in length")
+            return self
 
     class Common(Open):
         schema_version: Literal[1]
@@ -99,10 +110,10 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise TiffinError(f"{where}: schema_version {meta.get('schema_version')!r} is not one this tiffin reads "
                           f"({SCHEMA_VERSION}); export the model again with this version")
+    from tiffin.tasks import task_named
+
+    task = task_named(meta.get("task"), where).name
     schemas = _schema()
-    task = meta.get("task")
-    if task not in schemas:
-        raise TiffinError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
     try:
         schemas[task].model_validate(meta)
     except ValidationError as exc:
@@ -112,12 +123,6 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
     if MODEL_FILES.get(meta["format"]) != meta["model_file"]:
         # never a path: an artifact cannot point outside its own directory
         raise TiffinError(f"{where}: model_file {meta['model_file']!r} does not match format {meta['format']!r}")
-    pre = meta["preprocessing"]
-    if task == "video-classification" and pre["crop_size"] > pre["side_size"]:
-        raise TiffinError(f"{where}: preprocessing.crop_size {pre['crop_size']} is larger than side_size "
-                          f"{pre['side_size']}")
-    if task == "speech-recognition" and len(pre["conv_stride"]) != len(pre["conv_kernel"]):
-        raise TiffinError(f"{where}: preprocessing.conv_stride and conv_kernel differ in length")
     return meta
 
 

@@ -45,14 +45,9 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
-    from tiffin.host import SpeechPredictor
     from tiffin.train.predict import load_predictor
 
-    predictor = load_predictor(model)
-    if isinstance(predictor, SpeechPredictor):
-        results = predictor.predict(files)
-    else:
-        results = predictor.predict(files, top_k=top_k, clips=clips)
+    results = load_predictor(model).predict(files, top_k=top_k, clips=clips)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:

@@ -37,6 +37,11 @@ class VideoPredictor:
         """The top-k labels of one video from its clips."""
         return top_labels(np.asarray(self.session(clips), dtype=np.float32), self.spec.labels, top_k)
 
+    @classmethod
+    def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
+                      ) -> "VideoPredictor":
+        return cls(session, VideoSpec.from_dict(meta["preprocessing"]), meta["backbone"])
+
     def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
         """`[{"file", "labels": [{"label", "score"}]}]` in the order given; an unreadable file gets `error`."""
         results = []
@@ -106,8 +111,17 @@ class SpeechPredictor:
     def transcribe(self, wave: np.ndarray) -> str:
         return self.vocab.decode_logits(self.recording_logits(wave))
 
-    def predict(self, files: list[str | Path]) -> list[dict[str, Any]]:
-        """`[{"file", "text", "duration_s"}]` in the order given; an unreadable file gets `error`."""
+    @classmethod
+    def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
+                      ) -> "SpeechPredictor":
+        pre = meta["preprocessing"]
+        kernels, strides = tuple(pre["conv_kernel"]), tuple(pre["conv_stride"])
+        return cls(WaveLogits(session, kernels, strides), SpeechSpec.from_dict(pre), meta["backbone"], kernels,
+                   strides, windows_per_call)
+
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
+        """`[{"file", "text", "duration_s"}]` in the order given; an unreadable file gets `error`
+        (`top_k` and `clips` are video options, accepted so every predictor is called alike)."""
         from tiffin.audio_io import load_audio
 
         results = []
@@ -127,12 +141,9 @@ Predictor = VideoPredictor | SpeechPredictor
 
 def predictor_for(meta: dict[str, Any], session: Session, windows_per_call: int | None = None) -> Predictor:
     """The predictor of an artifact's task over `session`, from its tiffin.json."""
-    pre = meta["preprocessing"]
-    if meta["task"] == "speech-recognition":
-        kernels, strides = tuple(pre["conv_kernel"]), tuple(pre["conv_stride"])
-        return SpeechPredictor(WaveLogits(session, kernels, strides), SpeechSpec.from_dict(pre), meta["backbone"],
-                               kernels, strides, windows_per_call)
-    return VideoPredictor(session, VideoSpec.from_dict(pre), meta["backbone"])
+    from tiffin.tasks import task_named
+
+    return task_named(meta["task"], "tiffin.json").predictor.from_artifact(meta, session, windows_per_call)
 
 
 def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", threads: int | None = None,

@@ -23,14 +23,18 @@ def evaluate(model: Path | Predictor, data: Path, audio_column: str = "speech_fi
     read are counted, not scored."""
     from tiffin.train.predict import load_predictor
 
+    from tiffin.tasks import TASKS
+
     predictor = model if isinstance(model, (VideoPredictor, SpeechPredictor)) else load_predictor(model)
     name = str(model) if isinstance(model, (str, Path)) else predictor.backbone
-    if isinstance(predictor, SpeechPredictor):
-        return {"task": predictor.task, "model": name, **_speech_scores(predictor, data, audio_column, text_column)}
-    return {"task": predictor.task, "model": name, **_video_scores(predictor, data, clips)}
+    scores = TASKS[predictor.task].part("evaluation")(predictor, data, audio_column=audio_column,
+                                                      text_column=text_column, clips=clips)
+    return {"task": predictor.task, "model": name, **scores}
 
 
-def _speech_scores(predictor: SpeechPredictor, data: Path, audio_column: str, text_column: str) -> dict[str, Any]:
+def speech_scores(predictor: SpeechPredictor, data: Path, *, audio_column: str, text_column: str, clips: int
+                  ) -> dict[str, Any]:
+    """CER and WER of greedy transcripts on a CSV/TSV (`clips` is a video option)."""
     from tiffin.ctc import error_rates
     from tiffin.train.speech_files import read_table
 
@@ -45,7 +49,9 @@ def _speech_scores(predictor: SpeechPredictor, data: Path, audio_column: str, te
             "wer": round(wer, 4)}
 
 
-def _video_scores(predictor: VideoPredictor, data: Path, clips: int) -> dict[str, Any]:
+def video_scores(predictor: VideoPredictor, data: Path, *, audio_column: str, text_column: str, clips: int
+                 ) -> dict[str, Any]:
+    """Top-1 accuracy on a class folder (the column names are speech options)."""
     from tiffin.train.video_files import discover_folder
 
     samples = discover_folder(data, "DATA")

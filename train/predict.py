@@ -49,6 +49,10 @@ class LoadedVideoModel:
     def predictor(self) -> VideoPredictor:
         return VideoPredictor(torch_session(self.net), self.spec, self.backbone)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What tiffin.json records of the preprocessing."""
+        return self.spec.to_dict()
+
 
 @dataclass
 class LoadedSpeechModel:
@@ -63,6 +67,11 @@ class LoadedSpeechModel:
         kernels, strides = tuple(self.net.kernels), tuple(self.net.strides)
         return SpeechPredictor(WaveLogits(torch_session(self.net), kernels, strides), self.spec, self.backbone,
                                kernels, strides, windows_per_call)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What tiffin.json records of the preprocessing: the spec, and the conv encoder's kernels
+        and strides (which frames each utterance owns in a padded batch)."""
+        return {**self.spec.to_dict(), "conv_stride": list(self.net.strides), "conv_kernel": list(self.net.kernels)}
 
 
 LoadedModel = LoadedVideoModel | LoadedSpeechModel
@@ -118,11 +127,10 @@ def _load_model(path: str | Path) -> LoadedModel:
     from tiffin.train.run_folder import read_checkpoint
 
     checkpoint = read_checkpoint(path)
-    task = checkpoint["tiffin"].get("task", "video-classification")
-    loaders = {"video-classification": _video_from_checkpoint, "speech-recognition": _speech_from_checkpoint}
-    if task not in loaders:
-        raise TiffinError(f"{path}: task {task!r} is not one tiffin trains ({', '.join(loaders)})")
-    return loaders[task](checkpoint)
+    from tiffin.tasks import task_named
+
+    return task_named(checkpoint["tiffin"].get("task", "video-classification"), str(path)).part(
+        "checkpoint_loader")(checkpoint)
 
 
 def load_video_model(path: str | Path) -> LoadedVideoModel:
@@ -146,7 +154,7 @@ def _net_state(checkpoint: dict) -> dict:
     return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
 
 
-def _video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
+def video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
     from tiffin.train.video_model import build_video_net
 
     meta = checkpoint["tiffin"]
@@ -156,7 +164,7 @@ def _video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
     return LoadedVideoModel(net.eval(), spec, meta["backbone"])
 
 
-def _speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
+def speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
     from tiffin.train.speech_model import build_speech_net
 
     meta = checkpoint["tiffin"]
@@ -168,11 +176,17 @@ def _speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
 
 def _load_embedded(name: str) -> LoadedModel:
     """An embedded model by name, with its pretraining classes or vocabulary."""
-    if EMBEDDED_MODELS[name] == "video-classification":
-        from tiffin.train.backbones import get_video_backbone
-        from tiffin.train.video_model import embedded_spec, load_embedded_net
+    return {"video-classification": _embedded_video, "speech-recognition": _embedded_speech}[EMBEDDED_MODELS[name]](name)
 
-        return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
+
+def _embedded_video(name: str) -> LoadedVideoModel:
+    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_model import embedded_spec, load_embedded_net
+
+    return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
+
+
+def _embedded_speech(name: str) -> LoadedSpeechModel:
     from tiffin.train.speech_model import SpeechNet, load_backbone
 
     model, vocab, _ = load_backbone(name, pretrained=True)
