@@ -136,22 +136,42 @@ async def _drain(receive: Callable[[], Awaitable[Message]]) -> None:
         drained += len(message.get("body", b""))
 
 
-async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, obj: Any) -> None:
+async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, obj: Any,
+                     headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """Send `obj` as JSON; `headers` are kept (an `Allow` of a 405, say), less their own length and type."""
     body = json.dumps(obj).encode()
+    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
 async def _send_error_object(messages: list[Message], send: Callable[[Message], Awaitable[None]]) -> None:
-    """Send a held 4xx answer, with BentoML's `[{"error": ...}]` (from its own refusals) sent as
-    `{"error": ...}` like every other error of these services."""
+    """Send a held 4xx answer as `{"error": string}`, the one error body of these services (and
+    of their OpenAPI document, tiffin.serve.openapi): BentoML's own refusals come as
+    `[{"error": ...}]`, or as `{"error", "detail": [pydantic errors]}` for a bad field."""
     start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+    await _send_json(send, start["status"], {"error": error_text(body, start["status"])}, start.get("headers", []))
+
+
+def error_text(body: bytes, status: int) -> str:
+    """The one-line reason in a 4xx body of any of the shapes BentoML and Starlette send."""
     try:
         decoded = json.loads(body)
     except ValueError:
-        decoded = None
-    if isinstance(decoded, list) and len(decoded) == 1 and isinstance(decoded[0], dict) and "error" in decoded[0]:
-        return await _send_json(send, start["status"], decoded[0])
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
+        decoded = body.decode("utf-8", "replace").strip()
+    if isinstance(decoded, list) and len(decoded) == 1:
+        decoded = decoded[0]
+    if isinstance(decoded, dict):
+        detail = decoded.get("detail")
+        if isinstance(detail, list) and detail and all(isinstance(d, dict) and "msg" in d for d in detail):
+            # pydantic's validation errors: "top_k: Input should be greater than or equal to 1"
+            return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ())) or 'body'}: {d['msg']}" for d in detail)
+        if isinstance(decoded.get("error"), str):
+            return decoded["error"]
+        decoded = decoded.get("detail") or ""
+    if isinstance(decoded, str) and decoded:
+        return decoded
+    from http import HTTPStatus
+
+    return HTTPStatus(status).phrase

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from tiffin.serve.artifacts import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
+from tiffin.serve.openapi import TruthfulOpenApi
 from tiffin.serve.settings import read_settings
 from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
@@ -96,3 +97,4 @@ class VideoClassifier:
 
 
 VideoClassifier.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)
+VideoClassifier.add_asgi_middleware(TruthfulOpenApi)  # /docs.json lists every status and body it answers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -460,6 +461,35 @@ def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(artifacts, r
         short = recordings[0].read_bytes()
         answered = lambda: post_multipart(url + "/transcribe", "audio", short, "a.wav")[1].get("text") == expected  # noqa: E731
         assert wait_until(answered, seconds=120)
+
+
+# --- the OpenAPI document ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["video", "speech"])
+def test_schemathesis_finds_the_openapi_document_true(artifacts, tmp_path, task):
+    """schemathesis runs every check against /docs.json: statuses and bodies as documented, 405s
+    with Allow, invalid input refused. The one failure accepted: a schema-valid upload (random
+    bytes are a valid binary string) refused with 422 because it is not media."""
+    import xml.etree.ElementTree as ET
+
+    report = tmp_path / "junit.xml"
+    with running_server(artifacts[task], tmp_path) as url:
+        document = json.loads(urllib.request.urlopen(url + "/docs.json").read())
+        route = "/classify" if task == "video" else "/transcribe"
+        assert set(document["paths"][route]["post"]["responses"]) == {"200", "400", "413", "415", "422", "500",
+                                                                      "503", "504"}
+        st = Path(sys.executable).parent / "st"
+        out = subprocess.run([str(st), "run", url + "/docs.json", "--checks", "all", "-n", "40", "--seed", "0",
+                              "--continue-on-failure", "--no-color", "--report", "junit",
+                              "--report-junit-path", str(report)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert "generated" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
+    failures = [(case.get("name"), f.text or "") for case in ET.parse(report).iter("testcase") for f in case
+                if f.tag in ("failure", "error")]
+    for name, text in failures:
+        checks = set(re.findall(r"^- (ST\d+) ", text, re.M))
+        assert checks == {"ST202"} and "[422]" in text, (name, text[:1500])
+    assert out.returncode in (0, 1)
 
 
 # --- bento -------------------------------------------------------------------------------------
