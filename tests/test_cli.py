@@ -13,7 +13,7 @@ from tiffin.video_io import probe
 
 def test_cli_imports_no_torch_until_a_command_needs_it():
     code = ("import sys, tiffin.cli; heavy = [m for m in ('torch', 'pytorch_lightning', 'pytorchvideo', "
-            "'transformers', 'onnxruntime') if m in sys.modules]; print(heavy)")
+            "'transformers', 'onnxruntime', 'onnx', 'bentoml', 'av') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -540,6 +540,30 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
         assert status == 200 and body["text"] == predict_json(artifacts["speech"], [wav])[0]["text"]
 
 
+def test_bentofile_packs_a_model_and_the_serving_wheel_pinned_as_tested():
+    """A plain `make bento` (wheel, then `bentoml build`) packs the latest stored video model and
+    tiffin's serving wheel, on the package versions constraints.txt pins."""
+    import yaml
+
+    import tiffin
+    from tiffin.serve.commands import BENTOFILE
+    from tiffin.serve.wheel import serving_wheel
+
+    config = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    assert BENTOFILE.read_text() == (ROOT / "bentofile.yaml").read_text()  # the one the package ships
+    assert config["models"] == ["tiffin-video:latest"] and config["service"] == "tiffin.serve.video:VideoClassifier"
+    assert config["python"]["wheels"] == [f"dist/serving/tiffin-{tiffin.__version__}-py3-none-any.whl"]
+    pins = dict(line.lower().split("==") for line in (ROOT / "constraints.txt").read_text().split()
+                if "==" in line and not line.startswith("#"))
+    for requirement in config["python"]["packages"]:
+        name, version = requirement.lower().split("==")
+        assert pins[name] == version, requirement
+    with tempfile.TemporaryDirectory() as out:
+        wheel = serving_wheel(Path(out))
+        assert wheel.name == Path(config["python"]["wheels"][0]).name
+        assert serving_wheel(Path(out) / "again").read_bytes() == wheel.read_bytes()  # reproducible
+
+
 def test_readme_lists_every_serving_setting():
     from tiffin.serve.settings import VARIABLES
 

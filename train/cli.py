@@ -15,16 +15,16 @@ import typer
 
 from tiffin.errors import TiffinError, reported
 from tiffin.train.recipes import SpeechRecipe, VideoRecipe
+from tiffin.train.choices import CLIP_SAMPLERS, VOCAB_CHOICES
 
 train_app = typer.Typer(help="Fine-tune models on your data.", no_args_is_help=True)
 backbones_app = typer.Typer(help="List the supported backbones.", no_args_is_help=True)
 synth_app = typer.Typer(help="Generate synthetic datasets to try tiffin on.", no_args_is_help=True)
 
 
-class ClipSampler(str, Enum):
-    random = "random"
-    uniform = "uniform"
-    constant_clips_per_video = "constant_clips_per_video"
+# choices generated from the tables they mirror (torch-free modules: `tiffin --help` stays fast)
+ClipSampler = Enum("ClipSampler", {name: name for name in CLIP_SAMPLERS}, type=str)
+VocabSource = Enum("VocabSource", {name: name for name in VOCAB_CHOICES}, type=str)
 
 
 class Precision(str, Enum):
@@ -108,7 +108,7 @@ def train_video_command(
     pretrained: bool = typer.Option(True, help="Start from the model zoo's Kinetics-400 weights."),
     weights: Path = typer.Option(None, help="Weights file to start from (a zoo .pyth or a state dict)."),
     clip_duration: float = typer.Option(None, help="Seconds per clip [default: the backbone's zoo clip]."),
-    clip_sampler: ClipSampler = typer.Option(ClipSampler.random, help="How training clips are drawn."),
+    clip_sampler: ClipSampler = typer.Option(ClipSampler["random"], help="How training clips are drawn."),
     clips_per_video: int = typer.Option(2, help="Clips per video for constant_clips_per_video."),
     num_frames: int = typer.Option(None, help="Frames per clip [default: the backbone's]."),
     crop_size: int = typer.Option(None, help="Square crop in pixels [default: the backbone's]."),
@@ -134,11 +134,6 @@ def train_video_command(
     typer.echo(f"best checkpoint: {result.best_checkpoint}")
 
 
-class VocabSource(str, Enum):
-    from_backbone = "from-backbone"
-    from_data = "from-data"
-
-
 @train_app.command("speech")
 @reported
 def train_speech_command(
@@ -153,7 +148,7 @@ def train_speech_command(
                                  help="A Hugging Face id (read from its cache), a save_pretrained folder, or "
                                       "tiffin/wav2vec2-tiny; see `tiffin backbones speech`."),
     pretrained: bool = typer.Option(True, help="Start from the backbone's weights."),
-    vocab: VocabSource = typer.Option(VocabSource.from_backbone,
+    vocab: VocabSource = typer.Option(VocabSource["from-backbone"],
                                       help="The backbone's characters, or a new vocabulary (and head) from the data."),
     sample_rate: int = typer.Option(16000, help="Rate the model takes; audio is resampled to it."),
     freeze_feature_encoder: Optional[bool] = typer.Option(

@@ -25,8 +25,7 @@ from tiffin.train.speech_data import (
     CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder,
     read_jsonl, read_table,
 )
-
-VOCAB_CHOICES = ("from-backbone", "from-data")
+from tiffin.train.choices import VOCAB_CHOICES
 
 
 @dataclass

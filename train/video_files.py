@@ -22,11 +22,10 @@ from tiffin.video_io import (
     is_video_file,
     probe,
 )
+from tiffin.train.choices import CLIP_SAMPLERS  # noqa: F401  re-exported
 from tiffin.train.table_io import open_table
 
 log = logging.getLogger("tiffin")
-
-CLIP_SAMPLERS = ("random", "uniform", "constant_clips_per_video")
 
 
 @dataclass(frozen=True)
