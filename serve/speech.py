@@ -69,7 +69,8 @@ class SpeechRecognizer:
             _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
         pre = meta["preprocessing"]
         # every window of a recording in one call: the model worker batches them with other requests'
-        self.host = SpeechPredictor(lambda waves: self.model.logits(waves), SpeechSpec.from_dict(pre), meta["backbone"],
+        spec = SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]})
+        self.host = SpeechPredictor(lambda waves: self.model.logits(waves), spec, meta["backbone"],
                                     pre["conv_kernel"], pre["conv_stride"], windows_per_call=None)
         self.spec = self.host.spec
 

@@ -66,8 +66,8 @@ class VideoClassifier:
             meta = self.model.model.meta  # read and hashed once, by the session's owner
         else:
             _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
-        self.host = VideoPredictor(lambda clips: self.model.logits(clips), VideoSpec.from_dict(meta["preprocessing"]),
-                                   meta["backbone"])
+        spec = VideoSpec.from_dict({**meta["preprocessing"], "labels": meta["labels"]})
+        self.host = VideoPredictor(lambda clips: self.model.logits(clips), spec, meta["backbone"])
 
     @bentoml.api
     def classify(self, video: Path, top_k: Annotated[int, Field(ge=1, le=1000)] = 5) -> dict[str, Any]:

@@ -7,14 +7,40 @@ stages (`predict`). Stages are imported lazily inside commands so `tiffin --help
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
 
+from tiffin.ctc_beam import DECODERS
 from tiffin.errors import reported
 from tiffin.export.cli import benchmark_command, check_command, export_command
 from tiffin.serve.cli import build_command, serve_command
 from tiffin.train.cli import backbones_app, pretrain_app, synth_app, train_app
+
+# speech decoding options, shared by predict and evaluate (choices from tiffin.ctc_beam's table)
+Decoder = Enum("Decoder", {name: name for name in DECODERS}, type=str)
+DECODER = typer.Option(Decoder["greedy"], help="Speech: greedy CTC, or beam search over --words (and --lm).")
+WORDS = typer.Option(None, help="Speech, beam: a word list, one word a line; transcripts are made of its words.")
+LM = typer.Option(None, help="Speech, beam: a KenLM n-gram model (ARPA or binary); with an ARPA model and no "
+                  "--words, its unigrams are the word list.")
+BEAM_WIDTH = typer.Option(50, min=1, help="Speech, beam: hypotheses kept per frame.")
+LM_WEIGHT = typer.Option(2.0, help="Speech, beam: weight of the LM's log-probability.")
+WORD_SCORE = typer.Option(0.0, help="Speech, beam: score added per word (positive: more, shorter words).")
+
+
+def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
+                 word_score: float):
+    """BeamOptions for --decoder beam, None for greedy (where the beam options are an error)."""
+    from tiffin.ctc_beam import BeamOptions
+    from tiffin.errors import TiffinError
+
+    if decoder.value == "greedy":
+        if words is not None or lm is not None:
+            raise TiffinError("--words/--lm: give them with --decoder beam")
+        return None
+    return BeamOptions(words=words, lm=lm, beam_width=beam_width, lm_weight=lm_weight, word_score=word_score)
+
 
 app = typer.Typer(
     name="tiffin",
@@ -43,11 +69,17 @@ def predict(
     top_k: int = typer.Option(5, min=1, help="Video: labels to show per file."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
+    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE,
+    timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
-    from tiffin.train.predict import load_predictor
+    from tiffin.train.predict import load_predictor, with_decoder
 
-    results = load_predictor(model).predict(files, top_k=top_k, clips=clips)
+    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score)
+    predictor = with_decoder(load_predictor(model), beam)
+    extra = {"timestamps": True} if timestamps and beam is not None else {}
+    results = predictor.predict(files, top_k=top_k, clips=clips, **extra)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -73,11 +105,14 @@ def evaluate(
     audio_column: str = typer.Option("speech_files", help="Speech: column of audio files."),
     text_column: str = typer.Option("targets", help="Speech: column of transcripts."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
+    decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
+    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE,
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
     from tiffin.train.evaluate import evaluate as run
 
-    typer.echo(json.dumps(run(model, data, audio_column, text_column, clips)))
+    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score)
+    typer.echo(json.dumps(run(model, data, audio_column, text_column, clips, beam=beam)))
 
 
 def main() -> None:

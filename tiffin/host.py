@@ -40,7 +40,8 @@ class VideoPredictor:
     @classmethod
     def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
                       ) -> "VideoPredictor":
-        return cls(session, VideoSpec.from_dict(meta["preprocessing"]), meta["backbone"])
+        # the labels tiffin.json's schema guarantees: its top-level list
+        return cls(session, VideoSpec.from_dict({**meta["preprocessing"], "labels": meta["labels"]}), meta["backbone"])
 
     def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
         """`[{"file", "labels": [{"label", "score"}]}]` in the order given; an unreadable file gets `error`."""
@@ -84,6 +85,17 @@ class SpeechPredictor:
         self.hop = int(np.prod(self.strides))
         self.vocab = Vocabulary(spec.vocab)
         self.windows_per_call = windows_per_call
+        self.decoder = None  # greedy; a tiffin.ctc_beam.BeamDecoder with use_beam()
+
+    def use_beam(self, options) -> None:
+        """Decode with beam search over a word list / KenLM model (tiffin.ctc_beam.BeamOptions)."""
+        from tiffin.ctc_beam import BeamDecoder
+
+        self.decoder = BeamDecoder(self.vocab, options)
+
+    @property
+    def seconds_per_frame(self) -> float:
+        return self.hop / self.spec.sample_rate
 
     def windows(self, wave: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
         """(start samples, windows) a recording is run in; a blip shorter than one frame is padded."""
@@ -109,18 +121,21 @@ class SpeechPredictor:
         return self.stitch(logits, starts)
 
     def transcribe(self, wave: np.ndarray) -> str:
-        return self.vocab.decode_logits(self.recording_logits(wave))
+        logits = self.recording_logits(wave)
+        return self.vocab.decode_logits(logits) if self.decoder is None else self.decoder.decode(logits)
 
     @classmethod
     def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
                       ) -> "SpeechPredictor":
         pre = meta["preprocessing"]
         kernels, strides = tuple(pre["conv_kernel"]), tuple(pre["conv_stride"])
-        return cls(WaveLogits(session, kernels, strides), SpeechSpec.from_dict(pre), meta["backbone"], kernels,
-                   strides, windows_per_call)
+        return cls(WaveLogits(session, kernels, strides), SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]}),
+                   meta["backbone"], kernels, strides, windows_per_call)
 
-    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
-        """`[{"file", "text", "duration_s"}]` in the order given; an unreadable file gets `error`
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False
+                ) -> list[dict[str, Any]]:
+        """`[{"file", "text", "duration_s"}]` in the order given, with `words` (word, start, end
+        in seconds) when `timestamps` and a beam decoder is set; an unreadable file gets `error`
         (`top_k` and `clips` are video options, accepted so every predictor is called alike)."""
         from tiffin.audio_io import load_audio
 
@@ -131,8 +146,14 @@ class SpeechPredictor:
             except MediaError as err:
                 results.append({"file": str(file), "error": err.reason})
                 continue
-            results.append({"file": str(file), "text": self.transcribe(wave),
-                            "duration_s": round(len(wave) / self.spec.sample_rate, 3)})
+            logits = self.recording_logits(wave)
+            if self.decoder is None:
+                result = {"file": str(file), "text": self.vocab.decode_logits(logits)}
+            else:
+                result = {"file": str(file), "text": self.decoder.decode(logits)}
+                if timestamps:
+                    result["words"] = self.decoder.words(logits, self.seconds_per_frame)
+            results.append({**result, "duration_s": round(len(wave) / self.spec.sample_rate, 3)})
         return results
 
 

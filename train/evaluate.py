@@ -18,14 +18,15 @@ from tiffin.host import Predictor, SpeechPredictor, VideoPredictor
 
 
 def evaluate(model: Path | Predictor, data: Path, audio_column: str = "speech_files", text_column: str = "targets",
-             clips: int = 1) -> dict[str, Any]:
-    """Metrics of `model` (a path, or a predictor already opened) on `data`; files that cannot be
-    read are counted, not scored."""
-    from tiffin.train.predict import load_predictor
-
+             clips: int = 1, beam=None) -> dict[str, Any]:
+    """Metrics of `model` (a path, or a predictor already opened) on `data`, decoded with beam
+    search when `beam` (tiffin.ctc_beam.BeamOptions) is given; files that cannot be read are
+    counted, not scored."""
     from tiffin.tasks import TASKS
+    from tiffin.train.predict import load_predictor, with_decoder
 
     predictor = model if isinstance(model, (VideoPredictor, SpeechPredictor)) else load_predictor(model)
+    predictor = with_decoder(predictor, beam)
     name = str(model) if isinstance(model, (str, Path)) else predictor.backbone
     scores = TASKS[predictor.task].part("evaluation")(predictor, data, audio_column=audio_column,
                                                       text_column=text_column, clips=clips)

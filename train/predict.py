@@ -91,6 +91,16 @@ def load_predictor(path: str | Path) -> Predictor:
     return load_model(path).predictor()
 
 
+def with_decoder(predictor: Predictor, beam=None) -> Predictor:
+    """`predictor`, decoding with beam search when `beam` (tiffin.ctc_beam.BeamOptions) is given."""
+    if beam is None:
+        return predictor
+    if not isinstance(predictor, SpeechPredictor):
+        raise TiffinError("--decoder beam: beam search decodes speech; this is a video model")
+    predictor.use_beam(beam)
+    return predictor
+
+
 def load_model(path: str | Path) -> LoadedModel:
     """The PyTorch model of a checkpoint (read once), a Hugging Face speech folder or an embedded model.
 

@@ -1,0 +1,120 @@
+"""tiffin.ctc_beam: beam search over a word list and a KenLM model, on logits built by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiffin.ctc import Vocabulary
+from tiffin.ctc_beam import BeamDecoder, BeamOptions, arpa_unigrams, read_words
+from tiffin.errors import TiffinError
+
+VOCAB = Vocabulary()  # wav2vec2-base-960h's: upper case, "|" between words, "<pad>" the blank
+
+
+def frames(path: list[str | dict[str, float]], peak: float = 6.0) -> np.ndarray:
+    """Logits [frames, vocab]: each step one token at `peak` (or several, {token: logit}), a blank
+    frame after each so repeated letters stay apart."""
+    rows = []
+    for step in path:
+        for choice in (step if isinstance(step, dict) else {step: peak}, {"<pad>": peak}):
+            row = np.zeros(len(VOCAB), dtype=np.float32)
+            for token, value in choice.items():
+                row[VOCAB.index[token]] = value
+            rows.append(row)
+    return np.stack(rows)
+
+
+def spell(*words: str, ambiguous: dict[int, dict[str, float]] | None = None) -> list:
+    """The frame path of `words` (letters, "|" between), with steps replaced by `ambiguous`."""
+    path = [c for w in words for c in list(w) + ["|"]][:-1]
+    for k, choice in (ambiguous or {}).items():
+        path[k] = choice
+    return path
+
+
+def test_the_lexicon_turns_a_misspelling_into_its_word(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("cat\ndog\nsat\nthe\n")
+    # "CAT" whose vowel sounds slightly more like U: greedy spells CUT, which is no word
+    logits = frames(spell("THE", "CAT", ambiguous={5: {"A": 4.0, "U": 4.5}}))
+    assert VOCAB.decode_logits(logits) == "THE CUT"
+    assert BeamDecoder(VOCAB, BeamOptions(words=words)).decode(logits) == "THE CAT"
+
+
+def test_a_language_model_sentence_beats_an_acoustically_close_non_sentence(tmp_path):
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text("\n".join([
+        "\\data\\", "ngram 1=7", "ngram 2=4", "", "\\1-grams:",
+        "-1.0\t<s>\t-0.3", "-1.0\t</s>", "-1.0\tTHE\t-0.3", "-2.0\tCAT\t-0.3", "-2.0\tCAP\t-0.3",
+        "-1.5\tSAT\t-0.3", "-3.0\t<unk>", "", "\\2-grams:",
+        "-0.1\t<s> THE", "-0.1\tTHE CAT", "-0.1\tCAT SAT", "-0.1\tSAT </s>", "", "\\end\\", ""]))
+    # the acoustics lean to CAP (the last letter P a little over T): "THE CAP SAT" is no sentence
+    logits = frames(spell("THE", "CAT", "SAT", ambiguous={6: {"T": 4.0, "P": 4.4}}))
+    assert VOCAB.decode_logits(logits) == "THE CAP SAT"
+    assert sorted(arpa_unigrams(arpa)) == ["CAP", "CAT", "SAT", "THE"]
+    no_lm = BeamDecoder(VOCAB, BeamOptions(words=_words(tmp_path, "THE CAT CAP SAT")))
+    assert no_lm.decode(logits) == "THE CAP SAT"  # every word is in the lexicon: acoustics decide
+    with_lm = BeamDecoder(VOCAB, BeamOptions(lm=arpa))  # the LM's unigrams are the lexicon
+    assert with_lm.decode(logits) == "THE CAT SAT"
+
+
+def _words(tmp_path, text: str):
+    path = tmp_path / "w.txt"
+    path.write_text("\n".join(text.split()))
+    return path
+
+
+def test_word_timestamps_cover_each_words_frames(tmp_path):
+    logits = frames(spell("THE", "CAT"))  # T H E | C A T, each a frame and a blank after: 14 frames
+    words = BeamDecoder(VOCAB, BeamOptions(words=_words(tmp_path, "THE CAT"))).words(logits, 0.02)
+    # THE: T at frame 0 .. E at frame 4 (ends with frame 4, at 0.10 s); CAT: C at frame 8 .. T at frame 12
+    assert words == [{"word": "THE", "start": 0.0, "end": 0.1}, {"word": "CAT", "start": 0.16, "end": 0.26}]
+    ends = [w["end"] for w in words]
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:])) and max(ends) <= len(logits) * 0.02
+
+
+def test_bad_word_lists_and_models_are_one_line_errors(tmp_path):
+    with pytest.raises(TiffinError, match="--words .*no such file"):
+        BeamDecoder(VOCAB, BeamOptions(words=tmp_path / "missing.txt"))
+    (tmp_path / "latin.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TiffinError, match="not UTF-8"):
+        read_words(tmp_path / "latin.txt", VOCAB)
+    (tmp_path / "greek.txt").write_text("λόγος\n")
+    with pytest.raises(TiffinError, match="no word spelled"):
+        read_words(tmp_path / "greek.txt", VOCAB)
+    (tmp_path / "bad.arpa").write_text("not a model\n")
+    with pytest.raises(TiffinError, match="--lm .*not a KenLM model"):
+        BeamDecoder(VOCAB, BeamOptions(words=_words(tmp_path, "CAT"), lm=tmp_path / "bad.arpa"))
+    with pytest.raises(TiffinError, match="give --words"):
+        BeamDecoder(VOCAB, BeamOptions())
+    words, dropped = read_words(_words(tmp_path, "cat dog λόγος"), VOCAB)
+    assert words == ["CAT", "DOG"] and dropped == 1
+
+
+def test_predict_and_evaluate_decode_in_words_from_an_artifact(artifacts, checkpoints, recordings, tmp_path):
+    """`--decoder beam --words` through the CLI, on the ONNX artifact (torch-free host path): every
+    transcript is made of the list's words, timestamps lie inside each recording in order, and
+    evaluate scores the same transcripts."""
+    import json
+
+    from tests.conftest import tiffin
+    from tests.speech_media import WORDS
+
+    words = _words(tmp_path, " ".join(WORDS))
+    got = tiffin("predict", artifacts["speech"], *recordings, "--decoder", "beam", "--words", words, "--json",
+                 "--timestamps")
+    assert got.exit_code == 0, got.output
+    for result in json.loads(got.stdout):
+        spoken = result["text"].split()
+        assert set(spoken) <= {w.upper() for w in WORDS}, result
+        assert [w["word"] for w in result["words"]] == spoken
+        times = [t for w in result["words"] for t in (w["start"], w["end"])]
+        assert times == sorted(times) and all(0 <= t <= result["duration_s"] + 0.02 for t in times)
+    corpus = checkpoints["clips"].parent / "train.csv"
+    scores = json.loads(tiffin("evaluate", artifacts["speech"], corpus, "--decoder", "beam", "--words", words).stdout)
+    assert scores["utterances"] == 8 and 0 <= scores["wer"] and 0 <= scores["cer"]
+    greedy_words = tiffin("predict", artifacts["speech"], recordings[0], "--words", words)
+    assert greedy_words.exit_code == 2 and "--decoder beam" in greedy_words.output
+    video = tiffin("predict", artifacts["video"], recordings[0], "--decoder", "beam", "--words", words)
+    assert video.exit_code == 2 and "video model" in video.output

@@ -1,0 +1,191 @@
+"""Beam-search CTC decoding over a lexicon, with an optional KenLM n-gram model: transcripts in words.
+
+Torch-free: flashlight-text (BSD; the decoder behind torchaudio's `ctc_decoder`, KenLM
+bundled in its wheel, no numpy pin) searches the logits of any runtime. A word list restricts
+the output to its words, each spelled in the model's vocabulary and ended by the word
+delimiter; a KenLM model (ARPA or binary) scores word sequences, weighted by `lm_weight`, with
+`word_score` added per word. Without a word list the LM's unigrams are the lexicon.
+pyctcdecode, which Hugging Face's Wav2Vec2ProcessorWithLM uses, was the other candidate: its
+latest release (0.5.0) requires numpy < 2, which the rest of tiffin's stack (onnxruntime
+1.32, numpy 2.4) does not run with.
+
+Run: `tiffin predict MODEL FILE --decoder beam --words words.txt [--lm lm.arpa]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tiffin.errors import TiffinError
+
+if TYPE_CHECKING:  # the CLI reads DECODERS: no numpy import for `tiffin --help`
+    import numpy as np
+
+    from tiffin.ctc import Vocabulary
+
+DECODERS = ("greedy", "beam")
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    """The decoder's settings (`tiffin predict --decoder beam ...`)."""
+
+    words: Path | None = None  # one word a line (anything after the first column is ignored)
+    lm: Path | None = None  # KenLM model, ARPA text or binary
+    beam_width: int = 50
+    lm_weight: float = 2.0
+    word_score: float = 0.0
+    # CTC frames whose best token is far below the best path's are pruned
+    beam_threshold: float = 25.0
+
+
+def read_words(path: Path, vocab: Vocabulary, option: str = "--words") -> tuple[list[str], int]:
+    """(the words of a word list spelled in `vocab`'s characters, how many were dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TiffinError(f"{option} {path}: no such file; give a text file with one word a line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TiffinError(f"{option} {path}: not UTF-8 text; save the word list as UTF-8") from None
+    words, dropped = {}, 0
+    for line in lines:
+        token = line.split()[0] if line.split() else ""
+        if not token:
+            continue
+        spelled = vocab.normalise(token).text
+        if not spelled or " " in spelled or len(spelled) != len(token.replace("’", "'")):
+            dropped += 1  # characters the model cannot spell
+            continue
+        words.setdefault(spelled, None)
+    if not words:
+        raise TiffinError(f"{option} {path}: no word spelled in the model's characters ({dropped} dropped)")
+    return list(words), dropped
+
+
+def arpa_unigrams(path: Path) -> list[str]:
+    """The words of an ARPA model's 1-gram section (a lexicon when no word list is given)."""
+    words, inside = [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("\\1-grams:"):
+                inside = True
+            elif line.startswith("\\"):
+                if inside:
+                    break
+            elif inside and line:
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] not in ("<s>", "</s>", "<unk>"):
+                    words.append(parts[1])
+    return words
+
+
+class BeamDecoder:
+    """Logits [frames, vocab] -> the best word sequence under the lexicon (and LM)."""
+
+    def __init__(self, vocab: Vocabulary, options: BeamOptions):
+        try:
+            from flashlight.lib.text.decoder import (
+                CriterionType, LexiconDecoder, LexiconDecoderOptions, SmearingMode, Trie, ZeroLM,
+            )
+            from flashlight.lib.text.dictionary import Dictionary
+        except ImportError:
+            raise TiffinError("--decoder beam needs flashlight-text: pip install 'tiffin[lm]'") from None
+        if options.beam_width < 1:
+            raise TiffinError(f"--beam-width {options.beam_width}: give a positive width")
+        self.vocab, self.options = vocab, options
+        if options.words is not None:
+            words, self.dropped = read_words(options.words, vocab)
+        elif options.lm is not None and _is_arpa(options.lm):
+            words = [w for w in (vocab.normalise(w).text for w in arpa_unigrams(options.lm)) if w and " " not in w]
+            self.dropped = 0
+        else:
+            raise TiffinError("--decoder beam: give --words FILE (and --lm FILE for a language model; a binary "
+                              "KenLM model needs --words too)")
+        delimiter = vocab.tokens[vocab.index["|"]] if "|" in vocab.index else " "
+        tokens = Dictionary(list(vocab.tokens))
+        lexicon = {w: [list(w) + [delimiter]] for w in words}
+        self.word_dict = Dictionary()
+        for entry in ("<unk>", "<s>", "</s>", *lexicon):  # KenLM looks its sentence markers up here
+            self.word_dict.add_entry(entry)
+        self.word_dict.set_default_index(self.word_dict.get_index("<unk>"))
+        lm = self._language_model(options.lm) if options.lm is not None else ZeroLM()
+        silence, blank = tokens.get_index(delimiter), vocab.blank_id
+        trie = Trie(tokens.index_size(), silence)
+        start = lm.start(False)
+        for word, spellings in lexicon.items():
+            index = self.word_dict.get_index(word)
+            _, score = lm.score(start, index)
+            for spelling in spellings:
+                trie.insert([tokens.get_index(t) for t in spelling], index, score)
+        trie.smear(SmearingMode.MAX)
+        settings = LexiconDecoderOptions(options.beam_width, len(vocab), options.beam_threshold,
+                                         options.lm_weight if options.lm is not None else 0.0, options.word_score,
+                                         -math.inf, 0.0, False, CriterionType.CTC)
+        self._lm = lm  # the decoder holds a reference only: keep the object alive
+        self.decoder = LexiconDecoder(settings, trie, lm, silence, blank, self.word_dict.get_index("<unk>"), [],
+                                      False)
+        self.silence, self.blank = silence, blank
+
+    def _language_model(self, path: Path):
+        from flashlight.lib.text.decoder.kenlm import KenLM
+
+        if not Path(path).is_file():
+            raise TiffinError(f"--lm {path}: no such file; give a KenLM model (ARPA or binary)")
+        try:
+            return KenLM(str(path), self.word_dict)
+        except Exception as exc:  # KenLM raises RuntimeError subclasses with its parser's message
+            raise TiffinError(f"--lm {path}: not a KenLM model ({str(exc).splitlines()[0][:160]})") from None
+
+    def _best(self, logits: np.ndarray):
+        import numpy as np
+
+        z = np.asarray(logits, dtype=np.float32)
+        z = z - z.max(axis=-1, keepdims=True)
+        log_probs = np.ascontiguousarray(z - np.log(np.exp(z).sum(axis=-1, keepdims=True)), dtype=np.float32)
+        frames, size = log_probs.shape
+        if frames == 0:
+            return None
+        return self.decoder.decode(log_probs.ctypes.data, frames, size)[0]
+
+    def _words_of(self, best) -> list[str]:
+        return [self.word_dict.get_entry(i) for i in best.words if i >= 0]
+
+    def decode(self, logits: np.ndarray) -> str:
+        """The transcript, words joined by spaces (upper case for base-960h's vocabulary)."""
+        best = self._best(logits)
+        return "" if best is None else " ".join(self._words_of(best))
+
+    def words(self, logits: np.ndarray, seconds_per_frame: float) -> list[dict[str, Any]]:
+        """`[{"word", "start", "end"}]`: each word from its first letter's frame to the end of its
+        last letter's, in seconds from the start of `logits`."""
+        best = self._best(logits)
+        if best is None:
+            return []
+        words = self._words_of(best)
+        path = list(best.tokens)[1:-1]  # the decoder pads the path with a start and an end step
+        spans, start, last = [], None, None
+        for t, token in enumerate(path):
+            if token == self.silence:
+                if start is not None:
+                    spans.append((start, last))
+                start = None
+            elif token != self.blank:
+                start = t if start is None else start
+                last = t
+        if start is not None:
+            spans.append((start, last))
+        return [{"word": w, "start": round(s * seconds_per_frame, 3), "end": round((e + 1) * seconds_per_frame, 3)}
+                for w, (s, e) in zip(words, spans)]
+
+
+def _is_arpa(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).lstrip().startswith(b"\\data\\")
+    except OSError:
+        return False
