@@ -26,6 +26,7 @@ from tiffin.export.specs import ExportSpec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.host import open_session
 from tiffin.tasks import TASKS
+from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
 from tiffin.train.backbones import EMBEDDED_MODELS
 
@@ -42,6 +43,7 @@ class ExportOptions:
     calibration_data: Path | None = None
     force: bool = False
     batch: int | None = None  # None: dynamic batch axis
+    beam: Any = None  # tiffin.ctc_beam.BeamOptions: a word list / LM the artifact decodes with
 
 
 def _versions() -> dict[str, str]:
@@ -240,11 +242,30 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
         meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
                                       TASKS[task].part("agreement")(meta), _conv(loaded))
         meta["sha256"] = sha256(tmp / fmt.file)
+        if opts.beam is not None:
+            meta["decoder"] = _pack_decoder(opts.beam, meta, tmp)
         (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out, meta
+
+
+def _pack_decoder(beam, meta: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Copy the word list and LM into the artifact folder and describe them for tiffin.json; the
+    decoder is built once first, so a bad file is refused before anything is written."""
+    from tiffin.ctc_beam import DECODER_FILES, BeamDecoder, describe, lm_file_name
+
+    if meta["task"] != "speech-recognition":
+        raise TiffinError("--words/--lm: a word list and language model decode speech; this is a video model")
+    BeamDecoder(Vocabulary(tuple(meta["vocab"])), beam)
+    files = {}
+    for key, source, name in (("words", beam.words, DECODER_FILES["words"]),
+                              ("lm", beam.lm, lm_file_name(beam.lm) if beam.lm else None)):
+        if source is not None:
+            shutil.copyfile(source, folder / name)
+            files[key] = (name, sha256(folder / name))
+    return describe(beam, files)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

@@ -32,6 +32,11 @@ def export_command(
     batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size baked into the graph."),
     force: bool = typer.Option(False, help="Replace an existing artifact at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print tiffin.json."),
+    words: Path = typer.Option(None, help="Speech: a word list the artifact decodes with (beam search; copied in)."),
+    lm: Path = typer.Option(None, help="Speech: a KenLM model (ARPA or binary) the artifact decodes with (copied in)."),
+    beam_width: int = typer.Option(50, min=1, help="Speech, with --words/--lm: hypotheses kept per frame."),
+    lm_weight: float = typer.Option(2.0, help="Speech, with --lm: weight of the LM's log-probability."),
+    word_score: float = typer.Option(0.0, help="Speech, with --words/--lm: score added per word."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from tiffin.export.artifact import ExportOptions, export_model
@@ -40,8 +45,11 @@ def export_command(
     if batch != "dynamic" and not batch.isdigit():
         raise TiffinError(f"--batch {batch}: give 'dynamic' or a positive batch size")
     fixed = None if batch == "dynamic" else int(batch)
+    from tiffin.ctc_beam import BeamOptions
+
+    beam = BeamOptions(words, lm, beam_width, lm_weight, word_score) if words or lm else None
     out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data,
-                                               calibration_data, force, fixed))
+                                               calibration_data, force, fixed, beam))
     if as_json:
         typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
         return

@@ -55,6 +55,7 @@ class ServedModel:
         from tiffin.host import open_session
 
         path, self.meta = served_artifact(settings, task)
+        self.path = path
         threads = settings.threads or None
         if not settings.batching and not threads:
             # batching off, every API worker holds a session of its own: they share the cores

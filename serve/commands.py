@@ -62,7 +62,9 @@ def store_model(artifact: Path, name: str | None = None):
         # BentoML metadata takes plain values only: the full tiffin.json travels as a file
         metadata = {"task": meta["task"], "backbone": meta["backbone"], "sha256": meta["sha256"]}
         with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
-            for file in ("tiffin.json", meta["model_file"]):
+            decoder = meta.get("decoder") or {}
+            for file in ("tiffin.json", meta["model_file"], *(decoder[k]["file"] for k in ("words", "lm")
+                                                              if decoder.get(k))):
                 shutil.copy2(Path(artifact) / file, Path(model.path) / file)
     except bentoml.exceptions.InvalidArgument as exc:
         raise TiffinError(f"--name {name}: {exc}") from None
@@ -83,6 +85,8 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
     shutil.copy2(bentofile, context / "bentofile.yaml")
     wheel = serving_wheel(context / "dist" / "serving")
     python = {**(config.get("python") or {}), "wheels": [str(wheel.relative_to(context))]}
+    if meta.get("decoder"):  # beam search in the service: flashlight-text, at the tested version
+        python["packages"] = [*python.get("packages", []), _pinned("flashlight-text")]
     if gpu:  # the CUDA build of ONNX Runtime, with CUDA and cuDNN from pip (no CUDA base image needed)
         python["packages"] = [p if not p.startswith("onnxruntime") else p.replace("onnxruntime", "onnxruntime-gpu[cuda,cudnn]", 1)
                               for p in python.get("packages", [])]
@@ -94,6 +98,13 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
         "docker": config.get("docker"), "models": [model_tag],
         "args": {"model": model_tag}, "build_ctx": str(context),
     }
+
+
+def _pinned(package: str) -> str:
+    """`package==VERSION` at the version installed here (the one the tests ran)."""
+    from importlib.metadata import version
+
+    return f"{package}=={version(package)}"
 
 
 def build(artifact: Path, name: str | None = None, gpu: bool = False) -> tuple[str, Path]:

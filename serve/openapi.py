@@ -38,7 +38,9 @@ ANSWERS = {
         "labels": {"type": "array", "items": _LABEL, "minItems": 1}, "clips": {"type": "integer", "minimum": 1},
         "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"}}},
     "/transcribe": {"type": "object", "required": ["text", "duration_s", "backbone"], "properties": {
-        "text": {"type": "string"}, "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"}}},
+        "text": {"type": "string"}, "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"},
+        "words": {"type": "array", "items": {"type": "object", "required": ["word", "start", "end"], "properties": {
+            "word": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"}}}}}},
 }
 
 

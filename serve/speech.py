@@ -28,7 +28,7 @@ from tiffin.serve.uploads import (
 )
 from tiffin.audio_io import audio_duration, read_audio, resample
 from tiffin.errors import MediaError
-from tiffin.host import SpeechPredictor, WaveLogits
+from tiffin.host import SpeechPredictor, WaveLogits, use_recorded_decoder
 from tiffin.spec import SpeechSpec
 
 TASK = "speech-recognition"
@@ -73,12 +73,16 @@ class SpeechRecognizer:
         self.host = SpeechPredictor(lambda waves: self.model.logits(waves), spec, meta["backbone"],
                                     pre["conv_kernel"], pre["conv_stride"], windows_per_call=None)
         self.spec = self.host.spec
+        path = self.model.model.path if not SETTINGS.batching else served_artifact(self.settings, TASK, False)[0]
+        use_recorded_decoder(self.host, path, meta)  # `tiffin export --words/--lm`: transcripts in words
 
     @bentoml.api
-    def transcribe(self, audio: Path) -> dict[str, Any]:
-        """Greedy CTC transcript of a recording (any rate, channels or format soundfile or FFmpeg reads)."""
+    def transcribe(self, audio: Path, timestamps: bool = False) -> dict[str, Any]:
+        """Transcript of a recording (any rate, channels or format soundfile or FFmpeg reads): greedy
+        CTC, or beam search when the artifact carries a word list / LM, then with `timestamps`
+        each word's start and end in seconds."""
         try:
-            return self._transcribe(audio)
+            return self._transcribe(audio, timestamps)
         except UploadError as err:
             return error_response(err)
 
@@ -88,7 +92,7 @@ class SpeechRecognizer:
             raise UploadError(422, f"audio: {seconds:.1f} s is longer than the limit of {limit:g} s "
                                    "(TIFFIN_MAX_AUDIO_SECONDS)")
 
-    def _transcribe(self, audio: Path) -> dict[str, Any]:
+    def _transcribe(self, audio: Path, timestamps: bool = False) -> dict[str, Any]:
         check_upload(audio, "audio")
         self._check_duration(audio_duration(audio))  # before decoding: a long upload costs no memory
         try:
@@ -98,8 +102,12 @@ class SpeechRecognizer:
         self._check_duration(len(wave) / rate)  # headers can understate
         wave = resample(wave, rate, self.spec.sample_rate)
         with model_call():
-            text = self.host.transcribe(wave)
-        return {"text": text, "duration_s": round(len(wave) / self.spec.sample_rate, 3), "backbone": self.host.backbone}
+            logits = self.host.recording_logits(wave)
+        answer = {"text": self.host.decode(logits), "duration_s": round(len(wave) / self.spec.sample_rate, 3),
+                  "backbone": self.host.backbone}
+        if timestamps and self.host.decoder is not None:
+            answer["words"] = self.host.decoder.words(logits, self.host.seconds_per_frame)
+        return answer
 
 
 SpeechRecognizer.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

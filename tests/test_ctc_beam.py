@@ -114,7 +114,74 @@ def test_predict_and_evaluate_decode_in_words_from_an_artifact(artifacts, checkp
     corpus = checkpoints["clips"].parent / "train.csv"
     scores = json.loads(tiffin("evaluate", artifacts["speech"], corpus, "--decoder", "beam", "--words", words).stdout)
     assert scores["utterances"] == 8 and 0 <= scores["wer"] and 0 <= scores["cer"]
-    greedy_words = tiffin("predict", artifacts["speech"], recordings[0], "--words", words)
+    greedy_words = tiffin("predict", artifacts["speech"], recordings[0], "--decoder", "greedy", "--words", words)
     assert greedy_words.exit_code == 2 and "--decoder beam" in greedy_words.output
+    implied = tiffin("predict", artifacts["speech"], *recordings, "--words", words, "--json")  # auto: a list -> beam
+    assert [r["text"] for r in json.loads(implied.stdout)] == [r["text"] for r in json.loads(got.stdout)]
     video = tiffin("predict", artifacts["video"], recordings[0], "--decoder", "beam", "--words", words)
     assert video.exit_code == 2 and "video model" in video.output
+
+
+def test_an_artifact_carries_its_word_list_and_decodes_with_it(checkpoints, recordings, tmp_path, monkeypatch):
+    """`tiffin export --words`: the list is copied in and hashed; the artifact, moved elsewhere,
+    still decodes in words (predict and the service alike); a changed list is refused."""
+    import json
+    import shutil
+
+    from tests.conftest import tiffin
+    from tests.speech_media import WORDS
+    from tiffin.artifact import sha256
+
+    words = _words(tmp_path, " ".join(WORDS))
+    out = tmp_path / "a"
+    exported = tiffin("export", checkpoints["speech"], "--out", out, "--words", words, "--beam-width", "20", "--json")
+    assert exported.exit_code == 0, exported.output
+    decoder = json.loads(exported.stdout)["decoder"]
+    assert decoder["words"] == {"file": "words.txt", "sha256": sha256(words)} and decoder["beam_width"] == 20
+    moved = tmp_path / "elsewhere" / "artifact"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    words.unlink()  # the artifact needs nothing outside itself
+    beam = json.loads(tiffin("predict", moved, *recordings, "--json", "--timestamps").stdout)
+    for result in beam:
+        assert set(result["text"].split()) <= {w.upper() for w in WORDS}
+        assert [w["word"] for w in result["words"]] == result["text"].split()
+    again = _words(tmp_path, " ".join(WORDS))
+    from_checkpoint = json.loads(tiffin("predict", checkpoints["speech"], *recordings, "--json", "--decoder", "beam",
+                                        "--words", again, "--beam-width", "20").stdout)
+    assert [r["text"] for r in beam] == [r["text"] for r in from_checkpoint]
+    greedy = json.loads(tiffin("predict", moved, *recordings, "--json", "--decoder", "greedy").stdout)
+    assert [r["text"] for r in greedy] == [r["text"] for r in json.loads(
+        tiffin("predict", checkpoints["speech"], *recordings, "--json").stdout)]
+
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(moved))
+    from tiffin.serve.speech import SpeechRecognizer
+
+    served = SpeechRecognizer()
+    for file, want in zip(recordings, beam):
+        got = served.transcribe(file, timestamps=True)
+        assert (got["text"], got["words"]) == (want["text"], want["words"])
+
+    from tiffin.serve.commands import BENTOFILE, bento_options  # a bento of it runs the decoder too
+
+    meta = json.loads((moved / "tiffin.json").read_text())
+    context = tmp_path / "context"
+    context.mkdir()
+    packages = bento_options(BENTOFILE, meta, "m:1", "m", False, context)["python"]["packages"]
+    assert any(p.startswith("flashlight-text==") for p in packages) and any(p.startswith("onnxruntime==") for p in packages)
+
+    (moved / "words.txt").write_text("cat\n")
+    refused = tiffin("predict", moved, recordings[0])
+    assert refused.exit_code == 2 and "words.txt" in refused.output and "changed since export" in refused.output
+
+    arpa = tmp_path / "lm.arpa"  # an LM alone: its unigrams are the list; binary or text, named by its kind
+    arpa.write_text("\n".join(["\\data\\", "ngram 1=5", "ngram 2=1", "", "\\1-grams:", "-1.0\t<s>\t-0.3",
+                               "-1.0\t</s>", "-1.0\tRED\t-0.3", "-1.0\tCAT", "-3.0\t<unk>", "", "\\2-grams:",
+                               "-0.1\tRED CAT", "", "\\end\\", ""]))
+    with_lm = tiffin("export", checkpoints["speech"], "--out", tmp_path / "b", "--lm", arpa, "--json")
+    assert with_lm.exit_code == 0, with_lm.output
+    assert json.loads(with_lm.stdout)["decoder"]["lm"] == {"file": "lm.arpa", "sha256": sha256(arpa)}
+    texts = [r["text"] for r in json.loads(tiffin("predict", tmp_path / "b", *recordings, "--json").stdout)]
+    assert all(set(t.split()) <= {"RED", "CAT"} for t in texts)
+    video = tiffin("export", checkpoints["video"], "--out", tmp_path / "v", "--words", again)
+    assert video.exit_code == 2 and "video model" in video.output and not (tmp_path / "v").exists()

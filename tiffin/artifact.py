@@ -85,10 +85,24 @@ def _schema():
         preprocessing: VideoPreprocessing
         labels: Names
 
+    class DecoderFile(Open):
+        file: Literal["words.txt", "lm.arpa", "lm.bin"]  # fixed names: never a path
+        sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    class Decoder(Open):
+        kind: Literal["beam"]
+        beam_width: Positive
+        lm_weight: Union[StrictInt, StrictFloat]
+        word_score: Union[StrictInt, StrictFloat]
+        beam_threshold: Union[StrictInt, StrictFloat]
+        words: DecoderFile | None = None
+        lm: DecoderFile | None = None
+
     class SpeechArtifact(Common):
         task: Literal["speech-recognition"]
         preprocessing: SpeechPreprocessing
         vocab: Names
+        decoder: Decoder | None = None
 
     return {"video-classification": VideoArtifact, "speech-recognition": SpeechArtifact}
 
@@ -142,6 +156,11 @@ def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, 
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TiffinError(f"{meta_path}: not valid JSON ({exc})") from None
     validate_meta(meta, str(meta_path))
+    for key in ("words", "lm"):  # the decoder's word list and LM travel with the model, checked alike
+        entry = (meta.get("decoder") or {}).get(key)
+        if entry and (not (path / entry["file"]).is_file() or sha256(path / entry["file"]) != entry["sha256"]):
+            raise TiffinError(f"{path / entry['file']}: missing or changed since export (sha256 differs); "
+                              "export it again")
     model_file = path / meta["model_file"]
     if not check_model_file:
         return meta

@@ -20,7 +20,8 @@ from tiffin.train.cli import backbones_app, pretrain_app, synth_app, train_app
 
 # speech decoding options, shared by predict and evaluate (choices from tiffin.ctc_beam's table)
 Decoder = Enum("Decoder", {name: name for name in DECODERS}, type=str)
-DECODER = typer.Option(Decoder["greedy"], help="Speech: greedy CTC, or beam search over --words (and --lm).")
+DECODER = typer.Option(Decoder["auto"], help="Speech: greedy CTC, or beam search over --words (and --lm); auto: "
+                       "the artifact's own word list / LM when it was exported with them, else greedy.")
 WORDS = typer.Option(None, help="Speech, beam: a word list, one word a line; transcripts are made of its words.")
 LM = typer.Option(None, help="Speech, beam: a KenLM n-gram model (ARPA or binary); with an ARPA model and no "
                   "--words, its unigrams are the word list.")
@@ -31,13 +32,15 @@ WORD_SCORE = typer.Option(0.0, help="Speech, beam: score added per word (positiv
 
 def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
                  word_score: float):
-    """BeamOptions for --decoder beam, None for greedy (where the beam options are an error)."""
+    """BeamOptions for --decoder beam (or auto with --words/--lm), "greedy" for greedy, None for auto."""
     from tiffin.ctc_beam import BeamOptions
     from tiffin.errors import TiffinError
 
     if decoder.value == "greedy":
         if words is not None or lm is not None:
             raise TiffinError("--words/--lm: give them with --decoder beam")
+        return "greedy"
+    if decoder.value == "auto" and words is None and lm is None:
         return None
     return BeamOptions(words=words, lm=lm, beam_width=beam_width, lm_weight=lm_weight, word_score=word_score)
 
@@ -78,7 +81,7 @@ def predict(
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score)
     predictor = with_decoder(load_predictor(model), beam)
-    extra = {"timestamps": True} if timestamps and beam is not None else {}
+    extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
     results = predictor.predict(files, top_k=top_k, clips=clips, **extra)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))

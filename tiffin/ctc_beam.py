@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the CLI reads DECODERS: no numpy import for `tiffin --help`
 
     from tiffin.ctc import Vocabulary
 
-DECODERS = ("greedy", "beam")
+# auto: an artifact's recorded decoder (`tiffin export --words/--lm`), else greedy
+DECODERS = ("auto", "greedy", "beam")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,31 @@ class BeamOptions:
     word_score: float = 0.0
     # CTC frames whose best token is far below the best path's are pruned
     beam_threshold: float = 25.0
+
+
+# the files a decoder brings into an artifact, under fixed names (never a path from tiffin.json)
+DECODER_FILES = {"words": "words.txt", "lm": "lm.arpa", "lm-binary": "lm.bin"}
+
+
+def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """tiffin.json's `decoder`: the settings and, per file, its name in the artifact and sha256."""
+    return {"kind": "beam", "beam_width": options.beam_width, "lm_weight": options.lm_weight,
+            "word_score": options.word_score, "beam_threshold": options.beam_threshold,
+            **{key: {"file": name, "sha256": digest} for key, (name, digest) in files.items()}}
+
+
+def options_of(folder: Path, decoder: dict[str, Any]) -> BeamOptions:
+    """The BeamOptions of an artifact's recorded decoder, its files inside `folder`."""
+    words, lm = decoder.get("words"), decoder.get("lm")
+    return BeamOptions(words=Path(folder) / words["file"] if words else None,
+                       lm=Path(folder) / lm["file"] if lm else None, beam_width=decoder["beam_width"],
+                       lm_weight=decoder["lm_weight"], word_score=decoder["word_score"],
+                       beam_threshold=decoder["beam_threshold"])
+
+
+def lm_file_name(path: Path) -> str:
+    """The name an LM file takes in an artifact: lm.arpa for ARPA text, lm.bin for KenLM binary."""
+    return DECODER_FILES["lm"] if _is_arpa(path) else DECODER_FILES["lm-binary"]
 
 
 def read_words(path: Path, vocab: Vocabulary, option: str = "--words") -> tuple[list[str], int]:
@@ -137,9 +163,12 @@ class BeamDecoder:
         if not Path(path).is_file():
             raise TiffinError(f"--lm {path}: no such file; give a KenLM model (ARPA or binary)")
         try:
-            return KenLM(str(path), self.word_dict)
-        except Exception as exc:  # KenLM raises RuntimeError subclasses with its parser's message
-            raise TiffinError(f"--lm {path}: not a KenLM model ({str(exc).splitlines()[0][:160]})") from None
+            with _quiet_stderr():  # KenLM writes a loading banner and progress bar to fd 2
+                return KenLM(str(path), self.word_dict)
+        except Exception as exc:  # KenLM raises RuntimeError subclasses: source location, then the reason
+            text = str(exc)
+            reason = text.split("Exception.", 1)[-1].strip().split(" Byte:")[0].splitlines()[0][:200]
+            raise TiffinError(f"--lm {path}: not a KenLM model KenLM reads ({reason})") from None
 
     def _best(self, logits: np.ndarray):
         import numpy as np
@@ -181,6 +210,25 @@ class BeamDecoder:
             spans.append((start, last))
         return [{"word": w, "start": round(s * seconds_per_frame, 3), "end": round((e + 1) * seconds_per_frame, 3)}
                 for w, (s, e) in zip(words, spans)]
+
+
+class _quiet_stderr:
+    """File descriptor 2 sent to /dev/null for the duration (C++ code writing there directly)."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stderr.flush()
+        self.saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        import os
+
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
 
 
 def _is_arpa(path: Path) -> bool:

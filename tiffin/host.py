@@ -120,9 +120,12 @@ class SpeechPredictor:
         logits = [x for k in range(0, len(windows), step) for x in self.logits(windows[k : k + step])]
         return self.stitch(logits, starts)
 
-    def transcribe(self, wave: np.ndarray) -> str:
-        logits = self.recording_logits(wave)
+    def decode(self, logits: np.ndarray) -> str:
+        """The transcript of a recording's logits, greedy or with the beam decoder."""
         return self.vocab.decode_logits(logits) if self.decoder is None else self.decoder.decode(logits)
+
+    def transcribe(self, wave: np.ndarray) -> str:
+        return self.decode(self.recording_logits(wave))
 
     @classmethod
     def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
@@ -185,8 +188,19 @@ def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", t
 
 def open_artifact(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True,
                   windows_per_call: int | None = 8) -> tuple[Predictor, dict[str, Any]]:
-    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact."""
+    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact; a
+    speech artifact exported with a word list / LM decodes with them."""
     from tiffin.artifact import read_artifact
 
     meta = read_artifact(path)
-    return predictor_for(meta, open_session(path, meta, device, threads, spinning), windows_per_call), meta
+    predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning), windows_per_call)
+    use_recorded_decoder(predictor, path, meta)
+    return predictor, meta
+
+
+def use_recorded_decoder(predictor: Predictor, path: str | Path, meta: dict[str, Any]) -> None:
+    """Give `predictor` the beam decoder tiffin.json records (`tiffin export --words/--lm`), if any."""
+    if meta.get("decoder"):
+        from tiffin.ctc_beam import options_of
+
+        predictor.use_beam(options_of(Path(path), meta["decoder"]))

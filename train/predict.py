@@ -92,8 +92,13 @@ def load_predictor(path: str | Path) -> Predictor:
 
 
 def with_decoder(predictor: Predictor, beam=None) -> Predictor:
-    """`predictor`, decoding with beam search when `beam` (tiffin.ctc_beam.BeamOptions) is given."""
+    """`predictor`, decoding with beam search when `beam` (tiffin.ctc_beam.BeamOptions) is given,
+    greedily when it is "greedy", as it came (an artifact's recorded decoder, else greedy) when None."""
     if beam is None:
+        return predictor
+    if beam == "greedy":
+        if isinstance(predictor, SpeechPredictor):
+            predictor.decoder = None
         return predictor
     if not isinstance(predictor, SpeechPredictor):
         raise TiffinError("--decoder beam: beam search decodes speech; this is a video model")
