@@ -66,7 +66,13 @@ demo-speech: $(VENV)/.installed espeak
 	$(TIFFIN) train speech --train-csv $(DEMO)/speech/data/train.csv --backbone tiffin/tiny-en \
 		--learning-rate 5e-4 --batch-size 8 --max-epochs 6 --seed 0 --out $(DEMO)/speech/run
 	@printf 'fine-tuned  '; $(TIFFIN) evaluate $(DEMO)/speech/run/checkpoints/best.ckpt $(DEMO)/speech/unseen/train.csv
-	$(TIFFIN) predict $(DEMO)/speech/run/checkpoints/best.ckpt $(DEMO)/speech/unseen/utt000[0-5].wav
+	@# beam search over the dictionary words the sentences were drawn from (tiffin/ctc_beam.py)
+	grep -E '^[a-z]{2,8}$$' /usr/share/dict/words | sort -u > $(DEMO)/speech/words.txt
+	@printf 'fine-tuned, beam over the word list  '; $(TIFFIN) evaluate $(DEMO)/speech/run/checkpoints/best.ckpt \
+		$(DEMO)/speech/unseen/train.csv --decoder beam --words $(DEMO)/speech/words.txt
+	@echo "greedy:"; $(TIFFIN) predict $(DEMO)/speech/run/checkpoints/best.ckpt $(DEMO)/speech/unseen/utt000[0-5].wav
+	@echo "beam over the word list:"; $(TIFFIN) predict $(DEMO)/speech/run/checkpoints/best.ckpt \
+		$(DEMO)/speech/unseen/utt000[0-5].wav --decoder beam --words $(DEMO)/speech/words.txt
 	@echo "what was said:"; sed -n 2,7p $(DEMO)/speech/unseen/train.csv
 
 # The recipes of the embedded models (not part of demo or test: about 40 min on 2 cores).
