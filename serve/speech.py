@@ -64,16 +64,15 @@ class SpeechRecognizer:
         self.settings = read_settings()
         if not SETTINGS.batching:
             self.model = SpeechModel()
-            meta = self.model.model.meta  # read and hashed once, by the session's owner
+            path, meta = self.model.model.path, self.model.model.meta  # read and hashed once, by its owner
         else:
-            _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
+            path, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
         pre = meta["preprocessing"]
         # every window of a recording in one call: the model worker batches them with other requests'
         spec = SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]})
         self.host = SpeechPredictor(lambda waves: self.model.logits(waves), spec, meta["backbone"],
                                     pre["conv_kernel"], pre["conv_stride"], windows_per_call=None)
         self.spec = self.host.spec
-        path = self.model.model.path if not SETTINGS.batching else served_artifact(self.settings, TASK, False)[0]
         use_recorded_decoder(self.host, path, meta)  # `tiffin export --words/--lm`: transcripts in words
 
     @bentoml.api

@@ -150,12 +150,9 @@ class SpeechPredictor:
                 results.append({"file": str(file), "error": err.reason})
                 continue
             logits = self.recording_logits(wave)
-            if self.decoder is None:
-                result = {"file": str(file), "text": self.vocab.decode_logits(logits)}
-            else:
-                result = {"file": str(file), "text": self.decoder.decode(logits)}
-                if timestamps:
-                    result["words"] = self.decoder.words(logits, self.seconds_per_frame)
+            result = {"file": str(file), "text": self.decode(logits)}
+            if timestamps and self.decoder is not None:
+                result["words"] = self.decoder.words(logits, self.seconds_per_frame)
             results.append({**result, "duration_s": round(len(wave) / self.spec.sample_rate, 3)})
         return results
 
