@@ -164,9 +164,10 @@ def _expect(loaded: LoadedModel, kind: type, path: str | Path):
     return loaded
 
 
-def _net_state(checkpoint: dict) -> dict:
-    """The network's weights in a Lightning checkpoint (the task holds the network as `net`)."""
-    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+def _with_weights(net: Any, checkpoint: dict) -> Any:
+    """`net` with the network's weights of a Lightning checkpoint (the task holds it as `net`), in eval mode."""
+    net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
+    return net.eval()
 
 
 def video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
@@ -174,9 +175,7 @@ def video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
 
     meta = checkpoint["tiffin"]
     spec = VideoSpec.from_dict(meta["spec"])
-    net = build_video_net(meta["backbone"], spec)
-    net.load_state_dict(_net_state(checkpoint))
-    return LoadedVideoModel(net.eval(), spec, meta["backbone"])
+    return LoadedVideoModel(_with_weights(build_video_net(meta["backbone"], spec), checkpoint), spec, meta["backbone"])
 
 
 def speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
@@ -184,9 +183,8 @@ def speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
 
     meta = checkpoint["tiffin"]
     spec = SpeechSpec.from_dict(meta["spec"])
-    net = build_speech_net(meta["model_config"], spec)
-    net.load_state_dict(_net_state(checkpoint))
-    return LoadedSpeechModel(net.eval(), spec, meta["backbone"])
+    return LoadedSpeechModel(_with_weights(build_speech_net(meta["model_config"], spec), checkpoint), spec,
+                             meta["backbone"])
 
 
 def _load_embedded(name: str) -> LoadedModel:
