@@ -94,6 +94,8 @@ def _source(model: Path | str, out: Path) -> dict[str, Any]:
     the file (or folder) name with the sha256 of its weights, and its path relative to the
     artifact when the two sit within three folders of a common one (runs/NAME/checkpoints and
     runs/NAME/export), so `tiffin check` finds it again."""
+    if model is None:  # an in-memory model (the Python API's model.export()): no file to point at
+        return {"name": "in-memory model", "sha256": None, "relative": None}
     if str(model) in EMBEDDED_MODELS:
         return {"name": str(model), "embedded": True}
     path = Path(model).resolve()
@@ -301,18 +303,21 @@ def _remove_stale_partials(out: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def check_artifact(path: Path, data: Path | None = None, source: Path | None = None) -> dict[str, Any]:
+def check_artifact(path: Path, data: Path | None = None, source: Path | None = None, loaded=None) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from (`source`,
-    else the one tiffin.json records); the report says whether that model's weights are still
-    the ones exported."""
+    else `loaded`, a model already in memory, else the one tiffin.json records); the report says
+    whether that model's weights are still the ones exported."""
     meta = read_artifact(path)
-    model = source_model(Path(path), meta, source)
-    task, loaded, spec = load_source(model, fixed_batch(meta))
+    if loaded is not None and source is None:
+        model, task, spec = None, loaded.task, export_spec_of(loaded, fixed_batch(meta))
+    else:
+        model = source_model(Path(path), meta, source)
+        task, loaded, spec = load_source(model, fixed_batch(meta))
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
     report = check_parity(loaded.net, open_session(path, meta), samples, spec.tolerances[meta["precision"]],
                           TASKS[task].part("agreement")(meta), _conv(loaded))
     recorded = meta.get("source")
-    if isinstance(recorded, dict) and recorded.get("sha256") and Path(model).is_file():
+    if isinstance(recorded, dict) and recorded.get("sha256") and model is not None and Path(model).is_file():
         report["source_sha256_matches"] = sha256(Path(model)) == recorded["sha256"]
     return report
 

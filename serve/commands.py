@@ -35,18 +35,26 @@ def serve_command_line(artifact: Path, host: str, port: int) -> tuple[list[str],
     return command, env
 
 
-def serve(artifact: Path, host: str = "127.0.0.1", port: int = 3000, workers: int = 1,
-          settings: dict[str, str] | None = None) -> None:
-    """Become `bentoml serve` (exec: signals reach the server itself, Ctrl-C stops it cleanly)."""
+def checked_command_line(artifact: Path, host: str = "127.0.0.1", port: int = 3000, workers: int = 1,
+                         settings: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """`serve_command_line` with the workers and TIFFIN_* settings, checked before any process
+    starts: a bad value or another BentoML is one line here, not a traceback per worker."""
+    from tiffin.serve import bentoml_patches
     from tiffin.serve.settings import read_settings
 
-    from tiffin.serve import bentoml_patches
-
     command, env = serve_command_line(artifact, host, port)
-    for name in bentoml_patches.PATCHES:  # another BentoML: one line here, not a traceback per worker
+    for name in bentoml_patches.PATCHES:
         bentoml_patches.check(name)
-    env.update({"TIFFIN_WORKERS": str(workers), **(settings or {})})
-    read_settings(env)  # a bad TIFFIN_* value is a one-line error here, not a traceback per worker
+    env.update({"TIFFIN_WORKERS": str(workers), **{k: str(v) for k, v in (settings or {}).items()}})
+    read_settings(env)
+    return command, env
+
+
+def serve(artifact: Path, host: str = "127.0.0.1", port: int = 3000, workers: int = 1,
+          settings: dict[str, str] | None = None) -> None:
+    """Become `bentoml serve` (exec: signals reach the server itself, Ctrl-C stops it cleanly).
+    The CLI's way; from Python, `tiffin.serve.server.start` runs it as a child process instead."""
+    command, env = checked_command_line(artifact, host, port, workers, settings)
     sys.stdout.flush()
     os.execve(sys.executable, command, env)
 

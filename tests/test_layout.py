@@ -2,7 +2,7 @@
 
 The stage folders sit at the repository root (the design card's layout) and install as
 tiffin.train, tiffin.export, tiffin.serve; train/ never imports export/, serve/ imports neither,
-and the contract (tiffin/*.py) imports no stage but in the CLI that wires them.
+and the contract (tiffin/*.py) imports no stage but in the CLI and the Python API that wire them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def test_dependencies_point_one_way():
     assert not importers(("export",), ("tiffin.serve",))
     assert not importers(("serve",), ("tiffin.train", "tiffin.export"))
     contract = [p for p in (ROOT / "tiffin").glob("*.py")]
-    assert contract and not importers(("tiffin",), tuple(f"tiffin.{s}" for s in STAGES), ("cli.py", "__main__.py"))
+    # the CLI and the Python API (tiffin.api, .video, .speech, .trainer) wire the stages together
+    wiring = ("cli.py", "__main__.py", "api.py", "video.py", "speech.py", "trainer.py")
+    assert contract and not importers(("tiffin",), tuple(f"tiffin.{s}" for s in STAGES), wiring)
 
 
 def test_a_wheel_of_the_repository_has_tiffin_as_its_only_top_level_package(tmp_path):

@@ -7,3 +7,17 @@ stages, kept in the repository's top-level folders train/, export/ and serve/, i
 """
 
 __version__ = "0.1.0"
+
+# The Python API, imported on first use so `import tiffin` stays torch-free (the serving install):
+# `tiffin.load` and `tiffin.Artifact` need no torch for an ONNX artifact; `tiffin.Trainer` is
+# Lightning's. The task classes live in tiffin.video and tiffin.speech.
+_LAZY = {"load": "tiffin.api", "Artifact": "tiffin.api", "Trainer": "tiffin.trainer"}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tiffin' has no attribute {name!r}")

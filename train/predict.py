@@ -31,8 +31,10 @@ def torch_session(net: Any):
     import torch
 
     def run(*inputs: np.ndarray) -> np.ndarray:
+        device = next(net.parameters()).device  # a model on a GPU (the Python API's) predicts there
         with torch.inference_mode():
-            return net(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
+            tensors = (torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in inputs)
+            return net(*tensors).float().cpu().numpy()
 
     return run
 
@@ -137,8 +139,9 @@ def _load_model(path: str | Path) -> LoadedModel:
         if (path / "config.json").is_file():
             return _load_hf_speech(path)
         raise TiffinError(f"{path}: not a model folder (no config.json); give a .ckpt or a save_pretrained folder")
-    if path.suffix != ".ckpt":
-        raise TiffinError(f"{path}: give a .ckpt checkpoint written by `tiffin train` or a Hugging Face model folder")
+    if not path.is_file():
+        raise TiffinError(f"{path}: no such checkpoint; give one written by `tiffin train` or "
+                          "`Trainer.save_checkpoint`, or a Hugging Face model folder")
     from tiffin.train.run_folder import read_checkpoint
 
     checkpoint = read_checkpoint(path)

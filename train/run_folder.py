@@ -110,7 +110,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated, corrupt or pickled files
-        raise TiffinError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise TiffinError(f"{path}: not a readable checkpoint ({reason}); give a .ckpt written by `tiffin train` "
+                          "or Trainer.save_checkpoint") from None
     if not isinstance(checkpoint, dict) or "tiffin" not in checkpoint or "state_dict" not in checkpoint:
         raise TiffinError(f"{path}: not a tiffin checkpoint; give a .ckpt written by `tiffin train`")
     return checkpoint

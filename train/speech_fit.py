@@ -78,7 +78,7 @@ def _rows(cfg: SpeechTrainConfig, split: str) -> list[Row] | None:
     return rows
 
 
-def _report(report: CheckReport, split: str) -> None:
+def report_check(report: CheckReport, split: str) -> None:
     if report.duplicates:
         say(f"{split}: {report.duplicates} row(s) repeat a file and transcript listed before; used once")
     for bad in report.bad:
@@ -146,11 +146,11 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     say(f"checking {len(train_rows) + len(val_rows or [])} recordings ...")
     conv = (model_config["conv_kernel"], model_config["conv_stride"])
     train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict, conv)
-    _report(report, "train")
+    report_check(report, "train")
     bad = list(report.bad)
     if val_rows is not None:
         val_utts, val_report = check_rows(val_rows, vocab, spec.sample_rate, cfg.strict, conv)
-        _report(val_report, "val")
+        report_check(val_report, "val")
         bad += val_report.bad
     else:
         if not 0 < cfg.val_split < 1:

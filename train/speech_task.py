@@ -65,7 +65,12 @@ class SpeechRecognitionTask(pl.LightningModule):
         """`init_model`: the pretrained Wav2Vec2ForCTC to start from (a new run only); rebuilding
         from a checkpoint uses `model_config` and the checkpoint's weights instead."""
         super().__init__()
-        self.save_hyperparameters(ignore=["init_model"])
+        # named, not collected from the call stack (see VideoClassificationTask)
+        self.save_hyperparameters({
+            "backbone": backbone, "spec": spec, "model_config": model_config, "strategy": strategy,
+            "unfreeze_epoch": unfreeze_epoch, "freeze_feature_encoder": freeze_feature_encoder,
+            "learning_rate": learning_rate, "backbone_lr_scale": backbone_lr_scale, "weight_decay": weight_decay,
+            "samples_to_show": samples_to_show, "task": task})
         self.spec = SpeechSpec.from_dict(spec)
         self.vocab = Vocabulary(self.spec.vocab)
         self.net: SpeechNet = SpeechNet(init_model, self.spec) if init_model is not None else build_speech_net(model_config, self.spec)

@@ -109,8 +109,11 @@ class EpochShuffle(Sampler):
     """A seeded shuffle per epoch that yields `(index, epoch)`, so the dataset can draw each
     item's augmentation from (seed, epoch, index): no state lives in workers or global RNGs."""
 
-    def __init__(self, size: int, seed: int = 0, epoch: int = 0):
+    def __init__(self, size: int, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1):
+        """With `world_size` > 1, process `rank` takes every world_size-th item of the epoch's order
+        (the order padded by wrapping round so every process gets as many)."""
         self.size, self.seed, self.epoch = size, seed, epoch
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -118,10 +121,13 @@ class EpochShuffle(Sampler):
     def __iter__(self):
         # a generator: the order is drawn at the first fetch, after the epoch was set
         epoch = self.epoch
-        yield from ((int(i), epoch) for i in np.random.default_rng([self.seed, epoch]).permutation(self.size))
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        if self.world_size > 1:
+            order = np.resize(order, len(self) * self.world_size)[self.rank :: self.world_size]
+        yield from ((int(i), epoch) for i in order)
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world_size)
 
 
 def collate_clips(batch: list[dict | None]) -> dict | None:

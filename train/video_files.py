@@ -77,8 +77,10 @@ _PATH_COLUMNS = ("path", "video", "file", "filename")
 _LABEL_COLUMNS = ("label", "class", "target")
 
 
-def read_csv(path: str | Path, option: str = "--train-csv") -> list[Sample]:
-    """Read `path,label` rows (comma or tab separated, header required, BOM tolerated).
+def read_csv(path: str | Path, option: str = "--train-csv", path_column: str | None = None,
+             label_column: str | None = None) -> list[Sample]:
+    """Read `path,label` rows (comma or tab separated, header required, BOM tolerated); the
+    columns are the ones named, else the first of path/video/file/filename and label/class/target.
 
     Relative paths are relative to the CSV's folder.
 
@@ -87,10 +89,13 @@ def read_csv(path: str | Path, option: str = "--train-csv") -> list[Sample]:
     """
     path, reader = open_table(path, option, "a CSV with path,label columns")
     fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
-    path_col = next((fields[c] for c in _PATH_COLUMNS if c in fields), None)
-    label_col = next((fields[c] for c in _LABEL_COLUMNS if c in fields), None)
+    path_names = (path_column.strip().lower(),) if path_column else _PATH_COLUMNS
+    label_names = (label_column.strip().lower(),) if label_column else _LABEL_COLUMNS
+    path_col = next((fields[c] for c in path_names if c in fields), None)
+    label_col = next((fields[c] for c in label_names if c in fields), None)
     if path_col is None or label_col is None:
-        raise TiffinError(f"{option} {path}: needs a header with 'path' and 'label' columns, found {list(fields)}")
+        raise TiffinError(f"{option} {path}: needs a header with {path_names[0]!r} and {label_names[0]!r} columns, "
+                          f"found {list(fields)}")
     samples = []
     for row in reader:
         file, label = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()

@@ -44,7 +44,11 @@ class VideoClassificationTask(pl.LightningModule):
         """`init_weights`: zoo weights loaded into the backbone before its head is replaced.
         Only a new run passes it; rebuilding from a checkpoint gets the trained weights instead."""
         super().__init__()
-        self.save_hyperparameters(ignore=["init_weights"])
+        # named, not collected from the call stack: a subclass's own arguments (tiffin.video's
+        # labels, pretrained) are not what rebuilds the network from a checkpoint
+        self.save_hyperparameters({"backbone": backbone, "spec": spec, "strategy": strategy,
+                                   "unfreeze_epoch": unfreeze_epoch, "learning_rate": learning_rate,
+                                   "backbone_lr_scale": backbone_lr_scale, "weight_decay": weight_decay, "task": task})
         self.spec = VideoSpec.from_dict(spec)
         self.init_weights = init_weights
         self.net: VideoNet = build_video_net(backbone, self.spec, weights=init_weights)

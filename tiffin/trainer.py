@@ -1,0 +1,129 @@
+"""`tiffin.Trainer`: a Lightning Trainer with Lightning Flash's `finetune` and `predict(output=)`.
+
+Everything a `pytorch_lightning.Trainer` takes works here (callbacks, loggers, strategies,
+devices, precision); two defaults follow `tiffin train`: gradient clipping at 1.0 (a CTC
+model from scratch needs it), and the data modules shard their own batches across processes
+(`use_distributed_sampler=False`: speech batches are length buckets, which Lightning's
+sampler would break). `save_checkpoint` writes the self-describing checkpoint `tiffin train`
+writes: `tiffin predict`, `tiffin export` and `tiffin.load` read it.
+
+Example:
+    >>> trainer = tiffin.Trainer(max_epochs=3, accelerator="gpu", devices=1, precision="16-mixed")
+    >>> trainer.finetune(model, datamodule=dm, strategy=("freeze_unfreeze", 1))
+    >>> trainer.predict(model, datamodule=predict_dm, output="labels")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from tiffin.errors import TiffinError
+from tiffin.train.run_folder import FINETUNE_STRATEGIES, say
+
+OUTPUTS = {"video-classification": ("labels", "probabilities", "top_k"), "speech-recognition": ("transcripts",)}
+
+
+def finetune_strategy(strategy: str | tuple[str, int]) -> tuple[str, int | None]:
+    """("freeze_unfreeze", 2) -> ("freeze_unfreeze", 2); "freeze" -> ("freeze", None)."""
+    if isinstance(strategy, (tuple, list)):
+        if len(strategy) != 2 or strategy[0] != "freeze_unfreeze" or not isinstance(strategy[1], int) or strategy[1] < 0:
+            raise TiffinError(f"strategy={strategy!r}: give ('freeze_unfreeze', EPOCH) with a whole EPOCH >= 0")
+        return strategy[0], strategy[1]
+    if strategy not in FINETUNE_STRATEGIES:
+        raise TiffinError(f"strategy={strategy!r}: choose one of {', '.join(FINETUNE_STRATEGIES)}, "
+                          "or ('freeze_unfreeze', EPOCH)")
+    return strategy, None
+
+
+class Trainer(pl.Trainer):
+    """A `pytorch_lightning.Trainer` with `finetune` and tiffin's `predict`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("gradient_clip_val", 1.0)
+        kwargs.setdefault("use_distributed_sampler", False)
+        precision, accelerator = str(kwargs.get("precision", "32")), str(kwargs.get("accelerator", "auto"))
+        if precision == "16-mixed" and (accelerator == "cpu" or (accelerator == "auto" and not _has_gpu())):
+            # Lightning refuses fp16 AMP on a CPU; bf16 autocast is its CPU mixed precision
+            say("precision='16-mixed' on a CPU runs as 'bf16-mixed' (fp16 autocast is GPU-only)",
+                prefix="[yellow]note[/] ")
+            kwargs["precision"] = "bf16-mixed"
+        super().__init__(*args, **kwargs)
+
+    def finetune(self, model: pl.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
+                 datamodule: pl.LightningDataModule | None = None, strategy: str | tuple[str, int] = "no_freeze",
+                 ckpt_path: str | Path | None = None) -> None:
+        """`fit` with a fine-tuning strategy: "no_freeze" (everything trains), "freeze" (the new head
+        only; the backbone and its BatchNorm statistics stay as loaded), "freeze_unfreeze" or
+        ("freeze_unfreeze", EPOCH) (the head alone until EPOCH, default 1, then everything, the
+        backbone at a tenth of the learning rate)."""
+        name, epoch = finetune_strategy(strategy)
+        model.hparams["strategy"] = name
+        if epoch is not None:
+            model.hparams["unfreeze_epoch"] = epoch
+        self.fit(model, train_dataloaders, val_dataloaders, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    def predict(self, model: pl.LightningModule | None = None, dataloaders: Any = None,
+                datamodule: pl.LightningDataModule | None = None, output: str | None = None, top_k: int = 5,
+                **kwargs: Any) -> list[Any]:
+        """Predictions for a data module's `predict_*` files, in their order, through the path
+        `tiffin predict` takes (video: softmax averaged over `predict_clips` clips; speech: long
+        recordings in windows):
+
+        - `output="labels"` (video default): the top label per video;
+        - `"probabilities"`: per video, the probability of every label, in `model.labels` order;
+        - `"top_k"`: per video, `[{"label", "score"}]` of the `top_k` best;
+        - `"transcripts"` (speech default): the transcript per recording.
+
+        An unreadable file gives None (and a line saying why). With `dataloaders=`, or a data
+        module that is not tiffin's, this is Lightning's own `predict`.
+        """
+        files = getattr(datamodule, "predict_files", None) if datamodule is not None else None
+        if dataloaders is not None or model is None or not hasattr(model, "predictor") or (
+                datamodule is not None and not hasattr(datamodule, "predict_files")):
+            return super().predict(model, dataloaders, datamodule, **kwargs)
+        if files is None:
+            raise TiffinError("the data module has no files to predict: build one with predict_folder=, "
+                              "predict_files= or predict_file=")
+        task = model.spec.__class__.__name__
+        task = "video-classification" if task == "VideoSpec" else "speech-recognition"
+        output = output or OUTPUTS[task][0]
+        if output not in OUTPUTS[task]:
+            raise TiffinError(f"output={output!r}: a {task} model gives {', '.join(OUTPUTS[task])}")
+        device = _root_device(self)
+        model.to(device)
+        clips = getattr(datamodule, "predict_clips", 1)
+        top = len(model.spec.labels) if output == "probabilities" else top_k
+        results = model.predict(files, top_k=top, clips=clips)
+        answers: list[Any] = []
+        for r in results:
+            if "error" in r:
+                say(f"{r['file']}: {r['error']}", prefix="[yellow]not predicted[/] ")
+                answers.append(None)
+            elif output == "transcripts":
+                answers.append(r["text"])
+            elif output == "labels":
+                answers.append(r["labels"][0]["label"])
+            elif output == "top_k":
+                answers.append(r["labels"])
+            else:
+                scores = {x["label"]: x["score"] for x in r["labels"]}
+                answers.append([scores[label] for label in model.spec.labels])
+        return answers
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _root_device(trainer: pl.Trainer):
+    import torch
+
+    try:
+        return trainer.strategy.root_device
+    except Exception:  # noqa: BLE001  a strategy not set up yet (DDP before launch): predict on the CPU
+        return torch.device("cpu")

@@ -1,0 +1,242 @@
+"""`SpeechRecognitionData`: the Lightning data module of the Python API (`tiffin.speech`).
+
+Built as Lightning Flash users build theirs: `from_csv("speech_files", "targets",
+train_file=...)`, `from_json`, `from_files`, `from_folders`. Rows are listed when the module is
+made (a missing file or column is reported at once); they are decoded and checked against the
+model's vocabulary in `setup()`, when the model is known, with the checks, length buckets and
+reports of `tiffin train speech`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from tiffin.audio_io import is_audio_file
+from tiffin.errors import TiffinError
+from tiffin.spec import SpeechSpec
+from tiffin.train.speech_data import (
+    LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder, read_jsonl, read_table,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def audio_files_in(folder: str | Path, option: str) -> list[Path]:
+    """Every audio file under `folder` (sorted, at any depth), for prediction."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise TiffinError(f"{option} {folder}: no such folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p))
+    if not files:
+        raise TiffinError(f"{option} {folder}: holds no audio files")
+    return files
+
+
+class SpeechRecognitionData(pl.LightningDataModule):
+    """Transcribed recordings for training, validation and testing, and recordings to transcribe.
+
+    Example:
+        >>> dm = SpeechRecognitionData.from_csv("speech_files", "targets", train_file="train.csv",
+        ...                                     test_file="test.csv", batch_size=4)
+    """
+
+    def __init__(
+        self,
+        train: Sequence[Row] | None = None,
+        val: Sequence[Row] | None = None,
+        test: Sequence[Row] | None = None,
+        predict: Sequence[str | Path] | None = None,
+        *,
+        sampling_rate: int | None = None,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        val_split: float | None = None,
+        strict: bool = False,
+        seed: int = 42,
+    ):
+        """Rows as the readers of tiffin.train.speech_files give them; the `from_*` methods are the
+        usual way in. `sampling_rate`: the rate audio is resampled to, which the model then
+        records (default: the model's, 16 kHz for wav2vec2). `val_split` holds out that fraction
+        of the training rows when no validation set is given."""
+        super().__init__()
+        if batch_size < 1:
+            raise TiffinError(f"batch_size={batch_size}: give 1 or more")
+        if val_split is not None and not 0 < val_split < 1:
+            raise TiffinError(f"val_split={val_split}: give a fraction between 0 and 1")
+        self.rows: dict[str, list[Row] | None] = {"train": list(train) if train is not None else None,
+                                                  "val": list(val) if val is not None else None,
+                                                  "test": list(test) if test is not None else None}
+        for split, rows in self.rows.items():
+            if rows is not None and not rows:
+                raise TiffinError(f"the {split} data has no rows")
+        self.predict_files = [Path(p) for p in predict] if predict is not None else None
+        self.sampling_rate, self.batch_size, self.num_workers = sampling_rate, batch_size, num_workers
+        self.val_split, self.strict, self.seed = val_split, strict, seed
+        self.utterances: dict[str, list[Utterance]] = {}
+        self.skipped: list[Any] = []
+
+    # --- the ways in (Lightning Flash's names) -----------------------------------------------
+
+    @classmethod
+    def from_csv(cls, input_field: str = "speech_files", target_field: str = "targets",
+                 train_file: str | Path | None = None, val_file: str | Path | None = None,
+                 test_file: str | Path | None = None, predict_file: str | Path | None = None,
+                 **options: Any) -> "SpeechRecognitionData":
+        """CSV or TSV files with an audio path column (relative to the file) and a transcript column.
+
+        Example:
+            >>> SpeechRecognitionData.from_csv("speech_files", "targets", train_file="train.csv")
+        """
+        files = {"train": train_file, "val": val_file, "test": test_file}
+        rows = {k: read_table(v, input_field, target_field, f"{k}_file") if v is not None else None
+                for k, v in files.items()}
+        predict = None
+        if predict_file is not None:
+            from tiffin.train.table_io import open_table
+
+            path, reader = open_table(predict_file, "predict_file", f"a CSV with a {input_field!r} column")
+            if input_field not in (reader.fieldnames or []):
+                raise TiffinError(f"predict_file {path}: has no column {input_field!r} (found {reader.fieldnames})")
+            predict = [Path(p) if Path(p).is_absolute() else path.parent / p
+                       for p in ((row.get(input_field) or "").strip() for row in reader) if p]
+        return cls(**rows, predict=predict, **options)
+
+    @classmethod
+    def from_json(cls, input_field: str = "speech_files", target_field: str = "targets",
+                  train_file: str | Path | None = None, val_file: str | Path | None = None,
+                  test_file: str | Path | None = None, predict_file: str | Path | None = None,
+                  **options: Any) -> "SpeechRecognitionData":
+        """JSON-lines files, one object per line with the audio path and transcript keys.
+
+        Example:
+            >>> SpeechRecognitionData.from_json("file", "text", train_file="train.jsonl")
+        """
+        files = {"train": train_file, "val": val_file, "test": test_file}
+        rows = {k: read_jsonl(v, input_field, target_field, f"{k}_file") if v is not None else None
+                for k, v in files.items()}
+        predict = None
+        if predict_file is not None:
+            import json
+
+            predict = []
+            for number, line in enumerate(Path(predict_file).read_text(encoding="utf-8-sig").splitlines(), 1):
+                if line.strip():
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict) or input_field not in obj:
+                        raise TiffinError(f"predict_file {predict_file}: line {number} lacks {input_field!r}")
+                    p = Path(str(obj[input_field]))
+                    predict.append(p if p.is_absolute() else Path(predict_file).parent / p)
+        return cls(**rows, predict=predict, **options)
+
+    @classmethod
+    def from_files(cls, train_files: Sequence[str | Path] | None = None, train_targets: Sequence[str] | None = None,
+                   val_files: Sequence[str | Path] | None = None, val_targets: Sequence[str] | None = None,
+                   test_files: Sequence[str | Path] | None = None, test_targets: Sequence[str] | None = None,
+                   predict_files: Sequence[str | Path] | None = None, **options: Any) -> "SpeechRecognitionData":
+        """Lists of audio files and their transcripts.
+
+        Example:
+            >>> SpeechRecognitionData.from_files(predict_files=["a.wav", "b.wav"], batch_size=4)
+        """
+        given = {"train": (train_files, train_targets), "val": (val_files, val_targets),
+                 "test": (test_files, test_targets)}
+        rows: dict[str, list[Row] | None] = {}
+        for split, (files, targets) in given.items():
+            if files is None:
+                rows[split] = None
+                continue
+            if targets is None or len(targets) != len(files):
+                raise TiffinError(f"{split}_targets: give one transcript per file of {split}_files "
+                                  f"({len(files)} files, {0 if targets is None else len(targets)} transcripts)")
+            rows[split] = [Row(Path(f), str(t), f"{split}_files[{i}]") for i, (f, t) in enumerate(zip(files, targets))]
+        return cls(**rows, predict=predict_files, **options)
+
+    @classmethod
+    def from_folders(cls, train_folder: str | Path | None = None, val_folder: str | Path | None = None,
+                     test_folder: str | Path | None = None, predict_folder: str | Path | None = None,
+                     **options: Any) -> "SpeechRecognitionData":
+        """Folders of audio files, each with its transcript in a `.txt` of the same name beside it;
+        `predict_folder` holds audio files at any depth.
+
+        Example:
+            >>> SpeechRecognitionData.from_folders(train_folder="recordings/train")
+        """
+        folders = {"train": train_folder, "val": val_folder, "test": test_folder}
+        rows = {k: read_folder(v, f"{k}_folder") if v is not None else None for k, v in folders.items()}
+        predict = audio_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
+        return cls(**rows, predict=predict, **options)
+
+    # --- Lightning ---------------------------------------------------------------------------
+
+    def spec_for(self, model: Any) -> SpeechSpec:
+        """The model's spec, after it learnt the data's alphabet (`vocab="from-data"`) and took this
+        module's sampling rate, both of which its checkpoints then record."""
+        spec = getattr(model, "spec", None)
+        if not isinstance(spec, SpeechSpec):
+            raise TiffinError("SpeechRecognitionData: train it with a tiffin SpeechRecognition model")
+        if getattr(model, "vocab_from_data", False) and self.rows["train"]:
+            model.learn_vocabulary([r.text for r in self.rows["train"]])
+        if self.sampling_rate is not None and model.spec.sample_rate != self.sampling_rate:
+            model.use_spec(replace(model.spec, sample_rate=int(self.sampling_rate)))
+        return model.spec
+
+    def setup(self, stage: str) -> None:
+        from tiffin.ctc import Vocabulary
+        from tiffin.train.speech_fit import report_check
+
+        if stage == "predict":
+            return
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is None:
+            raise TiffinError("SpeechRecognitionData: give it to a Trainer together with a SpeechRecognition model")
+        spec = self.spec_for(model)
+        vocab = Vocabulary(spec.vocab)
+        conv = (list(model.net.kernels), list(model.net.strides))
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
+        if stage == "fit" and self.rows["train"] is None:
+            raise TiffinError("this data module has no training rows; give train_file/train_files/train_folder")
+        for split in needed:
+            if split in self.utterances or self.rows[split] is None:
+                continue
+            utterances, report = check_rows(self.rows[split], vocab, spec.sample_rate, self.strict, conv)
+            report_check(report, split)
+            self.skipped += report.bad
+            if not utterances:
+                raise TiffinError(f"no usable {split} recordings; fix the rows reported above")
+            self.utterances[split] = utterances
+        if stage == "fit" and "val" not in self.utterances and self.val_split:
+            shuffled = random.Random(self.seed).sample(self.utterances["train"], len(self.utterances["train"]))
+            n_val = max(1, round(len(shuffled) * self.val_split))
+            self.utterances["val"], self.utterances["train"] = shuffled[:n_val], shuffled[n_val:]
+        self.spec = spec
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
+        utterances = self.utterances.get(split)
+        if not utterances:
+            return []  # Lightning skips a split with no batches
+        trainer = self.trainer
+        batches = LengthBucketSampler([u.samples for u in utterances], self.batch_size, shuffle, self.seed,
+                                      trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1)
+        batches.set_epoch(trainer.current_epoch if trainer else 0)
+        return DataLoader(SpeechDataset(utterances, self.spec.sample_rate), batch_sampler=batches,
+                          num_workers=self.num_workers, collate_fn=collate_speech,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def predict_dataloader(self):
+        raise TiffinError("transcribe with tiffin.Trainer.predict(model, datamodule=...): long recordings run in "
+                          "windows as `tiffin predict` does")
