@@ -232,3 +232,27 @@ def test_speech_listing_learns_transcribes_and_serves_from_python(tmp_path, monk
     # a `tiffin train` speech checkpoint through the API answers as `tiffin predict` does
     expected = json.loads(run_cli("predict", checkpoints["speech"], *recordings[:2], "--json").output)
     assert SpeechRecognition.load_from_checkpoint(checkpoints["speech"]).predict(recordings[:2]) == expected
+
+
+def test_api_predict_and_evaluate_take_the_clis_decoders(artifacts, checkpoints, recordings, tmp_path):
+    import tiffin
+    from tests.speech_media import WORDS
+
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(WORDS) + "\n")
+    data = checkpoints["clips"].parent / "train.csv"
+    artifact, model = tiffin.load(artifacts["speech"]), tiffin.load(checkpoints["speech"])
+    for target, source in ((artifact, artifacts["speech"]), (model, checkpoints["speech"])):
+        cli = json.loads(run_cli("predict", source, *recordings[:3], "--json", "--decoder", "beam", "--words", words,
+                                 "--timestamps").output)
+        assert target.predict(recordings[:3], decoder="beam", words=words, timestamps=True) == cli
+        assert all(set(w) <= set(WORDS) for r in cli for w in [r["text"].lower().split()])
+        for options in ([], ["--decoder", "beam", "--words", words]):
+            expected = json.loads(run_cli("evaluate", source, data, *options).output)
+            got = target.evaluate(data, **({"decoder": "beam", "words": words} if options else {}))
+            assert {k: got[k] for k in ("cer", "wer")} == {k: expected[k] for k in ("cer", "wer")}
+    # the artifact's own (greedy) decoder is back after a beam call
+    assert artifact.predict(recordings[:1]) == json.loads(run_cli("predict", artifacts["speech"], recordings[0],
+                                                                  "--json").output)
+    with pytest.raises(TiffinError, match="--words/--lm: give them with --decoder beam"):
+        artifact.predict(recordings[:1], decoder="greedy", words=words)

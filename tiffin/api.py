@@ -91,13 +91,18 @@ class Artifact:
         return self._predictor
 
     def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
-                ) -> list[dict[str, Any]]:
+                **decoding: Any) -> list[dict[str, Any]]:
         """What `tiffin predict ARTIFACT FILES --json` prints: `[{"file", "labels": [{"label", "score"}]}]`
         for video, `[{"file", "text", "duration_s"}]` for speech (with `words` when `timestamps` and
-        the artifact decodes with a word list); an unreadable file gets `error`."""
-        predictor = self.predictor()
-        extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
-        return predictor.predict([Path(f) for f in files], top_k=top_k, clips=clips, **extra)
+        a beam decoder is used); an unreadable file gets `error`. `decoding`: speech's decoder options
+        as `tiffin predict` takes them (`decoder="auto"|"greedy"|"beam"`, `words`, `lm`, `beam_width`,
+        `lm_weight`, `word_score`); "auto" uses the word list / LM the artifact was exported with."""
+        return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
+
+    def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
+                 clips: int = 1, **decoding: Any) -> dict[str, Any]:
+        """What `tiffin evaluate ARTIFACT DATA` prints: CER/WER on a speech CSV, accuracy on a class folder."""
+        return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding)
 
     def check(self, data: str | Path | None = None, source: str | Path | None = None) -> dict[str, Any]:
         """Re-run the parity check against the model it came from (`tiffin check`): `source`, else
@@ -142,6 +147,33 @@ class Artifact:
         return build(self.path, name, gpu)
 
 
+def _predict(predictor, files, top_k: int, clips: int, timestamps: bool, decoding: dict[str, Any]):
+    """`predictor.predict` with the decoder `decoding` asks for, the predictor's own restored after."""
+    from tiffin.ctc_beam import decoder_choice
+    from tiffin.train.predict import with_decoder
+
+    own = getattr(predictor, "decoder", None)
+    try:
+        with_decoder(predictor, decoder_choice(**decoding))
+        extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
+        return predictor.predict([Path(f) for f in files], top_k=top_k, clips=clips, **extra)
+    finally:
+        if hasattr(predictor, "decoder"):
+            predictor.decoder = own
+
+
+def _evaluate(predictor, data, audio_column: str, text_column: str, clips: int, decoding: dict[str, Any]):
+    from tiffin.ctc_beam import decoder_choice
+    from tiffin.train.evaluate import evaluate
+
+    own = getattr(predictor, "decoder", None)
+    try:
+        return evaluate(predictor, Path(data), audio_column, text_column, clips, beam=decoder_choice(**decoding))
+    finally:
+        if hasattr(predictor, "decoder"):
+            predictor.decoder = own
+
+
 def _settings(options: dict[str, Any]) -> dict[str, str]:
     """`max_upload_mb=20, batching=False` -> {"TIFFIN_MAX_UPLOAD_MB": "20", "TIFFIN_BATCHING": "0"}."""
     out = {}
@@ -164,11 +196,22 @@ class ModelAPI:
         """The host predictor over this model in PyTorch: the path `tiffin predict` takes."""
         return self.loaded().predictor()
 
-    def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
-        """What `tiffin predict CHECKPOINT FILES --json` prints (see `Artifact.predict`)."""
+    def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
+                **decoding: Any) -> list[dict[str, Any]]:
+        """What `tiffin predict CHECKPOINT FILES --json` prints (see `Artifact.predict`; speech decodes
+        greedily unless `decoder="beam"` with `words=`/`lm=`)."""
         was_training = self.training
         try:
-            return self.predictor().predict([Path(f) for f in files], top_k=top_k, clips=clips)
+            return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
+        finally:
+            self.train(was_training)
+
+    def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
+                 clips: int = 1, **decoding: Any) -> dict[str, Any]:
+        """What `tiffin evaluate CHECKPOINT DATA` prints: CER/WER on a speech CSV, accuracy on a class folder."""
+        was_training = self.training
+        try:
+            return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding)
         finally:
             self.train(was_training)
 

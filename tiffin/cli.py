@@ -32,17 +32,10 @@ WORD_SCORE = typer.Option(0.0, help="Speech, beam: score added per word (positiv
 
 def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
                  word_score: float):
-    """BeamOptions for --decoder beam (or auto with --words/--lm), "greedy" for greedy, None for auto."""
-    from tiffin.ctc_beam import BeamOptions
-    from tiffin.errors import TiffinError
+    """The decoder the options ask for (tiffin.ctc_beam.decoder_choice)."""
+    from tiffin.ctc_beam import decoder_choice
 
-    if decoder.value == "greedy":
-        if words is not None or lm is not None:
-            raise TiffinError("--words/--lm: give them with --decoder beam")
-        return "greedy"
-    if decoder.value == "auto" and words is None and lm is None:
-        return None
-    return BeamOptions(words=words, lm=lm, beam_width=beam_width, lm_weight=lm_weight, word_score=word_score)
+    return decoder_choice(decoder.value, words, lm, beam_width, lm_weight, word_score)
 
 
 app = typer.Typer(

@@ -47,6 +47,27 @@ class BeamOptions:
 DECODER_FILES = {"words": "words.txt", "lm": "lm.arpa", "lm-binary": "lm.bin"}
 
 
+def decoder_choice(decoder: str = "auto", words: str | Path | None = None, lm: str | Path | None = None,
+                   beam_width: int = 50, lm_weight: float = 2.0, word_score: float = 0.0):
+    """What `--decoder` and its options ask for: BeamOptions for beam search ("beam", or "auto"
+    with a word list or LM), "greedy", or None ("auto" alone: the artifact's recorded decoder,
+    else greedy); the form tiffin.train.predict.with_decoder takes.
+
+    Raises:
+        TiffinError: an unknown decoder, or a word list / LM given with "greedy".
+    """
+    if decoder not in DECODERS:
+        raise TiffinError(f"--decoder {decoder}: choose one of {', '.join(DECODERS)}")
+    if decoder == "greedy":
+        if words is not None or lm is not None:
+            raise TiffinError("--words/--lm: give them with --decoder beam")
+        return "greedy"
+    if decoder == "auto" and words is None and lm is None:
+        return None
+    return BeamOptions(words=Path(words) if words is not None else None, lm=Path(lm) if lm is not None else None,
+                       beam_width=beam_width, lm_weight=lm_weight, word_score=word_score)
+
+
 def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """tiffin.json's `decoder`: the settings and, per file, its name in the artifact and sha256."""
     return {"kind": "beam", "beam_width": options.beam_width, "lm_weight": options.lm_weight,
