@@ -111,6 +111,23 @@ def evaluate(
     typer.echo(json.dumps(run(model, data, audio_column, text_column, clips, beam=beam)))
 
 
+@app.command("lm")
+@reported
+def lm_command(
+    text: Path = typer.Argument(..., help="A UTF-8 text file, one sentence a line (held-out text, not the test's)."),
+    out: Path = typer.Option(..., help="Folder for words.txt and lm.arpa."),
+    order: int = typer.Option(3, min=1, max=6, help="n-gram order."),
+    min_count: int = typer.Option(1, min=1, help="Words seen fewer times are left out of words.txt."),
+    case: str = typer.Option("upper", help="upper (wav2vec2-base-960h, tiny-en) or lower (a from-data vocabulary)."),
+) -> None:
+    """Make a word list and an n-gram LM (ARPA, interpolated absolute discounting) from a text file."""
+    from tiffin.ngram import build
+
+    made = build(text, out, order, min_count, case)
+    typer.echo(f"{made['words']}: {made['vocabulary']} words; {made['lm']}: {made['order']}-gram LM of "
+               f"{made['sentences']} sentences\nuse: --decoder beam --words {made['words']} --lm {made['lm']}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

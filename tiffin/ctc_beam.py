@@ -160,6 +160,11 @@ class BeamDecoder:
         for entry in ("<unk>", "<s>", "</s>", *lexicon):  # KenLM looks its sentence markers up here
             self.word_dict.add_entry(entry)
         self.word_dict.set_default_index(self.word_dict.get_index("<unk>"))
+        if options.lm is not None and options.words is not None and _is_arpa(options.lm):
+            in_lm = set(arpa_unigrams(options.lm))
+            if in_lm and not in_lm & set(words):
+                raise TiffinError(f"--lm {options.lm}: none of the word list's words is in the LM; KenLM matches "
+                                  f"exact spellings, and this model spells {words[0]!r} (tiffin lm --case)")
         lm = self._language_model(options.lm) if options.lm is not None else ZeroLM()
         silence, blank = tokens.get_index(delimiter), vocab.blank_id
         trie = Trie(tokens.index_size(), silence)
