@@ -37,6 +37,9 @@ def export_command(
     beam_width: int = typer.Option(50, min=1, help="Speech, with --words/--lm: hypotheses kept per frame."),
     lm_weight: float = typer.Option(2.0, help="Speech, with --lm: weight of the LM's log-probability."),
     word_score: float = typer.Option(0.0, help="Speech, with --words/--lm: score added per word."),
+    hotword: list[str] = typer.Option(None, "--hotword", help="Speech, with --words/--lm: a word to favour "
+                                      "(repeat for more)."),
+    hotword_weight: float = typer.Option(5.0, help="Speech, with --hotword: score added each time one is chosen."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from tiffin.export.artifact import ExportOptions, export_model
@@ -47,7 +50,10 @@ def export_command(
     fixed = None if batch == "dynamic" else int(batch)
     from tiffin.ctc_beam import BeamOptions
 
-    beam = BeamOptions(words, lm, beam_width, lm_weight, word_score) if words or lm else None
+    if hotword and not (words or lm):
+        raise TiffinError("--hotword: give it with --words or --lm")
+    beam = BeamOptions(words, lm, beam_width, lm_weight, word_score, hotwords=tuple(hotword or ()),
+                       hotword_weight=hotword_weight) if words or lm else None
     out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data,
                                                calibration_data, force, fixed, beam))
     if as_json:

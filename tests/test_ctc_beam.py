@@ -193,3 +193,44 @@ def test_an_artifact_carries_its_word_list_and_decodes_with_it(checkpoints, reco
     assert all(set(t.split()) <= {"RED", "CAT"} for t in texts)
     video = tiffin("export", checkpoints["video"], "--out", tmp_path / "v", "--words", again)
     assert video.exit_code == 2 and "video model" in video.output and not (tmp_path / "v").exists()
+
+
+def test_hotwords_change_the_output_and_can_be_words_the_list_lacks(tmp_path):
+    words = _words(tmp_path, "THE CAT CAP SAT")
+    logits = frames(spell("THE", "CAT", "SAT", ambiguous={6: {"T": 4.0, "P": 4.4}}))
+    assert BeamDecoder(VOCAB, BeamOptions(words=words)).decode(logits) == "THE CAP SAT"
+    assert BeamDecoder(VOCAB, BeamOptions(words=words, hotwords=("cat",))).decode(logits) == "THE CAT SAT"
+    assert BeamDecoder(VOCAB, BeamOptions(words=words, hotwords=("cat",), hotword_weight=0.0)).decode(logits) \
+        == "THE CAP SAT"  # no weight, no change
+    # a hotword missing from the list joins the lexicon: "THE CAB SAT" can now be said
+    near_b = frames(spell("THE", "CAB", "SAT", ambiguous={6: {"B": 4.0, "P": 4.4}}))
+    assert BeamDecoder(VOCAB, BeamOptions(words=words, hotwords=("cab",))).decode(near_b) == "THE CAB SAT"
+    with pytest.raises(TiffinError, match="--hotword"):
+        BeamDecoder(VOCAB, BeamOptions(words=words, hotwords=("two words",)))
+
+
+def test_hotwords_from_the_cli_and_in_an_artifact(artifacts, checkpoints, recordings, tmp_path):
+    import json
+
+    from tests.conftest import tiffin
+    from tests.speech_media import WORDS
+
+    words = _words(tmp_path, " ".join(WORDS))
+
+    def reds(*options) -> int:
+        got = tiffin("predict", artifacts["speech"], *recordings, "--decoder", "beam", "--words", words, "--json",
+                     *options)
+        assert got.exit_code == 0, got.output
+        return sum(r["text"].split().count("RED") for r in json.loads(got.stdout))
+
+    assert reds("--hotword", "red", "--hotword-weight", "30") > reds()
+    out = tmp_path / "hot"
+    exported = tiffin("export", checkpoints["speech"], "--out", out, "--words", words, "--hotword", "red", "--json")
+    assert exported.exit_code == 0, exported.output
+    decoder = json.loads(exported.stdout)["decoder"]
+    assert decoder["hotwords"] == ["red"] and decoder["hotword_weight"] == 5.0
+    from tiffin.ctc_beam import options_of
+
+    assert options_of(out, decoder).hotwords == ("red",)
+    alone = tiffin("predict", artifacts["speech"], recordings[0], "--hotword", "red")
+    assert alone.exit_code == 2 and "--hotword" in alone.output

@@ -97,6 +97,8 @@ def _schema():
         beam_threshold: Union[StrictInt, StrictFloat]
         words: DecoderFile | None = None
         lm: DecoderFile | None = None
+        hotwords: list[StrictStr] = []
+        hotword_weight: Union[StrictInt, StrictFloat] = 0.0
 
     class SpeechArtifact(Common):
         task: Literal["speech-recognition"]

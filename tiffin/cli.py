@@ -28,14 +28,17 @@ LM = typer.Option(None, help="Speech, beam: a KenLM n-gram model (ARPA or binary
 BEAM_WIDTH = typer.Option(50, min=1, help="Speech, beam: hypotheses kept per frame.")
 LM_WEIGHT = typer.Option(2.0, help="Speech, beam: weight of the LM's log-probability.")
 WORD_SCORE = typer.Option(0.0, help="Speech, beam: score added per word (positive: more, shorter words).")
+HOTWORD = typer.Option(None, "--hotword", help="Speech, beam: a word to favour (repeat for more; added to the "
+                       "word list when missing).")
+HOTWORD_WEIGHT = typer.Option(5.0, help="Speech, beam: score added each time a --hotword is chosen.")
 
 
 def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
-                 word_score: float):
+                 word_score: float, hotwords: list[str] | None = None, hotword_weight: float = 5.0):
     """The decoder the options ask for (tiffin.ctc_beam.decoder_choice)."""
     from tiffin.ctc_beam import decoder_choice
 
-    return decoder_choice(decoder.value, words, lm, beam_width, lm_weight, word_score)
+    return decoder_choice(decoder.value, words, lm, beam_width, lm_weight, word_score, hotwords or (), hotword_weight)
 
 
 app = typer.Typer(
@@ -66,13 +69,14 @@ def predict(
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
-    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE,
+    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
+    hotword_weight: float = HOTWORD_WEIGHT,
     timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
     from tiffin.train.predict import load_predictor, with_decoder
 
-    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score)
+    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
     predictor = with_decoder(load_predictor(model), beam)
     extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
     results = predictor.predict(files, top_k=top_k, clips=clips, **extra)
@@ -102,12 +106,13 @@ def evaluate(
     text_column: str = typer.Option("targets", help="Speech: column of transcripts."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
     decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
-    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE,
+    lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
+    hotword_weight: float = HOTWORD_WEIGHT,
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
     from tiffin.train.evaluate import evaluate as run
 
-    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score)
+    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
     typer.echo(json.dumps(run(model, data, audio_column, text_column, clips, beam=beam)))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tiffin.errors import TiffinError
 
@@ -41,6 +41,8 @@ class BeamOptions:
     word_score: float = 0.0
     # CTC frames whose best token is far below the best path's are pruned
     beam_threshold: float = 25.0
+    hotwords: tuple[str, ...] = ()  # words to favour (added to the lexicon when missing)
+    hotword_weight: float = 5.0  # log-score added each time a hotword is chosen
 
 
 # the files a decoder brings into an artifact, under fixed names (never a path from tiffin.json)
@@ -48,7 +50,8 @@ DECODER_FILES = {"words": "words.txt", "lm": "lm.arpa", "lm-binary": "lm.bin"}
 
 
 def decoder_choice(decoder: str = "auto", words: str | Path | None = None, lm: str | Path | None = None,
-                   beam_width: int = 50, lm_weight: float = 2.0, word_score: float = 0.0):
+                   beam_width: int = 50, lm_weight: float = 2.0, word_score: float = 0.0,
+                   hotwords: Sequence[str] = (), hotword_weight: float = 5.0):
     """What `--decoder` and its options ask for: BeamOptions for beam search ("beam", or "auto"
     with a word list or LM), "greedy", or None ("auto" alone: the artifact's recorded decoder,
     else greedy); the form tiffin.train.predict.with_decoder takes.
@@ -59,19 +62,23 @@ def decoder_choice(decoder: str = "auto", words: str | Path | None = None, lm: s
     if decoder not in DECODERS:
         raise TiffinError(f"--decoder {decoder}: choose one of {', '.join(DECODERS)}")
     if decoder == "greedy":
-        if words is not None or lm is not None:
-            raise TiffinError("--words/--lm: give them with --decoder beam")
+        if words is not None or lm is not None or hotwords:
+            raise TiffinError("--words/--lm/--hotword: give them with --decoder beam")
         return "greedy"
     if decoder == "auto" and words is None and lm is None:
+        if hotwords:
+            raise TiffinError("--hotword: give it with --words or --lm (beam search over a word list)")
         return None
     return BeamOptions(words=Path(words) if words is not None else None, lm=Path(lm) if lm is not None else None,
-                       beam_width=beam_width, lm_weight=lm_weight, word_score=word_score)
+                       beam_width=beam_width, lm_weight=lm_weight, word_score=word_score,
+                       hotwords=tuple(hotwords), hotword_weight=hotword_weight)
 
 
 def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """tiffin.json's `decoder`: the settings and, per file, its name in the artifact and sha256."""
     return {"kind": "beam", "beam_width": options.beam_width, "lm_weight": options.lm_weight,
             "word_score": options.word_score, "beam_threshold": options.beam_threshold,
+            "hotwords": list(options.hotwords), "hotword_weight": options.hotword_weight,
             **{key: {"file": name, "sha256": digest} for key, (name, digest) in files.items()}}
 
 
@@ -81,7 +88,8 @@ def options_of(folder: Path, decoder: dict[str, Any]) -> BeamOptions:
     return BeamOptions(words=Path(folder) / words["file"] if words else None,
                        lm=Path(folder) / lm["file"] if lm else None, beam_width=decoder["beam_width"],
                        lm_weight=decoder["lm_weight"], word_score=decoder["word_score"],
-                       beam_threshold=decoder["beam_threshold"])
+                       beam_threshold=decoder["beam_threshold"], hotwords=tuple(decoder.get("hotwords", ())),
+                       hotword_weight=decoder.get("hotword_weight", 0.0))
 
 
 def lm_file_name(path: Path) -> str:
@@ -153,6 +161,13 @@ class BeamDecoder:
         else:
             raise TiffinError("--decoder beam: give --words FILE (and --lm FILE for a language model; a binary "
                               "KenLM model needs --words too)")
+        hot = []
+        for word in options.hotwords:
+            spelled = vocab.normalise(word).text
+            if not spelled or " " in spelled:
+                raise TiffinError(f"--hotword {word!r}: one word in the model's characters, please")
+            hot.append(spelled)
+        words = list(dict.fromkeys([*words, *hot]))  # a hotword the list lacks can still be said
         delimiter = vocab.tokens[vocab.index["|"]] if "|" in vocab.index else " "
         tokens = Dictionary(list(vocab.tokens))
         lexicon = {w: [list(w) + [delimiter]] for w in words}
@@ -166,6 +181,11 @@ class BeamDecoder:
                 raise TiffinError(f"--lm {options.lm}: none of the word list's words is in the LM; KenLM matches "
                                   f"exact spellings, and this model spells {words[0]!r} (tiffin lm --case)")
         lm = self._language_model(options.lm) if options.lm is not None else ZeroLM()
+        # the decoder multiplies LM scores by the LM weight: without an LM that weight is 1 for hotwords
+        lm_weight = options.lm_weight if options.lm is not None else (1.0 if hot else 0.0)
+        if hot:
+            bonus = options.hotword_weight / (lm_weight or 1.0)
+            lm = _HotwordLM(lm, {self.word_dict.get_index(w): bonus for w in hot})
         silence, blank = tokens.get_index(delimiter), vocab.blank_id
         trie = Trie(tokens.index_size(), silence)
         start = lm.start(False)
@@ -176,7 +196,7 @@ class BeamDecoder:
                 trie.insert([tokens.get_index(t) for t in spelling], index, score)
         trie.smear(SmearingMode.MAX)
         settings = LexiconDecoderOptions(options.beam_width, len(vocab), options.beam_threshold,
-                                         options.lm_weight if options.lm is not None else 0.0, options.word_score,
+                                         lm_weight, options.word_score,
                                          -math.inf, 0.0, False, CriterionType.CTC)
         self._lm = lm  # the decoder holds a reference only: keep the object alive
         self.decoder = LexiconDecoder(settings, trie, lm, silence, blank, self.word_dict.get_index("<unk>"), [],
@@ -236,6 +256,28 @@ class BeamDecoder:
             spans.append((start, last))
         return [{"word": w, "start": round(s * seconds_per_frame, 3), "end": round((e + 1) * seconds_per_frame, 3)}
                 for w, (s, e) in zip(words, spans)]
+
+
+def _HotwordLM(base, bonus: dict[int, float]):
+    """`base` (KenLM or the zero LM) with `bonus` added to the score of each hotword's index."""
+    from flashlight.lib.text.decoder import LM
+
+    class HotwordLM(LM):
+        def __init__(self):
+            LM.__init__(self)
+            self.base, self.bonus = base, bonus
+
+        def start(self, start_with_nothing):
+            return self.base.start(start_with_nothing)
+
+        def score(self, state, token_index):
+            state, score = self.base.score(state, token_index)
+            return state, score + self.bonus.get(token_index, 0.0)
+
+        def finish(self, state):
+            return self.base.finish(state)
+
+    return HotwordLM()
 
 
 class _quiet_stderr:
