@@ -240,9 +240,14 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        agreement = TASKS[task].part("agreement")(meta)
+        if opts.beam is not None and hasattr(agreement, "use_beam"):  # beam transcripts must agree too
+            from tiffin.ctc_beam import BeamDecoder
+
+            agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), opts.beam))
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
         meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
-                                      TASKS[task].part("agreement")(meta), _conv(loaded))
+                                      agreement, _conv(loaded))
         meta["sha256"] = sha256(tmp / fmt.file)
         if opts.beam is not None:
             meta["decoder"] = _pack_decoder(opts.beam, meta, tmp)
@@ -314,8 +319,13 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
         model = source_model(Path(path), meta, source)
         task, loaded, spec = load_source(model, fixed_batch(meta))
     samples = spec.check_samples() + (real_samples(task, loaded, data) if data else [])
+    agreement = TASKS[task].part("agreement")(meta)
+    if meta.get("decoder") and hasattr(agreement, "use_beam"):
+        from tiffin.ctc_beam import BeamDecoder, options_of
+
+        agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), options_of(Path(path), meta["decoder"])))
     report = check_parity(loaded.net, open_session(path, meta), samples, spec.tolerances[meta["precision"]],
-                          TASKS[task].part("agreement")(meta), _conv(loaded))
+                          agreement, _conv(loaded))
     recorded = meta.get("source")
     if isinstance(recorded, dict) and recorded.get("sha256") and model is not None and Path(model).is_file():
         report["source_sha256_matches"] = sha256(Path(model)) == recorded["sha256"]

@@ -61,19 +61,35 @@ class TranscriptAgreement:
     def __init__(self, meta: dict):
         self.vocab = Vocabulary(tuple(meta["vocab"]))
         self.errors = self.chars = 0
+        self.beam = None  # a tiffin.ctc_beam.BeamDecoder: the artifact's word list / LM, scored alike
+        self.beam_errors = self.beam_chars = 0
+
+    def use_beam(self, decoder) -> None:
+        self.beam = decoder
 
     def add(self, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
         for r, g in zip(ref, got):
             a, b = self.vocab.decode_logits(r), self.vocab.decode_logits(g)
             self.errors += edit_distance(a, b)
             self.chars += max(1, len(a))
+            if self.beam is not None:
+                a, b = self.beam.decode(r), self.beam.decode(g)
+                self.beam_errors += edit_distance(a, b)
+                self.beam_chars += max(1, len(a))
 
     def value(self) -> float:
         return self.errors / self.chars
 
+    def extra(self) -> dict[str, float]:
+        """The beam transcripts' CER against PyTorch's, when the artifact decodes with a word list."""
+        return {"beam_transcript_cer": self.beam_errors / self.beam_chars} if self.beam is not None else {}
+
     def check(self, value: float, tolerance: dict[str, float]) -> None:
         if value > tolerance["max_cer"]:
             raise AgreementTooLow(f"transcripts differ: CER {value:.3f} > {tolerance['max_cer']}")
+        beam = self.extra().get("beam_transcript_cer")
+        if beam is not None and beam > tolerance["max_cer"]:
+            raise AgreementTooLow(f"beam-search transcripts differ: CER {beam:.3f} > {tolerance['max_cer']}")
 
 
 def check_parity(
@@ -120,7 +136,7 @@ def check_parity(
                      "max_rel_diff": float((diff / (scale + 1e-6)).max()), "within_tolerance": bool((excess <= 0).all())})
         agreement.add(ref, got)
     report = {"tolerance": tolerance, "samples": rows, "max_abs_diff": max(r["max_abs_diff"] for r in rows),
-              agreement.key: agreement.value()}
+              agreement.key: agreement.value(), **(agreement.extra() if hasattr(agreement, "extra") else {})}
     worst = max(rows, key=lambda r: r["max_abs_diff"])
     if not all(r["within_tolerance"] for r in rows):
         raise ToleranceExceeded(

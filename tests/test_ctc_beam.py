@@ -227,8 +227,14 @@ def test_hotwords_from_the_cli_and_in_an_artifact(artifacts, checkpoints, record
     out = tmp_path / "hot"
     exported = tiffin("export", checkpoints["speech"], "--out", out, "--words", words, "--hotword", "red", "--json")
     assert exported.exit_code == 0, exported.output
-    decoder = json.loads(exported.stdout)["decoder"]
+    meta = json.loads(exported.stdout)
+    decoder, parity = meta["decoder"], meta["parity"]
     assert decoder["hotwords"] == ["red"] and decoder["hotword_weight"] == 5.0
+    # the parity gate scores the beam transcripts too, at export and in `tiffin check`
+    assert 0 <= parity["beam_transcript_cer"] <= parity["tolerance"]["max_cer"]
+    checked = tiffin("check", out)
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["beam_transcript_cer"] == parity["beam_transcript_cer"]
     from tiffin.ctc_beam import options_of
 
     assert options_of(out, decoder).hotwords == ("red",)
