@@ -254,5 +254,5 @@ def test_api_predict_and_evaluate_take_the_clis_decoders(artifacts, checkpoints,
     # the artifact's own (greedy) decoder is back after a beam call
     assert artifact.predict(recordings[:1]) == json.loads(run_cli("predict", artifacts["speech"], recordings[0],
                                                                   "--json").output)
-    with pytest.raises(TiffinError, match="--words/--lm: give them with --decoder beam"):
+    with pytest.raises(TiffinError, match="give them with --decoder beam"):
         artifact.predict(recordings[:1], decoder="greedy", words=words)
