@@ -139,11 +139,15 @@ def train_video_command(
 def train_speech_command(
     train_csv: Path = typer.Option(None, help="CSV or TSV of recordings and transcripts; paths relative to it."),
     train_json: Path = typer.Option(None, help="JSON lines with the same two keys."),
-    train_folder: Path = typer.Option(None, help="Audio files with a .txt transcript of the same name beside each."),
+    train_folder: Path = typer.Option(None, help="A Common Voice locale folder (clips/ + train.tsv; dev.tsv validates), "
+                                      "a LibriSpeech split (*.trans.txt), or audio files with a .txt transcript "
+                                      "beside each."),
     val_csv: Path = typer.Option(None), val_json: Path = typer.Option(None), val_folder: Path = typer.Option(None),
     val_split: float = typer.Option(0.1, help="Fraction held out when no validation set is given."),
     audio_column: str = typer.Option("speech_files", help="Column (key) holding the audio path."),
     text_column: str = typer.Option("targets", help="Column (key) holding the transcript."),
+    audio_root: Path = typer.Option(None, help="Folder the table's relative audio paths start from [default: the "
+                                    "table's folder; clips/ for a Common Voice TSV]."),
     backbone: str = typer.Option("facebook/wav2vec2-base-960h",
                                  help="A Hugging Face id (read from its cache), a save_pretrained folder, or "
                                       "tiffin/wav2vec2-tiny; see `tiffin backbones speech`."),
@@ -167,6 +171,7 @@ def train_speech_command(
     cfg = SpeechTrainConfig(
         train_csv=train_csv, train_json=train_json, train_folder=train_folder, val_csv=val_csv, val_json=val_json,
         val_folder=val_folder, val_split=val_split, audio_column=audio_column, text_column=text_column,
+        audio_root=audio_root,
         backbone=backbone, pretrained=pretrained, vocab=vocab.value, sample_rate=sample_rate,
         freeze_feature_encoder=freeze_feature_encoder, **run_options(locals()),
     )

@@ -93,8 +93,9 @@ class SpeechRecognitionData(pl.LightningDataModule):
         Example:
             >>> SpeechRecognitionData.from_csv("speech_files", "targets", train_file="train.csv")
         """
+        audio_root = options.pop("audio_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        rows = {k: read_table(v, input_field, target_field, f"{k}_file") if v is not None else None
+        rows = {k: read_table(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
                 for k, v in files.items()}
         predict = None
         if predict_file is not None:
@@ -117,8 +118,9 @@ class SpeechRecognitionData(pl.LightningDataModule):
         Example:
             >>> SpeechRecognitionData.from_json("file", "text", train_file="train.jsonl")
         """
+        audio_root = options.pop("audio_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        rows = {k: read_jsonl(v, input_field, target_field, f"{k}_file") if v is not None else None
+        rows = {k: read_jsonl(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
                 for k, v in files.items()}
         predict = None
         if predict_file is not None:

@@ -59,14 +59,37 @@ def _resolve(base: Path, file: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def read_table(path: str | Path, audio_column: str, text_column: str, option: str) -> list[Row]:
+# Common Voice's TSVs (train, dev, test, validated, other, ...): audio paths relative to clips/
+COMMON_VOICE = {"audio_column": "path", "text_column": "sentence", "audio_folder": "clips"}
+DEFAULT_COLUMNS = ("speech_files", "targets")
+
+
+def is_common_voice_table(fields: list[str], folder: Path) -> bool:
+    return {COMMON_VOICE["audio_column"], COMMON_VOICE["text_column"]} <= set(fields) and (
+        folder / COMMON_VOICE["audio_folder"]).is_dir()
+
+
+def read_table(path: str | Path, audio_column: str, text_column: str, option: str,
+               audio_root: str | Path | None = None) -> list[Row]:
     """Rows of a CSV or TSV (delimiter sniffed; BOM, CRLF and a pandas index column tolerated).
+
+    Audio paths are relative to `audio_root`, else to the table's folder; a Common Voice TSV
+    (`path` and `sentence` columns, `clips/` beside it) is read as Common Voice lays it out:
+    those columns, unless others were named, and the audio in clips/.
 
     Raises:
         TiffinError: missing file, not UTF-8, or a header without the named columns.
     """
     path, reader = open_table(path, option, f"a CSV or TSV with {audio_column},{text_column} columns")
     fields = [f for f in (reader.fieldnames or []) if f is not None]
+    base = Path(audio_root).expanduser() if audio_root is not None else path.parent
+    if is_common_voice_table(fields, path.parent):
+        if (audio_column, text_column) == DEFAULT_COLUMNS:
+            audio_column, text_column = COMMON_VOICE["audio_column"], COMMON_VOICE["text_column"]
+        if audio_root is None and audio_column == COMMON_VOICE["audio_column"]:
+            base = path.parent / COMMON_VOICE["audio_folder"]
+    if audio_root is not None and not base.is_dir():
+        raise TiffinError(f"--audio-root {base}: no such folder")
     for column, flag in ((audio_column, "--audio-column"), (text_column, "--text-column")):
         if column not in fields:
             raise TiffinError(f"{option} {path}: has no column {column!r} (found {fields}); name yours with {flag}")
@@ -75,12 +98,14 @@ def read_table(path: str | Path, audio_column: str, text_column: str, option: st
         file, transcript = (row.get(audio_column) or "").strip(), row.get(text_column) or ""
         if not file and not transcript.strip():
             continue
-        rows.append(Row(_resolve(path.parent, file), transcript, f"{path.name} line {reader.line_num}"))
+        rows.append(Row(_resolve(base, file), transcript, f"{path.name} line {reader.line_num}"))
     return rows
 
 
-def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: str) -> list[Row]:
-    """Rows of a JSON-lines file, one object per line with the named keys."""
+def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: str,
+               audio_root: str | Path | None = None) -> list[Row]:
+    """Rows of a JSON-lines file, one object per line with the named keys; audio paths relative to
+    `audio_root`, else to the file's folder."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TiffinError(f"{option} {path}: no such file")
@@ -99,15 +124,56 @@ def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: st
         if not isinstance(obj, dict) or audio_column not in obj or text_column not in obj:
             raise TiffinError(f"{option} {path}: line {number} lacks {audio_column!r} or {text_column!r}; "
                               "name yours with --audio-column/--text-column")
-        rows.append(Row(_resolve(path.parent, str(obj[audio_column])), str(obj[text_column]), f"{path.name} line {number}"))
+        base = Path(audio_root).expanduser() if audio_root is not None else path.parent
+        rows.append(Row(_resolve(base, str(obj[audio_column])), str(obj[text_column]), f"{path.name} line {number}"))
     return rows
 
 
+def read_librispeech(root: Path, option: str) -> list[Row]:
+    """LibriSpeech's layout (and LibriTTS-style ones): SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt,
+    one `UTTERANCE-ID TRANSCRIPT` line per utterance, its audio (flac) beside it as ID.EXT."""
+    rows = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        audio = {p.stem: p for p in trans.parent.iterdir() if p.is_file() and is_audio_file(p)}
+        try:
+            lines = trans.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            raise TiffinError(f"{option} {trans}: is not UTF-8 text") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            key, _, text = line.strip().partition(" ")
+            where = f"{trans.relative_to(root)} line {number}"
+            path = audio.get(key, trans.parent / f"{key}.flac")
+            rows.append(Row(path, text, where, "" if key in audio else "no audio file for this utterance id"))
+    return rows
+
+
+def folder_layout(root: Path) -> str:
+    """Which layout a speech folder is in: "common-voice", "librispeech" or "audio+txt"."""
+    if (root / COMMON_VOICE["audio_folder"]).is_dir() and any((root / f"{s}.tsv").is_file() for s in ("train", "validated")):
+        return "common-voice"
+    if next(root.rglob("*.trans.txt"), None) is not None:
+        return "librispeech"
+    return "audio+txt"
+
+
 def read_folder(root: str | Path, option: str) -> list[Row]:
-    """Audio files with a transcript `.txt` of the same name beside each (found recursively)."""
+    """A speech folder in any layout tiffin knows (folder_layout): Common Voice (its train.tsv,
+    else validated.tsv), LibriSpeech (*.trans.txt), or audio files with a transcript `.txt` of
+    the same name beside each (found recursively)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise TiffinError(f"{option} {root}: no such folder")
+    layout = folder_layout(root)
+    if layout == "common-voice":
+        table = next(root / f"{s}.tsv" for s in ("train", "validated") if (root / f"{s}.tsv").is_file())
+        return read_table(table, *DEFAULT_COLUMNS, f"{option} {root}:")
+    if layout == "librispeech":
+        rows = read_librispeech(root, option)
+        if not rows:
+            raise TiffinError(f"{option} {root}: its .trans.txt files list no utterances")
+        return rows
     rows = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -124,7 +190,9 @@ def read_folder(root: str | Path, option: str) -> list[Row]:
                 rows.append(Row(audio, text, str(txt.relative_to(root)) if txt.is_file() else f"{txt.name} (missing)",
                                 error))
     if not rows:
-        raise TiffinError(f"{option} {root}: holds no audio files with .txt transcripts")
+        raise TiffinError(f"{option} {root}: matches no layout tiffin knows (Common Voice: clips/ and train.tsv; "
+                          "LibriSpeech: *.trans.txt; or audio files with a .txt transcript beside each); "
+                          "for another layout give --train-csv with --audio-root")
     return rows
 
 

@@ -41,6 +41,7 @@ class SpeechTrainConfig(RunOptions):
     val_split: float = 0.1
     audio_column: str = "speech_files"
     text_column: str = "targets"
+    audio_root: Path | None = None  # where a table's relative audio paths start (default: the table's folder)
     backbone: str = "facebook/wav2vec2-base-960h"
     pretrained: bool = True
     vocab: str = "from-backbone"
@@ -70,9 +71,13 @@ def _rows(cfg: SpeechTrainConfig, split: str) -> list[Row] | None:
     kind, path = next(iter(given.items()))
     option = f"--{split}-{kind}"
     if kind == "folder":
-        return read_folder(path, option)
+        from tiffin.train.speech_files import folder_layout
+
+        rows = read_folder(path, option)
+        say(f"{option} {path}: {folder_layout(Path(path))} layout, {len(rows)} utterances")
+        return rows
     reader = read_jsonl if kind == "json" else read_table
-    rows = reader(path, cfg.audio_column, cfg.text_column, option)
+    rows = reader(path, cfg.audio_column, cfg.text_column, option, cfg.audio_root)
     if not rows:
         raise TiffinError(f"{option} {path}: has no rows")
     return rows
@@ -117,6 +122,13 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
     out = prepare_out(cfg, "speech-" + Path(cfg.backbone).name)
     last = out / "checkpoints" / "last.ckpt"
     train_rows, val_rows = _rows(cfg, "train"), _rows(cfg, "val")
+    if val_rows is None and cfg.train_folder is not None:
+        from tiffin.train.speech_files import folder_layout
+
+        dev = Path(cfg.train_folder) / "dev.tsv"  # Common Voice defines its validation split
+        if folder_layout(Path(cfg.train_folder)) == "common-voice" and dev.is_file():
+            val_rows = read_table(dev, "speech_files", "targets", "dev.tsv")
+            say(f"validating on the layout's own split: {dev} ({len(val_rows)} utterances)")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: a new head's init is seeded
     if cfg.resume:
