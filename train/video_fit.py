@@ -37,6 +37,7 @@ class VideoTrainConfig(RunOptions):
     num_frames: int | None = None
     crop_size: int | None = None
     flip: bool = True
+    split: int = 1  # which of a layout's splits (UCF101, HMDB51: 1-3)
 
 
 @dataclass
@@ -65,14 +66,28 @@ def make_spec(cfg: VideoTrainConfig, labels: list[str]) -> VideoSpec:
 
 def _gather(cfg: VideoTrainConfig):
     from tiffin.train.video_data import check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split
+    from tiffin.train.video_layouts import read_split_layout
 
     if (cfg.train_folder is None) == (cfg.train_csv is None):
         raise TiffinError("give exactly one of --train-folder DIR or --train-csv FILE")
     if cfg.val_folder is not None and cfg.val_csv is not None:
         raise TiffinError("give at most one of --val-folder DIR or --val-csv FILE")
     train_opt = "--train-folder" if cfg.train_folder else "--train-csv"
-    train = discover_folder(cfg.train_folder, train_opt) if cfg.train_folder else read_csv(cfg.train_csv, train_opt)
+    layout = read_split_layout(cfg.train_folder, cfg.split) if cfg.train_folder else None
     val = None
+    if layout is not None:
+        train = layout.train
+        say(f"--train-folder {cfg.train_folder}: {layout.layout} layout, split {cfg.split}: {len(layout.train)} "
+            f"training and {len(layout.test)} test videos")
+        if layout.missing:
+            shown = "; ".join(layout.missing[:3])
+            say(f"{len(layout.missing)} video(s) its split files list are not in the folder ({shown}"
+                f"{' ...' if len(layout.missing) > 3 else ''})", prefix="[yellow]note[/] ")
+        if cfg.val_folder is None and cfg.val_csv is None:
+            val = layout.test
+            say(f"validating on the layout's own split: {layout.layout} split {cfg.split}'s test list")
+    else:
+        train = discover_folder(cfg.train_folder, train_opt) if cfg.train_folder else read_csv(cfg.train_csv, train_opt)
     if cfg.val_folder is not None:
         val = discover_folder(cfg.val_folder, "--val-folder")
     elif cfg.val_csv is not None:

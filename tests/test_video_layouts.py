@@ -1,0 +1,71 @@
+"""Video corpora with their own splits, as published: UCF101 (ucfTrainTestlist/) and HMDB51
+(*_test_split<N>.txt), read and trained on with their train/test lists."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import tiffin
+from tiffin.errors import TiffinError
+from tiffin.train.video_layouts import read_split_layout
+
+SMALL = ("--backbone", "x3d_xs", "--no-pretrained", "--num-frames", "4", "--crop-size", "32", "--clip-duration", "0.8",
+         "--max-steps", "1", "--num-workers", "0", "--no-progress")
+
+
+def ucf101(motion_dataset, root):
+    """UCF-101/<class>/<video> and ucfTrainTestlist/ beside it: split 1 tests the last 2 videos of a class."""
+    shutil.copytree(motion_dataset, root / "UCF-101")
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir()
+    classes = sorted(p.name for p in (root / "UCF-101").iterdir())
+    (lists / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes, 1)))
+    train, test = [], []
+    for i, c in enumerate(classes, 1):
+        files = sorted(p.name for p in (root / "UCF-101" / c).iterdir())
+        train += [f"{c}/{f} {i}" for f in files[:-2]]
+        test += [f"{c}/{f}" for f in files[-2:]]
+    train.append(f"{classes[0]}/v_never_downloaded.avi 1")
+    (lists / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")  # the release's CRLF lines
+    (lists / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")
+    return root, len(classes)
+
+
+def test_ucf101_split_files_give_train_and_test(motion_dataset, tmp_path):
+    root, n_classes = ucf101(motion_dataset, tmp_path / "ucf")
+    found = read_split_layout(root / "UCF-101", 1)
+    assert found.layout == "UCF101" and (len(found.train), len(found.test)) == (4 * n_classes, 2 * n_classes)
+    assert len(found.missing) == 1 and found.missing[0].startswith(f"trainlist01.txt line {4 * n_classes + 1}: ")
+    assert found.missing[0].endswith("/v_never_downloaded.avi")
+    assert {s.path.parent.name for s in found.test} == {s.label for s in found.test}
+    with pytest.raises(TiffinError, match="--split 1, 2 or 3"):
+        read_split_layout(root / "UCF-101", 2)
+    out = tmp_path / "run"
+    result = tiffin("train", "video", "--train-folder", root / "UCF-101", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "UCF101 layout, split 1" in result.output and "validating on the layout's own split" in result.output
+    assert "1 video(s) its split files list are not in the folder" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["train_videos"], metrics["val_videos"]) == (4 * n_classes, 2 * n_classes)
+
+
+def test_hmdb51_flags_choose_the_split(motion_dataset, tmp_path):
+    root = tmp_path / "hmdb51"
+    shutil.copytree(motion_dataset, root)
+    splits = root / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    expected = {"train": 0, "test": 0}
+    for c in sorted(p.name for p in root.iterdir() if p.name != splits.name):
+        files = sorted(p.name for p in (root / c).iterdir())
+        flags = ["1", "1", "1", "2", "2", "0"]  # train, test, neither
+        (splits / f"{c}_test_split1.txt").write_text("".join(f"{f} {flag} \n" for f, flag in zip(files, flags)))
+        expected["train"] += flags[: len(files)].count("1")
+        expected["test"] += flags[: len(files)].count("2")
+    found = read_split_layout(root, 1)
+    assert found.layout == "HMDB51" and (len(found.train), len(found.test)) == (expected["train"], expected["test"])
+    assert not found.missing and not {s.path for s in found.train} & {s.path for s in found.test}
+    # a plain class folder is no split layout
+    assert read_split_layout(motion_dataset, 1) is None

@@ -1,0 +1,124 @@
+"""Video corpora that define their own splits, read as their distributions lay them out, torch-free.
+
+- UCF101: `UCF-101/<class>/v_*.avi` with `ucfTrainTestlist/` (classInd.txt, trainlist0N.txt
+  `Class/v_x.avi LABEL_ID`, testlist0N.txt `Class/v_x.avi`), found inside the folder or beside it.
+- HMDB51: `<class>/<video>.avi` with `<class>_test_split<N>.txt` files (`video.avi FLAG`: 1
+  train, 2 test, 0 unused), in the folder, in a `*splits*` folder inside it, or beside it.
+
+A layout is a row of LAYOUTS: a finder (where its split files are, or None) and a reader
+(split N -> train and test samples). `--train-folder` tries them in order; a folder that
+matches none is read as plain class folders. Listed files that are missing are reported and
+counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tiffin.errors import TiffinError
+from tiffin.train.video_files import Sample
+
+
+@dataclass
+class SplitRead:
+    """What a layout's split files gave: samples per split and the listed files that are missing."""
+
+    layout: str
+    train: list[Sample]
+    test: list[Sample]
+    missing: list[str]
+
+
+def _ucf_lists(root: Path) -> Path | None:
+    for candidate in (root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist"):
+        if (candidate / "classInd.txt").is_file():
+            return candidate
+    return None
+
+
+def _lines(path: Path, option: str) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise TiffinError(f"{option} {path}: is not UTF-8 text") from None
+
+
+def read_ucf101(root: Path, split: int, option: str) -> SplitRead:
+    lists = _ucf_lists(root)
+    videos = root / "UCF-101" if (root / "UCF-101").is_dir() else root
+    classes = {}
+    for line in _lines(lists / "classInd.txt", option):
+        index, name = line.split(maxsplit=1)
+        classes[index] = name
+    out: dict[str, list[Sample]] = {"train": [], "test": []}
+    missing = []
+    for kind in ("train", "test"):
+        listing = lists / f"{kind}list{split:02d}.txt"
+        if not listing.is_file():
+            raise TiffinError(f"{option} {root}: UCF101 has no {listing.name}; choose --split 1, 2 or 3")
+        for number, line in enumerate(_lines(listing, option), 1):
+            parts = line.split()
+            relative = parts[0]
+            label = classes.get(parts[1]) if len(parts) > 1 else relative.split("/")[0]
+            if label is None:
+                raise TiffinError(f"{option} {listing} line {number}: label id {parts[1]} is not in classInd.txt")
+            path = videos / relative
+            if path.is_file():
+                out[kind].append(Sample(path, label))
+            else:
+                missing.append(f"{listing.name} line {number}: {relative}")
+    return SplitRead("UCF101", out["train"], out["test"], missing)
+
+
+def _hmdb_splits(root: Path) -> Path | None:
+    for candidate in (root, *sorted(p for p in root.iterdir() if p.is_dir() and "split" in p.name.lower()),
+                      root.parent):
+        if next(candidate.glob("*_test_split[0-9].txt"), None) is not None:
+            return candidate
+    return None
+
+
+def read_hmdb51(root: Path, split: int, option: str) -> SplitRead:
+    folder = _hmdb_splits(root)
+    files = sorted(folder.glob(f"*_test_split{split}.txt"))
+    if not files:
+        raise TiffinError(f"{option} {root}: HMDB51 has no *_test_split{split}.txt; choose --split 1, 2 or 3")
+    out: dict[str, list[Sample]] = {"train": [], "test": []}
+    missing = []
+    for listing in files:
+        label = listing.name[: -len(f"_test_split{split}.txt")]
+        for number, line in enumerate(_lines(listing, option), 1):
+            name, _, flag = line.rpartition(" ")
+            kind = {"1": "train", "2": "test"}.get(flag.strip())
+            if kind is None:
+                continue  # 0: in neither split
+            path = root / label / name.strip()
+            if path.is_file():
+                out[kind].append(Sample(path, label))
+            else:
+                missing.append(f"{listing.name} line {number}: {label}/{name.strip()}")
+    return SplitRead("HMDB51", out["train"], out["test"], missing)
+
+
+# (name, finds the layout's split files in a folder, reads split N)
+LAYOUTS: list[tuple[str, Callable[[Path], object], Callable[[Path, int, str], SplitRead]]] = [
+    ("UCF101", _ucf_lists, read_ucf101),
+    ("HMDB51", _hmdb_splits, read_hmdb51),
+]
+
+
+def read_split_layout(root: str | Path, split: int = 1, option: str = "--train-folder") -> SplitRead | None:
+    """The train/test samples of split `split` when `root` is in a layout of LAYOUTS, else None."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return None
+    for _, finds, read in LAYOUTS:
+        if finds(root) is not None:
+            found = read(root, split, option)
+            if not found.train:
+                raise TiffinError(f"{option} {root}: {found.layout} split {split} lists no video found here "
+                                  f"({len(found.missing)} listed files missing)")
+            return found
+    return None
