@@ -69,3 +69,33 @@ def test_hmdb51_flags_choose_the_split(motion_dataset, tmp_path):
     assert not found.missing and not {s.path for s in found.train} & {s.path for s in found.test}
     # a plain class folder is no split layout
     assert read_split_layout(motion_dataset, 1) is None
+
+
+def test_kinetics_annotations_find_downloaded_clips_and_count_the_missing(motion_dataset, tmp_path):
+    from tiffin.train.video_layouts import is_kinetics_csv, read_kinetics
+
+    root = tmp_path / "kinetics400"
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    n = 0
+    for folder in sorted(p for p in motion_dataset.iterdir()):
+        label = folder.name.replace("_", " ")  # Kinetics labels have spaces; downloaders write folders with _
+        for i, video in enumerate(sorted(folder.iterdir())):
+            youtube_id, start = f"yt{folder.name[-2:]}{i:02d}x", 10 * i
+            rows.append(f"{label},{youtube_id},{start},{start + 10},train")
+            if i < 5:  # the last clip of each class was never downloaded
+                (root / "train" / folder.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(video, root / "train" / folder.name / f"{youtube_id}_{start:06d}_{start + 10:06d}{video.suffix}")
+                n += 1
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    assert is_kinetics_csv(root / "train.csv") and not is_kinetics_csv(motion_dataset / "nothing.csv")
+    found = read_kinetics(root / "train.csv")
+    assert len(found.train) == n and len(found.missing) == len(rows) - 1 - n
+    assert all(s.path.parent.name == s.label.replace(" ", "_") for s in found.train)
+    out = tmp_path / "run"
+    result = tiffin("train", "video", "--train-csv", root / "train.csv", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"Kinetics annotations, {n} of {len(rows) - 1} clips found" in result.output
+    assert f"{len(found.missing)} annotated clip(s) were not downloaded" in result.output
+    elsewhere = tiffin("train", "video", "--train-csv", root / "train.csv", "--video-root", tmp_path / "nowhere",
+                       *SMALL, "--out", tmp_path / "run2")
+    assert elsewhere.exit_code == 2 and "--video-root" in elsewhere.output

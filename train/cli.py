@@ -102,7 +102,11 @@ def train_video_command(
     train_folder: Path = typer.Option(None, help="Class folders DIR/<class>/<video>; UCF101 (ucfTrainTestlist/) and "
                                       "HMDB51 (*_test_split<N>.txt) folders use their own splits (--split)."),
     split: int = typer.Option(1, min=1, max=3, help="UCF101 / HMDB51: which of the three official splits."),
-    train_csv: Path = typer.Option(None, help="CSV (or TSV) with path,label columns; paths relative to the CSV."),
+    video_root: Path = typer.Option(None, help="Kinetics annotation CSVs: the folder of downloaded clips "
+                                    "(<youtube_id>_<start>_<end>.<ext>, in class folders or flat) [default: "
+                                    "the folder named like the CSV beside it, else the CSV's folder]."),
+    train_csv: Path = typer.Option(None, help="CSV (or TSV) with path,label columns, paths relative to the CSV; or a "
+                                   "Kinetics annotation CSV (label,youtube_id,time_start,time_end,split)."),
     val_folder: Path = typer.Option(None, help="Validation folder; without it a stratified split is held out."),
     val_csv: Path = typer.Option(None, help="Validation CSV with path,label columns."),
     val_split: float = typer.Option(0.2, help="Fraction of each class held out when no validation set is given."),
@@ -130,7 +134,8 @@ def train_video_command(
         train_folder=train_folder, train_csv=train_csv, val_folder=val_folder, val_csv=val_csv,
         val_split=val_split, backbone=backbone, pretrained=pretrained, weights=weights,
         clip_duration=clip_duration, clip_sampler=clip_sampler.value, clips_per_video=clips_per_video,
-        num_frames=num_frames, crop_size=crop_size, flip=flip, split=split, **run_options(locals()),
+        num_frames=num_frames, crop_size=crop_size, flip=flip, split=split, video_root=video_root,
+        **run_options(locals()),
     )
     result = train_video(cfg)
     typer.echo(f"best checkpoint: {result.best_checkpoint}")

@@ -38,6 +38,7 @@ class VideoTrainConfig(RunOptions):
     crop_size: int | None = None
     flip: bool = True
     split: int = 1  # which of a layout's splits (UCF101, HMDB51: 1-3)
+    video_root: Path | None = None  # where a Kinetics CSV's clips are (default: beside it)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def make_spec(cfg: VideoTrainConfig, labels: list[str]) -> VideoSpec:
 
 def _gather(cfg: VideoTrainConfig):
     from tiffin.train.video_data import check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split
-    from tiffin.train.video_layouts import read_split_layout
+    from tiffin.train.video_layouts import is_kinetics_csv, read_kinetics, read_split_layout
 
     if (cfg.train_folder is None) == (cfg.train_csv is None):
         raise TiffinError("give exactly one of --train-folder DIR or --train-csv FILE")
@@ -75,14 +76,20 @@ def _gather(cfg: VideoTrainConfig):
     train_opt = "--train-folder" if cfg.train_folder else "--train-csv"
     layout = read_split_layout(cfg.train_folder, cfg.split) if cfg.train_folder else None
     val = None
-    if layout is not None:
+    if cfg.train_csv is not None and is_kinetics_csv(cfg.train_csv):
+        kinetics = read_kinetics(cfg.train_csv, "--train-csv", cfg.video_root)
+        train = kinetics.train
+        say(f"--train-csv {cfg.train_csv}: Kinetics annotations, {len(train)} of {len(train) + len(kinetics.missing)} "
+            f"clips found")
+        _say_missing(kinetics.missing, "annotated clip(s) were not downloaded")
+        if not train:
+            raise TiffinError(f"--train-csv {cfg.train_csv}: none of its clips is on disk; give --video-root DIR "
+                              "(the folder of <youtube_id>_<start>_<end> files)")
+    elif layout is not None:
         train = layout.train
         say(f"--train-folder {cfg.train_folder}: {layout.layout} layout, split {cfg.split}: {len(layout.train)} "
             f"training and {len(layout.test)} test videos")
-        if layout.missing:
-            shown = "; ".join(layout.missing[:3])
-            say(f"{len(layout.missing)} video(s) its split files list are not in the folder ({shown}"
-                f"{' ...' if len(layout.missing) > 3 else ''})", prefix="[yellow]note[/] ")
+        _say_missing(layout.missing, "video(s) its split files list are not in the folder")
         if cfg.val_folder is None and cfg.val_csv is None:
             val = layout.test
             say(f"validating on the layout's own split: {layout.layout} split {cfg.split}'s test list")
@@ -90,6 +97,10 @@ def _gather(cfg: VideoTrainConfig):
         train = discover_folder(cfg.train_folder, train_opt) if cfg.train_folder else read_csv(cfg.train_csv, train_opt)
     if cfg.val_folder is not None:
         val = discover_folder(cfg.val_folder, "--val-folder")
+    elif cfg.val_csv is not None and is_kinetics_csv(cfg.val_csv):
+        kinetics = read_kinetics(cfg.val_csv, "--val-csv", cfg.video_root)
+        _say_missing(kinetics.missing, "annotated validation clip(s) were not downloaded")
+        val = kinetics.train
     elif cfg.val_csv is not None:
         val = read_csv(cfg.val_csv, "--val-csv")
     train, dropped = drop_duplicates(train, train_opt)
@@ -119,6 +130,12 @@ def _gather(cfg: VideoTrainConfig):
     if not val_videos:
         raise TiffinError("no validation videos: give --val-folder, or at least 2 videos in a class to split off")
     return labels, train_videos, val_videos, bad
+
+
+def _say_missing(missing: list[str], what: str) -> None:
+    if missing:
+        shown = "; ".join(missing[:3])
+        say(f"{len(missing)} {what} ({shown}{' ...' if len(missing) > 3 else ''})", prefix="[yellow]note[/] ")
 
 
 def train_video(cfg: VideoTrainConfig) -> RunResult:

@@ -102,6 +102,57 @@ def read_hmdb51(root: Path, split: int, option: str) -> SplitRead:
     return SplitRead("HMDB51", out["train"], out["test"], missing)
 
 
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+def is_kinetics_csv(path: str | Path) -> bool:
+    """A Kinetics annotation CSV: label,youtube_id,time_start,time_end[,split[,is_cc]]."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            header = [h.strip().lower() for h in f.readline().split(",")]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(c in header for c in KINETICS_COLUMNS)
+
+
+def read_kinetics(path: str | Path, option: str = "--train-csv", video_root: str | Path | None = None) -> SplitRead:
+    """A Kinetics annotation CSV matched to downloaded clips named `<youtube_id>_<start:06d>_<end:06d>.<ext>`,
+    in class folders (the label, or with spaces as underscores) or flat, under `video_root` (default:
+    the folder named like the CSV beside it, `train/` for train.csv, else the CSV's folder). Rows
+    whose clip was never downloaded are listed in `missing`, as Kinetics downloads always miss some."""
+    import csv
+
+    from tiffin.video_io import is_video_file
+
+    path = Path(path)
+    roots = [Path(video_root)] if video_root is not None else [
+        r for r in (path.parent / path.stem, path.parent) if r.is_dir()]
+    if video_root is not None and not roots[0].is_dir():
+        raise TiffinError(f"--video-root {video_root}: no such folder")
+    found: dict[str, Path] = {}
+    for root in roots:
+        for file in sorted(root.rglob("*")):
+            if file.is_file() and is_video_file(file):
+                found.setdefault(file.stem, file)
+        if found:
+            break
+    samples, missing = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        reader.fieldnames = [(h or "").strip().lower() for h in reader.fieldnames or []]
+        for row in reader:
+            try:
+                name = f"{row['youtube_id'].strip()}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            except (ValueError, AttributeError):
+                raise TiffinError(f"{option} {path}: line {reader.line_num} has no whole time_start/time_end") from None
+            label = (row.get("label") or "").strip()
+            if name in found:
+                samples.append(Sample(found[name], label))
+            else:
+                missing.append(f"{path.name} line {reader.line_num}: {name}")
+    return SplitRead("Kinetics", samples, [], missing)
+
+
 # (name, finds the layout's split files in a folder, reads split N)
 LAYOUTS: list[tuple[str, Callable[[Path], object], Callable[[Path, int, str], SplitRead]]] = [
     ("UCF101", _ucf_lists, read_ucf101),
