@@ -99,3 +99,12 @@ def test_kinetics_annotations_find_downloaded_clips_and_count_the_missing(motion
     elsewhere = tiffin("train", "video", "--train-csv", root / "train.csv", "--video-root", tmp_path / "nowhere",
                        *SMALL, "--out", tmp_path / "run2")
     assert elsewhere.exit_code == 2 and "--video-root" in elsewhere.output
+
+
+def test_the_python_api_reads_the_same_layouts(motion_dataset, tmp_path):
+    from tiffin.video import VideoClassificationData
+
+    root, n_classes = ucf101(motion_dataset, tmp_path / "ucf")
+    dm = VideoClassificationData.from_folders(train_folder=root / "UCF-101")
+    assert (len(dm.videos["train"]), len(dm.videos["val"])) == (4 * n_classes, 2 * n_classes)
+    assert dm.labels == sorted(p.name for p in motion_dataset.iterdir())

@@ -133,13 +133,26 @@ class VideoClassificationData(pl.LightningDataModule):
                      test_folder: str | Path | None = None, predict_folder: str | Path | None = None,
                      **options: Any) -> "VideoClassificationData":
         """Class folders (`DIR/<label>/<video>`, Kinetics-style) per split; `predict_folder` holds
-        videos at any depth.
+        videos at any depth. A UCF101 or HMDB51 `train_folder` uses its official split (`split=1`
+        by default), its test list validating unless `val_folder` is given.
 
         Example:
             >>> VideoClassificationData.from_folders(train_folder="data/train", val_split=0.2, batch_size=8)
         """
+        from tiffin.train.video_layouts import read_split_layout
+
         folders = {"train": train_folder, "val": val_folder, "test": test_folder}
-        samples = {k: discover_folder(v, f"{k}_folder") if v is not None else None for k, v in folders.items()}
+        split = options.pop("split", 1)
+        layout = read_split_layout(train_folder, split, "train_folder") if train_folder is not None else None
+        samples = {k: discover_folder(v, f"{k}_folder") if v is not None and (k != "train" or layout is None) else None
+                   for k, v in folders.items()}
+        if layout is not None:  # UCF101 / HMDB51: the official split's train list, its test list validates
+            samples["train"] = layout.train
+            say(f"train_folder {train_folder}: {layout.layout} layout, split {split}: {len(layout.train)} training "
+                f"and {len(layout.test)} test videos" + (f", {len(layout.missing)} listed but missing"
+                                                          if layout.missing else ""))
+            if val_folder is None:
+                samples["val"] = layout.test
         predict = video_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
         return cls(**samples, predict=predict, origin={k: f"{k}_folder {v}" for k, v in folders.items()}, **options)
 
@@ -153,9 +166,21 @@ class VideoClassificationData(pl.LightningDataModule):
         Example:
             >>> VideoClassificationData.from_csv("video", "label", train_file="train.csv", val_file="val.csv")
         """
+        from tiffin.train.video_layouts import is_kinetics_csv, read_kinetics
+
+        video_root = options.pop("video_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        samples = {k: read_csv(v, f"{k}_file", input_field, target_field) if v is not None else None
-                   for k, v in files.items()}
+        samples = {}
+        for k, v in files.items():
+            if v is None:
+                samples[k] = None
+            elif is_kinetics_csv(v):  # annotations matched to downloaded clips; the missing ones said
+                found = read_kinetics(v, f"{k}_file", video_root)
+                say(f"{k}_file {v}: Kinetics annotations, {len(found.train)} of "
+                    f"{len(found.train) + len(found.missing)} clips found")
+                samples[k] = found.train
+            else:
+                samples[k] = read_csv(v, f"{k}_file", input_field, target_field)
         predict = None
         if predict_file is not None:
             from tiffin.train.table_io import open_table
