@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from tiffin.errors import TiffinError
 
 
 def load(path: str | Path) -> Any:
@@ -191,6 +190,14 @@ class ModelAPI:
     """
 
     source: str | Path | None = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):
+        """A checkpoint written by `Trainer.save_checkpoint` or `tiffin train` (Lightning's loader),
+        remembered as the model's source (what `export` records in tiffin.json)."""
+        model = super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        model.source = Path(checkpoint_path)
+        return model
 
     def predictor(self):
         """The host predictor over this model in PyTorch: the path `tiffin predict` takes."""

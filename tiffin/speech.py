@@ -138,13 +138,6 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
         model.source = source
         return model.eval()
 
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):
-        """A checkpoint written by `Trainer.save_checkpoint` or `tiffin train` (Lightning's loader)."""
-        model = super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
-        model.source = Path(checkpoint_path)
-        return model
-
     # --- testing: trainer.test(model, datamodule=...) ---------------------------------------
     def test_step(self, batch: dict, batch_idx: int) -> None:
         loss, logits, frames = self._loss(batch)

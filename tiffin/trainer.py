@@ -87,8 +87,9 @@ class Trainer(pl.Trainer):
         if files is None:
             raise TiffinError("the data module has no files to predict: build one with predict_folder=, "
                               "predict_files= or predict_file=")
-        task = model.spec.__class__.__name__
-        task = "video-classification" if task == "VideoSpec" else "speech-recognition"
+        from tiffin.spec import VideoSpec
+
+        task = "video-classification" if isinstance(model.spec, VideoSpec) else "speech-recognition"
         output = output or OUTPUTS[task][0]
         if output not in OUTPUTS[task]:
             raise TiffinError(f"output={output!r}: a {task} model gives {', '.join(OUTPUTS[task])}")

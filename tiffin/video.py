@@ -126,13 +126,6 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
         model.source = source
         return model.eval()
 
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):
-        """A checkpoint written by `Trainer.save_checkpoint` or `tiffin train` (Lightning's loader)."""
-        model = super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
-        model.source = Path(checkpoint_path)
-        return model
-
     # --- testing: trainer.test(model, datamodule=...) ---------------------------------------
     def test_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is None:

@@ -20,22 +20,11 @@ from torch.utils.data import DataLoader
 from tiffin.audio_io import is_audio_file
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
+from tiffin.train.video_datamodule import media_files_in
 from tiffin.train.speech_data import (
     LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder, read_jsonl, read_table,
 )
 
-SPLITS = ("train", "val", "test")
-
-
-def audio_files_in(folder: str | Path, option: str) -> list[Path]:
-    """Every audio file under `folder` (sorted, at any depth), for prediction."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise TiffinError(f"{option} {folder}: no such folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p))
-    if not files:
-        raise TiffinError(f"{option} {folder}: holds no audio files")
-    return files
 
 
 class SpeechRecognitionData(pl.LightningDataModule):
@@ -171,7 +160,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
         """
         folders = {"train": train_folder, "val": val_folder, "test": test_folder}
         rows = {k: read_folder(v, f"{k}_folder") if v is not None else None for k, v in folders.items()}
-        predict = audio_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
+        predict = media_files_in(predict_folder, "predict_folder", is_audio_file, "audio") if predict_folder is not None else None
         return cls(**rows, predict=predict, **options)
 
     # --- Lightning ---------------------------------------------------------------------------

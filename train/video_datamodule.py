@@ -30,14 +30,14 @@ from tiffin.video_io import is_video_file
 SPLITS = ("train", "val", "test")
 
 
-def video_files_in(folder: str | Path, option: str) -> list[Path]:
-    """Every video under `folder` (sorted, at any depth), for prediction."""
+def media_files_in(folder: str | Path, option: str, is_media=is_video_file, kind: str = "video") -> list[Path]:
+    """Every media file under `folder` (sorted, at any depth), for prediction."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise TiffinError(f"{option} {folder}: no such folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_video_file(p))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_media(p))
     if not files:
-        raise TiffinError(f"{option} {folder}: holds no video files")
+        raise TiffinError(f"{option} {folder}: holds no {kind} files")
     return files
 
 
@@ -153,7 +153,7 @@ class VideoClassificationData(pl.LightningDataModule):
                                                           if layout.missing else ""))
             if val_folder is None:
                 samples["val"] = layout.test
-        predict = video_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
+        predict = media_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
         return cls(**samples, predict=predict, origin={k: f"{k}_folder {v}" for k, v in folders.items()}, **options)
 
     @classmethod
