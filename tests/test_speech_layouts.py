@@ -4,6 +4,7 @@ LibriSpeech (*.trans.txt + flac), and tables whose audio lives elsewhere (--audi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,24 @@ def test_audio_root_and_unknown_layouts(tmp_path):
     with pytest.raises(TiffinError) as info:
         read_folder(tmp_path / "other", "--train-folder")
     assert all(name in str(info.value) for name in ("Common Voice", "LibriSpeech", "--audio-root"))
+
+
+def test_predict_files_of_the_python_api_take_audio_root_and_bad_lines_are_one_line_errors(tmp_path):
+    from tiffin.speech import SpeechRecognitionData
+
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "predict.csv").write_text("speech_files\na.wav\n\nsub/b.wav\n")
+    (tmp_path / "predict.jsonl").write_text('{"speech_files": "a.wav"}\n\n{"speech_files": "/abs/c.wav"}\n')
+    csv_dm = SpeechRecognitionData.from_csv(predict_file=tmp_path / "predict.csv", audio_root=tmp_path / "audio")
+    assert csv_dm.predict_files == [tmp_path / "audio" / "a.wav", tmp_path / "audio" / "sub" / "b.wav"]
+    json_dm = SpeechRecognitionData.from_json(predict_file=tmp_path / "predict.jsonl")
+    assert json_dm.predict_files == [tmp_path / "a.wav", Path("/abs/c.wav")]
+    (tmp_path / "bad.jsonl").write_text('{"speech_files": "a.wav"}\nnot json\n')
+    for call, words in [
+        (lambda: SpeechRecognitionData.from_json(predict_file=tmp_path / "bad.jsonl"), "line 2 is not JSON"),
+        (lambda: SpeechRecognitionData.from_json(predict_file=tmp_path / "none.jsonl"), "no such file"),
+        (lambda: SpeechRecognitionData.from_csv("path", predict_file=tmp_path / "predict.csv"), "no column 'path'"),
+    ]:
+        with pytest.raises(TiffinError) as info:
+            call()
+        assert words in str(info.value) and "\n" not in str(info.value)

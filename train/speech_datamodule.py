@@ -27,6 +27,46 @@ from tiffin.train.speech_data import (
 
 
 
+def listed_files(path: str | Path, field: str, audio_root: str | Path | None = None, json_lines: bool = False
+                 ) -> list[Path]:
+    """The audio files a `predict_file` lists in `field` (a CSV/TSV column or a JSON-lines key),
+    relative to `audio_root`, else to the file's folder.
+
+    Raises:
+        TiffinError: missing file, not UTF-8, a bad JSON line, or no such column/key.
+    """
+    import json
+
+    from tiffin.train.table_io import open_table
+
+    path = Path(path).expanduser()
+    if json_lines:
+        if not path.is_file():
+            raise TiffinError(f"predict_file {path}: no such file")
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            raise TiffinError(f"predict_file {path}: is not UTF-8 text; save it as UTF-8") from None
+        values = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TiffinError(f"predict_file {path}: line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(obj, dict) or field not in obj:
+                raise TiffinError(f"predict_file {path}: line {number} lacks {field!r}")
+            values.append(str(obj[field]).strip())
+    else:
+        path, reader = open_table(path, "predict_file", f"a CSV with a {field!r} column")
+        if field not in (reader.fieldnames or []):
+            raise TiffinError(f"predict_file {path}: has no column {field!r} (found {reader.fieldnames})")
+        values = [(row.get(field) or "").strip() for row in reader]
+    base = Path(audio_root).expanduser() if audio_root is not None else path.parent
+    return [Path(v) if Path(v).is_absolute() else base / v for v in values if v]
+
+
 class SpeechRecognitionData(pl.LightningDataModule):
     """Transcribed recordings for training, validation and testing, and recordings to transcribe.
 
@@ -86,15 +126,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
         files = {"train": train_file, "val": val_file, "test": test_file}
         rows = {k: read_table(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
                 for k, v in files.items()}
-        predict = None
-        if predict_file is not None:
-            from tiffin.train.table_io import open_table
-
-            path, reader = open_table(predict_file, "predict_file", f"a CSV with a {input_field!r} column")
-            if input_field not in (reader.fieldnames or []):
-                raise TiffinError(f"predict_file {path}: has no column {input_field!r} (found {reader.fieldnames})")
-            predict = [Path(p) if Path(p).is_absolute() else path.parent / p
-                       for p in ((row.get(input_field) or "").strip() for row in reader) if p]
+        predict = listed_files(predict_file, input_field, audio_root) if predict_file is not None else None
         return cls(**rows, predict=predict, **options)
 
     @classmethod
@@ -111,18 +143,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
         files = {"train": train_file, "val": val_file, "test": test_file}
         rows = {k: read_jsonl(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
                 for k, v in files.items()}
-        predict = None
-        if predict_file is not None:
-            import json
-
-            predict = []
-            for number, line in enumerate(Path(predict_file).read_text(encoding="utf-8-sig").splitlines(), 1):
-                if line.strip():
-                    obj = json.loads(line)
-                    if not isinstance(obj, dict) or input_field not in obj:
-                        raise TiffinError(f"predict_file {predict_file}: line {number} lacks {input_field!r}")
-                    p = Path(str(obj[input_field]))
-                    predict.append(p if p.is_absolute() else Path(predict_file).parent / p)
+        predict = None if predict_file is None else listed_files(predict_file, input_field, audio_root, json_lines=True)
         return cls(**rows, predict=predict, **options)
 
     @classmethod
