@@ -32,13 +32,16 @@ ERRORS = {
 
 _LABEL = {"type": "object", "required": ["label", "score"],
           "properties": {"label": {"type": "string"}, "score": {"type": "number", "minimum": 0, "maximum": 1}}}
+# an answer from media cut short says so ("truncated: only 0.80 s of the 2.80 s ... answered from that part")
+_WARNINGS = {"type": "array", "items": {"type": "string"}}
 # route -> the 200 body
 ANSWERS = {
     "/classify": {"type": "object", "required": ["labels", "clips", "duration_s", "backbone"], "properties": {
         "labels": {"type": "array", "items": _LABEL, "minItems": 1}, "clips": {"type": "integer", "minimum": 1},
-        "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"}}},
+        "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"}, "warnings": _WARNINGS}},
     "/transcribe": {"type": "object", "required": ["text", "duration_s", "backbone"], "properties": {
         "text": {"type": "string"}, "duration_s": {"type": "number", "minimum": 0}, "backbone": {"type": "string"},
+        "warnings": _WARNINGS,
         "words": {"type": "array", "items": {"type": "object", "required": ["word", "start", "end"], "properties": {
             "word": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"}}}}}},
 }

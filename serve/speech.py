@@ -26,7 +26,7 @@ from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
 )
-from tiffin.audio_io import audio_duration, read_audio, resample
+from tiffin.audio_io import audio_duration, audio_truncation, read_audio, resample
 from tiffin.errors import MediaError
 from tiffin.host import SpeechPredictor, WaveLogits, use_recorded_decoder
 from tiffin.spec import SpeechSpec
@@ -99,11 +99,12 @@ class SpeechRecognizer:
         except MediaError as err:
             raise media_error(err, "audio") from None
         self._check_duration(len(wave) / rate)  # headers can understate
+        cut = audio_truncation(audio, len(wave) / rate)
         wave = resample(wave, rate, self.spec.sample_rate)
         with model_call():
             logits = self.host.recording_logits(wave)
         answer = {"text": self.host.decode(logits), "duration_s": round(len(wave) / self.spec.sample_rate, 3),
-                  "backbone": self.host.backbone}
+                  "backbone": self.host.backbone, **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})}
         if timestamps and self.host.decoder is not None:
             answer["words"] = self.host.decoder.words(logits, self.host.seconds_per_frame)
         return answer

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from tiffin.serve.artifacts import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
@@ -30,12 +30,23 @@ from tiffin.serve.uploads import (
 from tiffin.errors import MediaError
 from tiffin.host import VideoPredictor
 from tiffin.spec import VideoSpec
+from tiffin.inference import readable_warnings
 from tiffin.video_io import probe
 
 TASK = "video-classification"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
 SETTINGS = read_settings()
 bentoml_patches.install()  # BentoML fixes, or a one-line error naming the BentoML version
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax ints take JSON `true` as 1: a client sending a flag where a count belongs gets 400
+    if isinstance(value, bool):
+        raise ValueError("top_k is a whole number, not true/false")
+    return value
+
+
+TopK = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1000)]
 
 
 @bentoml.service(name="tiffin-video-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
@@ -70,7 +81,7 @@ class VideoClassifier:
         self.host = VideoPredictor(lambda clips: self.model.logits(clips), spec, meta["backbone"])
 
     @bentoml.api
-    def classify(self, video: Path, top_k: Annotated[int, Field(ge=1, le=1000)] = 5) -> dict[str, Any]:
+    def classify(self, video: Path, top_k: TopK = 5) -> dict[str, Any]:
         """Top-k labels of a video (scores averaged over TIFFIN_CLIPS clips spread over it)."""
         try:
             return self._classify(video, top_k)
@@ -87,13 +98,14 @@ class VideoClassifier:
             if info.width * info.height > self.settings.max_video_pixels:
                 raise UploadError(422, f"video: {info.width}x{info.height} frames are larger than the limit of "
                                        f"{self.settings.max_video_pixels} pixels (TIFFIN_MAX_VIDEO_PIXELS)")
+            warnings = readable_warnings(info, self.host.spec.clip_duration)
             clips = self.host.clips(video, self.settings.clips, duration=info.duration)
         except MediaError as err:
             raise media_error(err, "video") from None
         with model_call():
             labels = self.host.labels(clips, top_k)
         return {"labels": labels, "clips": len(clips), "duration_s": round(info.duration, 3),
-                "backbone": self.host.backbone}
+                "backbone": self.host.backbone, **({"warnings": warnings} if warnings else {})}
 
 
 VideoClassifier.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

@@ -33,6 +33,7 @@ class Case:
     write: Callable[[Path, dict[str, Path]], None]  # writes the file; gets the good seed files
     status: int  # OK, or the HTTP status the services answer
     words: str = ""  # in the reason, for a refusal
+    warns: str = ""  # in the answer's `warnings`, for an answer with a caveat (media cut short)
 
     @property
     def predict_answers(self) -> bool:
@@ -60,6 +61,29 @@ def _frames(n: int, height: int, width: int, fps: int = 10, codec: str = "libx26
         write_frames(path, frames, fps=fps, codec=codec, pts_ms=pts_ms)
 
     return write
+
+
+def _cut_after(write: Callable[[Path, dict[str, Path]], None], fraction: float):
+    """A file written by `write`, then cut to its first `fraction` of bytes (a download that stopped)."""
+
+    def cut(path: Path, seeds: dict[str, Path]) -> None:
+        write(path, seeds)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * fraction)])
+
+    return cut
+
+
+def _cut_at_frame(write: Callable[[Path, dict[str, Path]], None], frame: int):
+    """A video written by `write`, cut where its `frame`-th packet starts (a download that stopped there)."""
+
+    def cut(path: Path, seeds: dict[str, Path]) -> None:
+        write(path, seeds)
+        with av.open(str(path)) as container:
+            position = [p.pos for p in container.demux(video=0) if p.size][frame]
+        path.write_bytes(path.read_bytes()[:position])
+
+    return cut
 
 
 def _audio_only_mp4(path: Path, seeds: dict[str, Path]) -> None:
@@ -91,6 +115,29 @@ def _sound(seconds: float | None = None, rate: int = 16000, channels: int = 1, s
     return write
 
 
+def _encoded(codec: str, rate: int):
+    """The seed recording encoded by FFmpeg (PyAV): aac in m4a, opus in ogg, as phones and browsers record."""
+
+    def write(path: Path, seeds: dict[str, Path]) -> None:
+        from tiffin.audio_io import resample
+
+        wave, seed_rate = sf.read(seeds["wav"], dtype="float32")
+        wave = resample(wave, seed_rate, rate)
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=rate)
+            stream.layout = "mono"
+            size = stream.codec_context.frame_size or 1024
+            for i in range(0, len(wave), size):
+                frame = av.AudioFrame.from_ndarray(wave[None, i : i + size], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = rate, i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    return write
+
+
 def _silence(seconds: int, rate: int = 16000):
     def write(path: Path, seeds: dict[str, Path]) -> None:
         with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as f:
@@ -117,6 +164,8 @@ CASES: list[Case] = [
     Case("truncated mp4", "video", "truncated.mp4", _cut("mp4", 1 / 3), 422, "video:"),
     Case("random bytes as mp4", "video", "random.mp4", _bytes(_RANDOM), 422, "cannot be read"),
     Case("text renamed .mp4", "video", "text.mp4", _bytes(_TEXT), 422, "cannot be read"),
+    Case("mkv cut shorter than a clip", "video", "stub.mkv", _cut_at_frame(_frames(80, 48, 64), 3), 422,
+         "too little for one"),
     Case("audio-only mp4", "video", "audio-only.mp4", _audio_only_mp4, 422, "no video stream"),
     Case("wav sent as video", "video", "speech.wav", lambda p, s: p.write_bytes(s["wav"].read_bytes()), 422, "video"),
     Case("video over the duration limit", "video", "long.mp4", _frames(24, 32, 32, fps=4), 422, "TIFFIN_MAX_VIDEO_SECONDS"),
@@ -127,6 +176,7 @@ CASES: list[Case] = [
     Case("one-frame video", "video", "one.mp4", _frames(1, 48, 64), OK),
     Case("variable frame rate", "video", "vfr.mp4", _frames(len(_VFR_MS), 48, 64, pts_ms=_VFR_MS), OK),
     Case("vp9 webm", "video", "clip.webm", _frames(10, 48, 64, codec="libvpx-vp9"), OK),
+    Case("truncated mkv", "video", "cut.mkv", _cut_at_frame(_frames(80, 48, 64), 30), OK, warns="truncated: only"),
     # audio: refused
     Case("zero-byte audio", "audio", "empty.wav", _bytes(b""), 400, "empty"),
     Case("header-only wav", "audio", "header.wav", _wav_header, 422, "audio:"),
@@ -137,7 +187,9 @@ CASES: list[Case] = [
     Case("inf samples", "audio", "inf.wav", _sound(subtype="FLOAT", poison=float("inf")), 422, "inf"),
     Case("1 h of silence", "audio", "hour.flac", _silence(3600), 422, "TIFFIN_MAX_AUDIO_SECONDS"),
     # audio: odd but fine
-    Case("truncated wav", "audio", "truncated.wav", _cut("wav", 0.5), OK),
+    Case("truncated wav", "audio", "truncated.wav", _cut("wav", 0.5), OK, warns="truncated: only"),
+    Case("truncated mp3", "audio", "truncated.mp3", _cut_after(_sound(fmt="MP3", subtype="MPEG_LAYER_III"), 0.5), OK,
+         warns="truncated: only"),
     Case("0.01 s of audio", "audio", "blip.wav", _sound(0.01), OK),
     Case("8-bit wav", "audio", "u8.wav", _sound(subtype="PCM_U8"), OK),
     Case("24-bit wav", "audio", "s24.wav", _sound(subtype="PCM_24"), OK),
@@ -146,6 +198,8 @@ CASES: list[Case] = [
     Case("8 kHz", "audio", "phone.wav", _sound(rate=8000), OK),
     Case("96 kHz flac", "audio", "studio.flac", _sound(rate=96000, subtype="PCM_24", fmt="FLAC"), OK),
     Case("ogg vorbis", "audio", "clip.ogg", _sound(rate=22050, subtype="VORBIS", fmt="OGG"), OK),
+    Case("m4a (aac) at 44.1 kHz", "audio", "phone.m4a", _encoded("aac", 44100), OK),
+    Case("opus at 48 kHz", "audio", "browser.opus", _encoded("libopus", 48000), OK),
 ]
 
 

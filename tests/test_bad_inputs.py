@@ -30,6 +30,8 @@ def test_media_corpus_through_predict(media_corpus, corpus_predictions):
         if case.predict_answers:
             assert "error" not in entry, (case.name, entry)
             assert ("labels" if case.field == "video" else "text") in entry, (case.name, entry)
+            # a file cut short is answered from its readable part, and the answer says so
+            assert [case.warns in w for w in entry.get("warnings", [])] == ([True] if case.warns else []), entry
         else:
             assert "\n" not in entry["error"] and entry["error"], (case.name, entry)
     # answers that are not refusals are real answers: top-2 labels, or the seed recording's words

@@ -1,5 +1,6 @@
-"""Video corpora with their own splits, as published: UCF101 (ucfTrainTestlist/) and HMDB51
-(*_test_split<N>.txt), read and trained on with their train/test lists."""
+"""Video corpora with their own splits, as published: UCF101 (ucfTrainTestlist/), HMDB51
+(*_test_split<N>.txt), Something-Something v2 (labels/train/validation JSON + <id>.webm),
+Kinetics annotation CSVs, read and trained on with their lists."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import tiffin
+from tests.conftest import tiffin, write_frames
 from tiffin.errors import TiffinError
 from tiffin.train.video_layouts import read_split_layout
 
@@ -50,6 +51,7 @@ def test_ucf101_split_files_give_train_and_test(motion_dataset, tmp_path):
     assert "1 video(s) its split files list are not in the folder" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["train_videos"], metrics["val_videos"]) == (4 * n_classes, 2 * n_classes)
+    assert metrics["listed_missing"] == 1
 
 
 def test_hmdb51_flags_choose_the_split(motion_dataset, tmp_path):
@@ -96,6 +98,7 @@ def test_kinetics_annotations_find_downloaded_clips_and_count_the_missing(motion
     assert result.exit_code == 0, result.output
     assert f"Kinetics annotations, {n} of {len(rows) - 1} clips found" in result.output
     assert f"{len(found.missing)} annotated clip(s) were not downloaded" in result.output
+    assert json.loads((out / "metrics.json").read_text())["listed_missing"] == len(found.missing)
     elsewhere = tiffin("train", "video", "--train-csv", root / "train.csv", "--video-root", tmp_path / "nowhere",
                        *SMALL, "--out", tmp_path / "run2")
     assert elsewhere.exit_code == 2 and "--video-root" in elsewhere.output
@@ -108,3 +111,47 @@ def test_the_python_api_reads_the_same_layouts(motion_dataset, tmp_path):
     dm = VideoClassificationData.from_folders(train_folder=root / "UCF-101")
     assert (len(dm.videos["train"]), len(dm.videos["val"])) == (4 * n_classes, 2 * n_classes)
     assert dm.labels == sorted(p.name for p in motion_dataset.iterdir())
+
+
+def ssv2(motion_dataset, root):
+    """Something-Something v2 as released: JSON lists beside a folder of VP9 <id>.webm files."""
+    import av
+    import numpy as np
+
+    videos = root / "20bn-something-something-v2"
+    videos.mkdir(parents=True)
+    classes = sorted(p.name for p in motion_dataset.iterdir())
+    templates = {c: f"Moving [something] {c.replace('_', ' ')}" for c in classes}
+    lists = {"train": [], "validation": []}
+    video_id = 100
+    for c in classes:
+        for i, file in enumerate(sorted((motion_dataset / c).iterdir())):
+            with av.open(str(file)) as container:
+                frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+            write_frames(videos / f"{video_id}.webm", frames, codec="libvpx-vp9")
+            words = c.replace("_", " ")
+            lists["train" if i < 4 else "validation"].append(
+                {"id": str(video_id), "label": f"moving a pen {words}", "template": templates[c], "placeholders": ["a pen"]})
+            video_id += 1
+    lists["train"].append({"id": "999999", "label": "x", "template": templates[classes[0]], "placeholders": ["x"]})
+    (root / "something-something-v2-labels.json").write_text(
+        json.dumps({t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(templates.values())}))
+    for part, entries in lists.items():
+        (root / f"something-something-v2-{part}.json").write_text(json.dumps(entries))
+    return root, len(classes)
+
+
+def test_something_something_v2_reads_its_json_lists(motion_dataset, tmp_path):
+    root, n_classes = ssv2(motion_dataset, tmp_path / "ssv2")
+    found = read_split_layout(root, 1)
+    assert found.layout == "Something-Something v2" and not found.numbered
+    assert (len(found.train), len(found.test)) == (4 * n_classes, 2 * n_classes)
+    assert found.missing == [f"something-something-v2-train.json entry {4 * n_classes + 1}: 999999.webm"]
+    assert found.train[0].label.startswith("Moving something ") and found.train[0].path.suffix == ".webm"
+    out = tmp_path / "run"
+    result = tiffin("train", "video", "--train-folder", root, *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{4 * n_classes} training and {2 * n_classes} validation videos" in result.output
+    assert "Something-Something v2's validation list" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["train_videos"], metrics["val_videos"]) == (4 * n_classes, 2 * n_classes)

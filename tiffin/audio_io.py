@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
-from tiffin.errors import MediaError
+from tiffin.errors import MediaError, truncation_note
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".webm", ".wma", ".aiff", ".aif")
 
@@ -25,11 +26,13 @@ def is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to mono float32 at its own sample rate (channels averaged).
+def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file to mono float32 at its own sample rate (channels averaged); with `start`/`end`
+    (seconds), only that span of it (a Kaldi segment, a CSV row's start/end): wav and flac read
+    just those frames.
 
     Raises:
-        MediaError: missing, empty, unreadable, no audio, or non-finite samples.
+        MediaError: missing, empty, unreadable, no audio, non-finite samples, or a span outside it.
     """
     path = str(path)
     if not os.path.isfile(path):
@@ -39,11 +42,17 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        rate = sf.info(path).samplerate
+        first, last = round(start * rate), None if end is None else round(end * rate)
+        data, rate = sf.read(path, dtype="float32", always_2d=True, start=first, stop=last)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         data, rate = _read_with_pyav(path)
+        first, last = round(start * rate), None if end is None else round(end * rate)
+        data = data[first:last]
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if wave.size == 0:
+        if start or end is not None:
+            raise MediaError(path, f"has no audio from {start:g} s to {'its end' if end is None else f'{end:g} s'}")
         raise MediaError(path, "has no audio samples")
     if not np.isfinite(wave).all():
         raise MediaError(path, "has NaN or infinite samples")
@@ -53,12 +62,13 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
     import av
 
+    chunks, rate = [], 0
     try:
         with av.open(path) as container:
             if not container.streams.audio:
                 raise MediaError(path, "has no audio stream; give an audio file")
             stream = container.streams.audio[0]
-            chunks = []
+            rate = stream.rate
             for frame in container.decode(stream):
                 # to_ndarray gives [channels, samples] for planar formats, [1, samples*channels] packed
                 raw = frame.to_ndarray()
@@ -68,12 +78,12 @@ def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
                 if np.issubdtype(raw.dtype, np.integer):
                     array /= float(np.iinfo(raw.dtype).max) + 1
                 chunks.append(array)
-            rate = stream.rate
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
-        reason = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()[0][:160]
-        raise MediaError(path, f"cannot be read as audio ({reason})") from None
+        if not chunks:  # an error after audio decoded is a file cut short: keep what decoded (audio_truncation says so)
+            reason = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()[0][:160]
+            raise MediaError(path, f"cannot be read as audio ({reason})") from None
     if not chunks:
         raise MediaError(path, "has no decodable audio")
     return np.concatenate(chunks, axis=1).T, rate
@@ -105,9 +115,39 @@ def audio_duration(path: str | Path) -> float | None:
         return None
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 waveform at `sample_rate`: what every stage feeds a speech model."""
-    wave, rate = read_audio(path)
+def _wav_data_seconds(path: str | Path) -> float | None:
+    """Seconds a RIFF/WAVE header's data chunk announces (libsndfile reports what is there instead);
+    None for other files and for streamed wavs that leave the size unset."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, rate, block = 12, 0, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            rate, block = struct.unpack("<I", head[pos + 12 : pos + 16])[0], struct.unpack("<H", head[pos + 20 : pos + 22])[0]
+        elif chunk == b"data":
+            return size / block / rate if rate and block and size not in (0, 0xFFFFFFFF) else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def audio_truncation(path: str | Path, seconds: float) -> str | None:
+    """A line saying a recording is cut short, when its headers announce well over the `seconds` decoded."""
+    try:
+        declared = _wav_data_seconds(path)
+    except OSError:
+        return None
+    declared = declared if declared is not None else audio_duration(path)
+    if declared is not None and declared - seconds > max(0.25, 0.02 * declared):
+        return truncation_note(seconds, declared)
+    return None
+
+
+def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate` (of the span `start`-`end` s): what every stage feeds a speech model."""
+    wave, rate = read_audio(path, start, end)
     return resample(wave, rate, sample_rate)
 
 

@@ -72,14 +72,18 @@ def predict(
     lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
     hotword_weight: float = HOTWORD_WEIGHT,
     timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
+    start: float = typer.Option(0.0, min=0.0, help="Seconds: predict from this point of each file on."),
+    end: float = typer.Option(None, min=0.0, help="Seconds: predict up to this point of each file."),
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
+    if end is not None and end <= start:
+        raise typer.BadParameter(f"--end {end:g} is not after --start {start:g}", param_hint="--end")
     from tiffin.train.predict import load_predictor, with_decoder
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
     predictor = with_decoder(load_predictor(model), beam)
     extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
-    results = predictor.predict(files, top_k=top_k, clips=clips, **extra)
+    results = predictor.predict(files, top_k=top_k, clips=clips, spans=[(start, end)] * len(files), **extra)
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -100,8 +104,9 @@ def predict(
 def evaluate(
     model: Path = typer.Argument(..., help="Anything `tiffin predict` takes: checkpoint, artifact, Hugging Face "
                                  "folder, embedded model name."),
-    data: Path = typer.Argument(..., help="Speech: a CSV/TSV of audio files and transcripts; video: a class folder "
-                                "DATA/<label>/<video>."),
+    data: Path = typer.Argument(..., help="Speech: a CSV/TSV or JSON lines of audio files and transcripts, or a "
+                                "speech folder in a layout `tiffin train` reads (its test split when it has one); "
+                                "video: a class folder DATA/<label>/<video>."),
     audio_column: str = typer.Option("speech_files", help="Speech: column of audio files."),
     text_column: str = typer.Option("targets", help="Speech: column of transcripts."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),

@@ -39,3 +39,8 @@ def reported(command: Callable[..., T]) -> Callable[..., T]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def truncation_note(readable: float, declared: float) -> str:
+    """The one wording for media cut short (scraped downloads often are), for audio and video alike."""
+    return f"truncated: only {readable:.2f} s of the {declared:.2f} s its header declares can be read"

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tiffin.errors import MediaError, TiffinError
-from tiffin.inference import output_frames, pad_to_one_frame, pad_waves, top_labels, video_clips
+from tiffin.inference import output_frames, pad_to_one_frame, pad_waves, readable_warnings, top_labels, video_clips
 from tiffin.spec import SpeechSpec, VideoSpec
 
 Session = Callable[..., np.ndarray]
@@ -29,9 +29,10 @@ class VideoPredictor:
     def __init__(self, session: Session, spec: VideoSpec, backbone: str):
         self.session, self.spec, self.backbone = session, spec, backbone
 
-    def clips(self, file: str | Path, clips: int = 1, duration: float | None = None) -> np.ndarray:
-        """uint8 clips [N, T, S, S, 3] of one video, as validation decodes them."""
-        return video_clips(file, self.spec, clips, duration)
+    def clips(self, file: str | Path, clips: int = 1, duration: float | None = None,
+              span: tuple[float, float | None] = (0.0, None)) -> np.ndarray:
+        """uint8 clips [N, T, S, S, 3] of one video (of the span `start`-`end` s of it), as validation decodes them."""
+        return video_clips(file, self.spec, clips, duration, span)
 
     def labels(self, clips: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         """The top-k labels of one video from its clips."""
@@ -43,17 +44,31 @@ class VideoPredictor:
         # the labels tiffin.json's schema guarantees: its top-level list
         return cls(session, VideoSpec.from_dict({**meta["preprocessing"], "labels": meta["labels"]}), meta["backbone"])
 
-    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1) -> list[dict[str, Any]]:
-        """`[{"file", "labels": [{"label", "score"}]}]` in the order given; an unreadable file gets `error`."""
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1,
+                spans: list[tuple[float, float | None]] | None = None) -> list[dict[str, Any]]:
+        """`[{"file", "labels": [{"label", "score"}]}]` in the order given, each of its span (start, end
+        seconds; None: the end) when `spans` are given, and `warnings` when a file is cut short (answered
+        from its readable part); an unreadable file gets `error`."""
+        from tiffin.video_io import probe
+
         results = []
-        for file in files:
+        for file, span in zip(files, spans or [(0.0, None)] * len(files)):
             try:
-                batch = self.clips(file, clips)
+                info = probe(file)
+                warnings = readable_warnings(info, self.spec.clip_duration)
+                batch = self.clips(file, clips, info.duration, span)
             except MediaError as err:
                 results.append({"file": str(file), "error": err.reason})
                 continue
-            results.append({"file": str(file), "labels": self.labels(batch, top_k)})
+            results.append({"file": str(file), **_span_fields(span), "labels": self.labels(batch, top_k),
+                            **({"warnings": warnings} if warnings else {})})
         return results
+
+
+def _span_fields(span: tuple[float, float | None]) -> dict[str, float]:
+    """`start`/`end` of an answer for a part of a file; nothing for the whole of it."""
+    start, end = span
+    return {} if (start, end) == (0.0, None) else {"start": start, **({} if end is None else {"end": end})}
 
 
 class WaveLogits:
@@ -135,25 +150,31 @@ class SpeechPredictor:
         return cls(WaveLogits(session, kernels, strides), SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]}),
                    meta["backbone"], kernels, strides, windows_per_call)
 
-    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False
-                ) -> list[dict[str, Any]]:
-        """`[{"file", "text", "duration_s"}]` in the order given, with `words` (word, start, end
-        in seconds) when `timestamps` and a beam decoder is set; an unreadable file gets `error`
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
+                spans: list[tuple[float, float | None]] | None = None) -> list[dict[str, Any]]:
+        """`[{"file", "text", "duration_s"}]` in the order given, each of its span (start, end
+        seconds; None: the end) when `spans` are given, with `words` (word, start, end in seconds
+        of the file) when `timestamps` and a beam decoder is set, and `warnings` when a recording is cut
+        short; an unreadable file gets `error`
         (`top_k` and `clips` are video options, accepted so every predictor is called alike)."""
-        from tiffin.audio_io import load_audio
+        from tiffin.audio_io import audio_truncation, load_audio
 
         results = []
-        for file in files:
+        for file, span in zip(files, spans or [(0.0, None)] * len(files)):
             try:
-                wave = load_audio(file, self.spec.sample_rate)
+                wave = load_audio(file, self.spec.sample_rate, *span)
             except MediaError as err:
                 results.append({"file": str(file), "error": err.reason})
                 continue
             logits = self.recording_logits(wave)
-            result = {"file": str(file), "text": self.decode(logits)}
+            result = {"file": str(file), **_span_fields(span), "text": self.decode(logits)}
             if timestamps and self.decoder is not None:
-                result["words"] = self.decoder.words(logits, self.seconds_per_frame)
-            results.append({**result, "duration_s": round(len(wave) / self.spec.sample_rate, 3)})
+                result["words"] = [{**w, "start": round(w["start"] + span[0], 3), "end": round(w["end"] + span[0], 3)}
+                                   for w in self.decoder.words(logits, self.seconds_per_frame)]
+            seconds = len(wave) / self.spec.sample_rate
+            cut = audio_truncation(file, seconds) if span == (0.0, None) else None
+            results.append({**result, "duration_s": round(seconds, 3),
+                            **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})})
         return results
 
 

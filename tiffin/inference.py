@@ -13,20 +13,44 @@ from typing import Any
 
 import numpy as np
 
+from tiffin.errors import MediaError
 from tiffin.spec import VideoSpec
-from tiffin.video_io import center_crop, decode_clip, evenly_spaced_starts, probe
+from tiffin.video_io import VideoInfo, center_crop, decode_clip, evenly_spaced_starts, probe
 
 SCORE_DIGITS = 6
 
 
-def video_clips(path: str | Path, spec: VideoSpec, clips: int, duration: float | None = None) -> np.ndarray:
-    """`clips` centre-cropped clips spread over the whole video: uint8 [N, T, S, S, 3]."""
+def video_clips(path: str | Path, spec: VideoSpec, clips: int, duration: float | None = None,
+                span: tuple[float, float | None] = (0.0, None)) -> np.ndarray:
+    """`clips` centre-cropped clips spread over the whole video (or over its span `start`-`end`
+    seconds): uint8 [N, T, S, S, 3].
+
+    Raises:
+        MediaError: unreadable, or a span outside the video.
+    """
     duration = probe(path).duration if duration is None else duration
-    starts = evenly_spaced_starts(duration, spec.clip_duration, clips)
+    first, last = span[0], duration if span[1] is None else min(span[1], duration)
+    if not 0 <= first < last:
+        raise MediaError(str(path), f"has no video from {first:g} s to {last:g} s (it lasts {duration:.2f} s)")
+    starts = [first + s for s in evenly_spaced_starts(last - first, spec.clip_duration, clips)]
     return np.stack([
         center_crop(decode_clip(path, s, spec.clip_duration, spec.num_frames, spec.side_size), spec.crop_size)
         for s in starts
     ])
+
+
+def readable_warnings(info: VideoInfo, clip_duration: float) -> list[str]:
+    """`warnings` for an answer from a video cut short (answered from its readable part).
+
+    Raises:
+        MediaError: cut so short that no clip fits in the part that can be read.
+    """
+    if info.truncation is None:
+        return []
+    if info.duration < clip_duration:
+        raise MediaError(info.path, f"is {info.truncation[0].lower()}{info.truncation[1:]}, too little for one "
+                                    f"{clip_duration:g} s clip")
+    return [f"{info.truncation}; answered from that part"]
 
 
 def top_labels(logits: np.ndarray, labels: tuple[str, ...] | list[str], top_k: int) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from tiffin.errors import MediaError
+from tiffin.errors import MediaError, truncation_note
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv", ".3gp", ".wmv", ".ogv")
 
@@ -34,6 +34,12 @@ class VideoInfo:
     width: int
     height: int
     codec: str
+    declared: float | None = None  # what the headers announce, when the packets stop well short of it
+
+    @property
+    def truncation(self) -> str | None:
+        """A line saying the file is cut short, when it is (Kinetics-style scraped downloads often are)."""
+        return None if self.declared is None else truncation_note(self.duration, self.declared)
 
 
 def is_video_file(path: Path) -> bool:
@@ -103,11 +109,15 @@ def probe(path: str | Path) -> VideoInfo:
             first = next(container.decode(stream), None)
             if first is None:
                 raise MediaError(path, "has no decodable video frames")
-            duration = _header_duration(container, stream)
+            header = _header_duration(container, stream)
             fps = _frame_rate(stream)
-            if duration is None:
-                duration = _demuxed_duration(container, stream)
-            info = VideoInfo(path, float(duration or 0.0), fps, first.width, first.height, stream.codec_context.name)
+            container.seek(0)  # measure the span the packets cover, from the top
+            readable = _demuxed_duration(container, stream)
+            duration, declared = header if header is not None else readable, None
+            if header is not None and readable is not None and header - readable > max(3 / (fps or 30.0), 0.25):
+                duration, declared = readable, header  # cut short: the readable part is what there is
+            info = VideoInfo(path, float(duration or 0.0), fps, first.width, first.height, stream.codec_context.name,
+                             declared)
     except MediaError:
         raise
     except _DECODE_ERRORS as exc:

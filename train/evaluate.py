@@ -35,19 +35,29 @@ def evaluate(model: Path | Predictor, data: Path, audio_column: str = "speech_fi
 
 def speech_scores(predictor: SpeechPredictor, data: Path, *, audio_column: str, text_column: str, clips: int
                   ) -> dict[str, Any]:
-    """CER and WER of greedy transcripts on a CSV/TSV (`clips` is a video option)."""
+    """CER and WER of the transcripts on a CSV/TSV, JSON lines, or a speech folder in any layout
+    tiffin knows (its test split when it has one) (`clips` is a video option)."""
     from tiffin.ctc import error_rates
-    from tiffin.train.speech_files import read_table
+    from tiffin.train.speech_files import read_jsonl, read_table
+    from tiffin.train.speech_layouts import read_layout
 
-    rows = read_table(data, audio_column, text_column, "DATA")
+    split = None
+    if Path(data).is_dir():
+        read = read_layout(data, "DATA")
+        split = "test" if "test" in read.splits else "train"
+        rows = read.splits[split]
+        split = f"{read.layout} {split if len(read.splits) > 1 else 'all'}"
+    else:
+        reader = read_jsonl if Path(data).suffix.lower() in (".json", ".jsonl") else read_table
+        rows = reader(data, audio_column, text_column, "DATA")
     if not rows:
         raise TiffinError(f"DATA {data}: no rows")
-    got = predictor.predict([r.path for r in rows])
-    scored = [(r, g) for r, g in zip(rows, got) if "error" not in g]
+    got = predictor.predict([r.path for r in rows], spans=[(r.start, r.end) for r in rows])
+    scored = [(r, g) for r, g in zip(rows, got) if "error" not in g and not r.error]
     references = [predictor.vocab.normalise(r.text).text for r, _ in scored]
     wer, cer = error_rates(references, [g["text"] for _, g in scored])
     return {"utterances": len(scored), "unreadable": len(rows) - len(scored), "cer": round(cer, 4),
-            "wer": round(wer, 4)}
+            "wer": round(wer, 4), **({"split": split} if split else {})}
 
 
 def video_scores(predictor: VideoPredictor, data: Path, *, audio_column: str, text_column: str, clips: int

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset, Sampler
 
 from tiffin.audio_io import load_audio
 from tiffin.train.speech_files import (  # noqa: F401  re-exported: the readers live there, torch-free
-    Row, Utterance, BadRow, read_table, read_jsonl, read_folder, CheckReport, check_rows, drop_duplicates, ctc_frames_needed,
+    Row, Utterance, BadRow, read_table, read_jsonl, CheckReport, check_rows, drop_duplicates, ctc_frames_needed,
 )
+from tiffin.train.speech_layouts import read_folder, read_layout  # noqa: F401  re-exported
 
 
 class SpeechDataset(Dataset):
@@ -31,7 +32,7 @@ class SpeechDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         u = self.utterances[i]
-        wave = load_audio(u.path, self.sample_rate)
+        wave = load_audio(u.path, self.sample_rate, u.start, u.end)
         return {"wave": torch.from_numpy(wave), "ids": torch.tensor(u.ids, dtype=torch.long), "text": u.text}
 
 

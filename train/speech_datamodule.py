@@ -22,7 +22,7 @@ from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
 from tiffin.train.video_datamodule import media_files_in
 from tiffin.train.speech_data import (
-    LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder, read_jsonl, read_table,
+    LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl, read_layout, read_table,
 )
 
 
@@ -172,15 +172,22 @@ class SpeechRecognitionData(pl.LightningDataModule):
     @classmethod
     def from_folders(cls, train_folder: str | Path | None = None, val_folder: str | Path | None = None,
                      test_folder: str | Path | None = None, predict_folder: str | Path | None = None,
-                     **options: Any) -> "SpeechRecognitionData":
-        """Folders of audio files, each with its transcript in a `.txt` of the same name beside it;
-        `predict_folder` holds audio files at any depth.
+                     audio_root: str | Path | None = None, **options: Any) -> "SpeechRecognitionData":
+        """Speech folders in any layout tiffin knows (Common Voice, AudioFolder, Kaldi, LibriSpeech, or
+        audio files with a `.txt` transcript beside each); a layout's own validation and test
+        splits are used where no val_folder/test_folder is given. `predict_folder` holds audio
+        files at any depth.
 
         Example:
-            >>> SpeechRecognitionData.from_folders(train_folder="recordings/train")
+            >>> SpeechRecognitionData.from_folders(train_folder="LibriSpeech")  # train-*, dev-*, test-* inside
         """
         folders = {"train": train_folder, "val": val_folder, "test": test_folder}
-        rows = {k: read_folder(v, f"{k}_folder") if v is not None else None for k, v in folders.items()}
+        reads = {k: read_layout(v, f"{k}_folder", audio_root) if v is not None else None for k, v in folders.items()}
+        rows = {k: read.splits["train"] if read is not None else None for k, read in reads.items()}
+        if reads["train"] is not None:
+            for split, key in (("validation", "val"), ("test", "test")):
+                if rows[key] is None and reads["train"].splits.get(split):
+                    rows[key] = reads["train"].splits[split]
         predict = media_files_in(predict_folder, "predict_folder", is_audio_file, "audio") if predict_folder is not None else None
         return cls(**rows, predict=predict, **options)
 

@@ -1,4 +1,5 @@
-"""Finding and checking the recordings of a speech dataset, torch-free: CSV/TSV, JSON lines, folders.
+"""Finding and checking the recordings of a speech dataset, torch-free: CSV/TSV and JSON lines
+(folders in the published corpora's layouts: train/speech_layouts.py).
 
 Every row is checked before training (audio readable, non-empty, finite; transcript non-empty
 after normalisation) and bad ones are reported with their row and path. `tiffin evaluate` reads
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiffin.audio_io import is_audio_file, read_audio
+from tiffin.audio_io import audio_truncation, read_audio
 from tiffin.ctc import Normalised, Vocabulary
 from tiffin.errors import MediaError, TiffinError
 from tiffin.inference import output_frames
@@ -32,6 +33,8 @@ class Row:
     text: str
     where: str
     error: str = ""  # a problem found while listing the row (an unreadable transcript file)
+    start: float = 0.0  # the span of the recording this utterance is (a Kaldi segment), in seconds
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Utterance:
     text: str
     ids: tuple[int, ...]
     samples: int
+    start: float = 0.0
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,73 +134,6 @@ def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: st
     return rows
 
 
-def read_librispeech(root: Path, option: str) -> list[Row]:
-    """LibriSpeech's layout (and LibriTTS-style ones): SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt,
-    one `UTTERANCE-ID TRANSCRIPT` line per utterance, its audio (flac) beside it as ID.EXT."""
-    rows = []
-    for trans in sorted(root.rglob("*.trans.txt")):
-        audio = {p.stem: p for p in trans.parent.iterdir() if p.is_file() and is_audio_file(p)}
-        try:
-            lines = trans.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError:
-            raise TiffinError(f"{option} {trans}: is not UTF-8 text") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            key, _, text = line.strip().partition(" ")
-            where = f"{trans.relative_to(root)} line {number}"
-            path = audio.get(key, trans.parent / f"{key}.flac")
-            rows.append(Row(path, text, where, "" if key in audio else "no audio file for this utterance id"))
-    return rows
-
-
-def folder_layout(root: Path) -> str:
-    """Which layout a speech folder is in: "common-voice", "librispeech" or "audio+txt"."""
-    if (root / COMMON_VOICE["audio_folder"]).is_dir() and any((root / f"{s}.tsv").is_file() for s in ("train", "validated")):
-        return "common-voice"
-    if next(root.rglob("*.trans.txt"), None) is not None:
-        return "librispeech"
-    return "audio+txt"
-
-
-def read_folder(root: str | Path, option: str) -> list[Row]:
-    """A speech folder in any layout tiffin knows (folder_layout): Common Voice (its train.tsv,
-    else validated.tsv), LibriSpeech (*.trans.txt), or audio files with a transcript `.txt` of
-    the same name beside each (found recursively)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise TiffinError(f"{option} {root}: no such folder")
-    layout = folder_layout(root)
-    if layout == "common-voice":
-        table = next(root / f"{s}.tsv" for s in ("train", "validated") if (root / f"{s}.tsv").is_file())
-        return read_table(table, *DEFAULT_COLUMNS, f"{option} {root}:")
-    if layout == "librispeech":
-        rows = read_librispeech(root, option)
-        if not rows:
-            raise TiffinError(f"{option} {root}: its .trans.txt files list no utterances")
-        return rows
-    rows = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            audio = Path(dirpath) / name
-            if is_audio_file(audio):
-                txt = audio.with_suffix(".txt")
-                text, error = "", ""
-                if txt.is_file():
-                    try:
-                        text = txt.read_text(encoding="utf-8-sig")
-                    except UnicodeDecodeError:
-                        error = "transcript is not UTF-8; save it as UTF-8"
-                rows.append(Row(audio, text, str(txt.relative_to(root)) if txt.is_file() else f"{txt.name} (missing)",
-                                error))
-    if not rows:
-        raise TiffinError(f"{option} {root}: matches no layout tiffin knows (Common Voice: clips/ and train.tsv; "
-                          "LibriSpeech: *.trans.txt; or audio files with a .txt transcript beside each); "
-                          "for another layout give --train-csv with --audio-root")
-    return rows
-
-
 @dataclass
 class CheckReport:
     """What checking the rows found besides the usable utterances."""
@@ -225,11 +163,14 @@ def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: boo
             return BadRow(row.where, str(row.path), "empty transcript" if not row.text.strip()
                           else f"transcript {row.text.strip()[:40]!r} has no character of the vocabulary")
         try:
-            wave, rate = read_audio(row.path)
+            wave, rate = read_audio(row.path, row.start, row.end)
         except MediaError as err:
             return BadRow(row.where, err.path, err.reason)
+        cut = audio_truncation(row.path, len(wave) / rate) if (row.start, row.end) == (0.0, None) else None
+        if cut:  # its transcript is of the whole recording: training on part of it would teach wrong words
+            return BadRow(row.where, str(row.path), f"{cut}; the transcript is of the whole recording")
         utterance = Utterance(row.path, normalised.text, tuple(vocab.encode(normalised.text)),
-                              int(np.ceil(len(wave) * sample_rate / rate)))
+                              int(np.ceil(len(wave) * sample_rate / rate)), row.start, row.end)
         if conv is not None:
             frames, needed = output_frames(utterance.samples, *conv), ctc_frames_needed(utterance.ids)
             if frames < needed:
@@ -258,10 +199,10 @@ def drop_duplicates(rows: list[Row], vocab: Vocabulary) -> tuple[list[Row], int]
     Raises:
         TiffinError: the same file with two different transcripts.
     """
-    first: dict[Path, tuple[Row, str]] = {}  # file -> its first row and normalised transcript
+    first: dict[tuple, tuple[Row, str]] = {}  # (file, span) -> its first row and normalised transcript
     kept = []
     for row in rows:
-        key, text = row.path.resolve(), vocab.normalise(row.text).text
+        key, text = (row.path.resolve(), row.start, row.end), vocab.normalise(row.text).text
         if not text or row.error:
             kept.append(row)  # reported as a bad row by check_rows
         elif key not in first:

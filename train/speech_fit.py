@@ -22,10 +22,11 @@ from tiffin.train.run_folder import (
     resumed_epoch, say,
 )
 from tiffin.train.speech_data import (
-    CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_folder,
-    read_jsonl, read_table,
+    CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl,
+    read_layout, read_table,
 )
 from tiffin.train.choices import VOCAB_CHOICES
+from tiffin.train.speech_layouts import FolderRead
 
 
 @dataclass
@@ -59,6 +60,12 @@ class SpeechRunResult:
 
 
 def _rows(cfg: SpeechTrainConfig, split: str) -> list[Row] | None:
+    rows = _read(cfg, split)
+    return rows.splits["train"] if isinstance(rows, FolderRead) else rows
+
+
+def _read(cfg: SpeechTrainConfig, split: str) -> FolderRead | list[Row] | None:
+    """The rows `--{split}-csv/json/folder` gives; a folder's whole FolderRead (its layout's splits)."""
     sources = {"csv": getattr(cfg, f"{split}_csv"), "json": getattr(cfg, f"{split}_json"),
                "folder": getattr(cfg, f"{split}_folder")}
     given = {k: v for k, v in sources.items() if v is not None}
@@ -71,11 +78,10 @@ def _rows(cfg: SpeechTrainConfig, split: str) -> list[Row] | None:
     kind, path = next(iter(given.items()))
     option = f"--{split}-{kind}"
     if kind == "folder":
-        from tiffin.train.speech_files import folder_layout
-
-        rows = read_folder(path, option)
-        say(f"{option} {path}: {folder_layout(Path(path))} layout, {len(rows)} utterances")
-        return rows
+        read = read_layout(path, option, cfg.audio_root)
+        say(f"{option} {path}: {read.layout} layout, {len(read.splits['train'])} utterances"
+            + (f" (splits: {read.counts()})" if len(read.splits) > 1 else ""))
+        return read
     reader = read_jsonl if kind == "json" else read_table
     rows = reader(path, cfg.audio_column, cfg.text_column, option, cfg.audio_root)
     if not rows:
@@ -121,14 +127,11 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
         raise TiffinError(f"--vocab {cfg.vocab}: choose one of {', '.join(VOCAB_CHOICES)}")
     out = prepare_out(cfg, "speech-" + Path(cfg.backbone).name)
     last = out / "checkpoints" / "last.ckpt"
-    train_rows, val_rows = _rows(cfg, "train"), _rows(cfg, "val")
-    if val_rows is None and cfg.train_folder is not None:
-        from tiffin.train.speech_files import folder_layout
-
-        dev = Path(cfg.train_folder) / "dev.tsv"  # Common Voice defines its validation split
-        if folder_layout(Path(cfg.train_folder)) == "common-voice" and dev.is_file():
-            val_rows = read_table(dev, "speech_files", "targets", "dev.tsv")
-            say(f"validating on the layout's own split: {dev} ({len(val_rows)} utterances)")
+    train_read, val_rows = _read(cfg, "train"), _rows(cfg, "val")
+    train_rows = train_read.splits["train"] if isinstance(train_read, FolderRead) else train_read
+    if val_rows is None and isinstance(train_read, FolderRead) and train_read.splits.get("validation"):
+        val_rows = train_read.splits["validation"]  # the layout defines its validation split
+        say(f"validating on the {train_read.layout} layout's own validation split ({len(val_rows)} utterances)")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model: a new head's init is seeded
     if cfg.resume:

@@ -55,15 +55,16 @@ class VideoClipDataset(Dataset):
             raise TiffinError(f"--clip-sampler {sampler}: choose one of {', '.join(CLIP_SAMPLERS)}")
         self.spec, self.train, self.flip, self.strict, self.seed = spec, train, flip, strict, seed
         index = {label: i for i, label in enumerate(labels)}
-        self.items: list[tuple[Path, int, float | None, float]] = []
+        # (path, label, clip start or None for a random one, span start, span length)
+        self.items: list[tuple[Path, int, float | None, float, float]] = []
         for v in videos:
             if sampler == "random":
                 starts: list[float | None] = [None]
             elif sampler == "uniform":
-                starts = consecutive_starts(v.duration, spec.clip_duration)
+                starts = [v.start + s for s in consecutive_starts(v.duration, spec.clip_duration)]
             else:
-                starts = evenly_spaced_starts(v.duration, spec.clip_duration, clips_per_video)
-            self.items += [(v.path, index[v.label], s, v.duration) for s in starts]
+                starts = [v.start + s for s in evenly_spaced_starts(v.duration, spec.clip_duration, clips_per_video)]
+            self.items += [(v.path, index[v.label], s, v.start, v.duration) for s in starts]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,10 +75,10 @@ class VideoClipDataset(Dataset):
         a resume."""
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         rng = np.random.default_rng([self.seed, epoch, i])
-        path, label, start, duration = self.items[i]
+        path, label, start, offset, duration = self.items[i]
         spec = self.spec
         if start is None:
-            start = float(rng.random() * max(0.0, duration - spec.clip_duration))
+            start = offset + float(rng.random() * max(0.0, duration - spec.clip_duration))
         side = spec.side_size
         if self.train:
             side = int(rng.integers(spec.side_size, round(spec.side_size * 1.25) + 1))

@@ -22,6 +22,7 @@ from tiffin.spec import VideoSpec
 from tiffin.train.choices import CLIP_SAMPLERS
 from tiffin.train.run_folder import say
 from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips
+from tiffin.train.video_fit import say_truncated
 from tiffin.train.video_files import (
     Sample, Video, check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split,
 )
@@ -110,9 +111,10 @@ class VideoClassificationData(pl.LightningDataModule):
             if samples[split] is None:
                 self.videos[split] = None
                 continue
-            videos, bad = probe_all(samples[split], strict)
+            videos, bad = probe_all(samples[split], strict, clip_duration)
             for err in bad:
                 say(str(err), prefix="[yellow]skipped[/] ")
+            say_truncated(videos)
             self.skipped += bad
             self.videos[split] = videos
         if self.labels is not None:
@@ -146,11 +148,10 @@ class VideoClassificationData(pl.LightningDataModule):
         layout = read_split_layout(train_folder, split, "train_folder") if train_folder is not None else None
         samples = {k: discover_folder(v, f"{k}_folder") if v is not None and (k != "train" or layout is None) else None
                    for k, v in folders.items()}
-        if layout is not None:  # UCF101 / HMDB51: the official split's train list, its test list validates
+        if layout is not None:  # UCF101 / HMDB51 / SSv2: the official train list; its test/validation list validates
             samples["train"] = layout.train
-            say(f"train_folder {train_folder}: {layout.layout} layout, split {split}: {len(layout.train)} training "
-                f"and {len(layout.test)} test videos" + (f", {len(layout.missing)} listed but missing"
-                                                          if layout.missing else ""))
+            say(f"train_folder {train_folder}: {layout.summary(split)}"
+                + (f", {len(layout.missing)} listed but missing" if layout.missing else ""))
             if val_folder is None:
                 samples["val"] = layout.test
         predict = media_files_in(predict_folder, "predict_folder") if predict_folder is not None else None

@@ -30,19 +30,24 @@ log = logging.getLogger("tiffin")
 
 @dataclass(frozen=True)
 class Sample:
-    """A labelled video file."""
+    """A labelled video file, or the span `start`-`end` seconds of one (a CSV row's segment)."""
 
     path: Path
     label: str
+    start: float = 0.0
+    end: float | None = None
 
 
 @dataclass(frozen=True)
 class Video:
-    """A labelled video that probed fine, with its duration in seconds."""
+    """A labelled video (or span of one) that probed fine: clips are drawn from `start` to
+    `start + duration` seconds. `declared` is set when the file is cut short of its header."""
 
     path: Path
     label: str
     duration: float
+    start: float = 0.0
+    declared: float | None = None
 
 
 def discover_folder(root: str | Path, option: str = "--train-folder") -> list[Sample]:
@@ -75,17 +80,31 @@ def discover_folder(root: str | Path, option: str = "--train-folder") -> list[Sa
 
 _PATH_COLUMNS = ("path", "video", "file", "filename")
 _LABEL_COLUMNS = ("label", "class", "target")
+_START_COLUMNS, _END_COLUMNS = ("start", "start_time", "start_sec"), ("end", "end_time", "end_sec")
+
+
+def _seconds(value: str | None, where: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise TiffinError(f"{where}: {value.strip()!r} is not a number of seconds") from None
+    if not seconds >= 0:
+        raise TiffinError(f"{where}: {value.strip()!r} is not a time in the video (seconds >= 0)")
+    return seconds
 
 
 def read_csv(path: str | Path, option: str = "--train-csv", path_column: str | None = None,
              label_column: str | None = None) -> list[Sample]:
     """Read `path,label` rows (comma or tab separated, header required, BOM tolerated); the
     columns are the ones named, else the first of path/video/file/filename and label/class/target.
+    Optional `start`/`end` columns (seconds) make a row a segment of a longer video.
 
     Relative paths are relative to the CSV's folder.
 
     Raises:
-        TiffinError: missing file or columns, or an empty file.
+        TiffinError: missing file or columns, an empty file, or a segment that ends before it starts.
     """
     path, reader = open_table(path, option, "a CSV with path,label columns")
     fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
@@ -93,6 +112,8 @@ def read_csv(path: str | Path, option: str = "--train-csv", path_column: str | N
     label_names = (label_column.strip().lower(),) if label_column else _LABEL_COLUMNS
     path_col = next((fields[c] for c in path_names if c in fields), None)
     label_col = next((fields[c] for c in label_names if c in fields), None)
+    start_col = next((fields[c] for c in _START_COLUMNS if c in fields), None)
+    end_col = next((fields[c] for c in _END_COLUMNS if c in fields), None)
     if path_col is None or label_col is None:
         raise TiffinError(f"{option} {path}: needs a header with {path_names[0]!r} and {label_names[0]!r} columns, "
                           f"found {list(fields)}")
@@ -101,10 +122,15 @@ def read_csv(path: str | Path, option: str = "--train-csv", path_column: str | N
         file, label = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()
         if not file and not label:
             continue
+        where = f"{option} {path}: line {reader.line_num}"
         if not file or not label:
-            raise TiffinError(f"{option} {path}: line {reader.line_num} lacks a path or a label")
+            raise TiffinError(f"{where} lacks a path or a label")
+        start = _seconds(row.get(start_col) if start_col else None, where) or 0.0
+        end = _seconds(row.get(end_col) if end_col else None, where)
+        if end is not None and end <= start:
+            raise TiffinError(f"{where}: its segment ends ({end:g} s) before it starts ({start:g} s)")
         file_path = Path(file).expanduser()
-        samples.append(Sample(file_path if file_path.is_absolute() else path.parent / file_path, label))
+        samples.append(Sample(file_path if file_path.is_absolute() else path.parent / file_path, label, start, end))
     if not samples:
         raise TiffinError(f"{option} {path}: has no rows")
     return samples
@@ -118,8 +144,13 @@ def check_classes(samples: list[Sample], option: str) -> list[str]:
     return labels
 
 
-def probe_all(samples: list[Sample], strict: bool = False) -> tuple[list[Video], list[MediaError]]:
+def probe_all(samples: list[Sample], strict: bool = False, clip_duration: float | None = None
+              ) -> tuple[list[Video], list[MediaError]]:
     """Probe every file (threads: PyAV releases the GIL); split into usable videos and errors.
+
+    A file cut short of its header (a scraped download) is used for the part that can be read
+    when a `clip_duration` clip fits in it, and is an error otherwise; a segment must lie in
+    the readable part.
 
     Raises:
         MediaError: the first bad file, when `strict`.
@@ -127,9 +158,15 @@ def probe_all(samples: list[Sample], strict: bool = False) -> tuple[list[Video],
 
     def one(sample: Sample) -> Video | MediaError:
         try:
-            return Video(sample.path, sample.label, probe(sample.path).duration)
+            info = probe(sample.path)
         except MediaError as err:
             return err
+        end = info.duration if sample.end is None else min(sample.end, info.duration)
+        if end <= sample.start:
+            return MediaError(str(sample.path), f"has no video from {sample.start:g} s (it lasts {info.duration:.2f} s)")
+        if info.declared is not None and clip_duration is not None and end - sample.start < clip_duration:
+            return MediaError(str(sample.path), f"is {info.truncation}, too little for one {clip_duration:g} s clip")
+        return Video(sample.path, sample.label, end - sample.start, sample.start, info.declared)
 
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         results = list(pool.map(one, samples))
@@ -145,9 +182,9 @@ def drop_duplicates(samples: list[Sample], option: str) -> tuple[list[Sample], i
     Returns:
         The unique samples and how many duplicates were dropped.
     """
-    first: dict[Path, Sample] = {}
+    first: dict[tuple, Sample] = {}
     for s in samples:
-        key = s.path.resolve()
+        key = (s.path.resolve(), s.start, s.end)  # segments of one video are different samples
         if key in first and first[key].label != s.label:
             raise TiffinError(f"{option}: {s.path} is labelled both {first[key].label!r} and {s.label!r}; keep one")
         first.setdefault(key, s)

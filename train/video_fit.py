@@ -75,24 +75,25 @@ def _gather(cfg: VideoTrainConfig):
         raise TiffinError("give at most one of --val-folder DIR or --val-csv FILE")
     train_opt = "--train-folder" if cfg.train_folder else "--train-csv"
     layout = read_split_layout(cfg.train_folder, cfg.split) if cfg.train_folder else None
-    val = None
+    val, missing = None, []  # listed by a layout's or Kinetics' lists, not on disk
     if cfg.train_csv is not None and is_kinetics_csv(cfg.train_csv):
         kinetics = read_kinetics(cfg.train_csv, "--train-csv", cfg.video_root)
         train = kinetics.train
         say(f"--train-csv {cfg.train_csv}: Kinetics annotations, {len(train)} of {len(train) + len(kinetics.missing)} "
             f"clips found")
         _say_missing(kinetics.missing, "annotated clip(s) were not downloaded")
+        missing += kinetics.missing
         if not train:
             raise TiffinError(f"--train-csv {cfg.train_csv}: none of its clips is on disk; give --video-root DIR "
                               "(the folder of <youtube_id>_<start>_<end> files)")
     elif layout is not None:
         train = layout.train
-        say(f"--train-folder {cfg.train_folder}: {layout.layout} layout, split {cfg.split}: {len(layout.train)} "
-            f"training and {len(layout.test)} test videos")
+        say(f"--train-folder {cfg.train_folder}: {layout.summary(cfg.split)}")
         _say_missing(layout.missing, "video(s) its split files list are not in the folder")
+        missing += layout.missing
         if cfg.val_folder is None and cfg.val_csv is None:
             val = layout.test
-            say(f"validating on the layout's own split: {layout.layout} split {cfg.split}'s test list")
+            say(f"validating on the layout's own split: {layout.held_out(cfg.split)}")
     else:
         train = discover_folder(cfg.train_folder, train_opt) if cfg.train_folder else read_csv(cfg.train_csv, train_opt)
     if cfg.val_folder is not None:
@@ -100,6 +101,7 @@ def _gather(cfg: VideoTrainConfig):
     elif cfg.val_csv is not None and is_kinetics_csv(cfg.val_csv):
         kinetics = read_kinetics(cfg.val_csv, "--val-csv", cfg.video_root)
         _say_missing(kinetics.missing, "annotated validation clip(s) were not downloaded")
+        missing += kinetics.missing
         val = kinetics.train
     elif cfg.val_csv is not None:
         val = read_csv(cfg.val_csv, "--val-csv")
@@ -115,11 +117,13 @@ def _gather(cfg: VideoTrainConfig):
         if extra:
             raise TiffinError(f"validation classes {extra} do not occur in {train_opt}; every class needs training videos")
     say(f"probing {len(train) + len(val or [])} videos ...")
-    train_videos, bad = probe_all(train, cfg.strict)
-    val_videos, bad_val = probe_all(val, cfg.strict) if val is not None else (None, [])
+    clip = cfg.clip_duration or get_video_backbone(cfg.backbone).clip_duration
+    train_videos, bad = probe_all(train, cfg.strict, clip)
+    val_videos, bad_val = probe_all(val, cfg.strict, clip) if val is not None else (None, [])
     bad += bad_val
     for err in bad:
         say(str(err), prefix="[yellow]skipped[/] ")
+    say_truncated(train_videos + (val_videos or []))
     lost = sorted(set(labels) - {v.label for v in train_videos})
     if lost:
         raise TiffinError(f"class {lost[0]!r} has no readable training videos; fix or remove its files")
@@ -129,7 +133,19 @@ def _gather(cfg: VideoTrainConfig):
         train_videos, val_videos = stratified_split(train_videos, cfg.val_split, cfg.seed)
     if not val_videos:
         raise TiffinError("no validation videos: give --val-folder, or at least 2 videos in a class to split off")
-    return labels, train_videos, val_videos, bad
+    return labels, train_videos, val_videos, bad, missing
+
+
+def truncated(videos: list) -> list[dict[str, Any]]:
+    """The videos cut short of their headers, with both spans (metrics.json's truncated_files)."""
+    return [{"path": str(v.path), "readable_s": round(v.duration + v.start, 3), "declared_s": round(v.declared, 3)}
+            for v in videos if v.declared is not None]
+
+
+def say_truncated(videos: list) -> None:
+    for cut in truncated(videos):
+        say(f"{cut['path']}: truncated: only {cut['readable_s']:.2f} s of the {cut['declared_s']:.2f} s its header "
+            "declares can be read; clips come from that part", prefix="[yellow]note[/] ")
 
 
 def _say_missing(missing: list[str], what: str) -> None:
@@ -162,7 +178,7 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     init_weights = None
     if (cfg.pretrained or cfg.weights) and not cfg.resume:
         init_weights = find_pretrained_weights(info, cfg.weights)  # fail before probing a large folder
-    labels, train_videos, val_videos, bad = _gather(cfg)
+    labels, train_videos, val_videos, bad, missing = _gather(cfg)
     spec = make_spec(cfg, labels)
     first_epoch = 0
     if cfg.resume:
@@ -171,8 +187,10 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
         if list(saved["spec"]["labels"]) != labels:
             raise TiffinError(f"--resume: {last} was trained on classes {saved['spec']['labels']}, the data has {labels}")
         spec = VideoSpec.from_dict(saved["spec"])
+    cut = truncated(train_videos + val_videos)
     say(f"{len(labels)} classes, {len(train_videos)} training and {len(val_videos)} validation videos"
-         f"{f', {len(bad)} skipped' if bad else ''}; clips of {spec.num_frames} frames over {spec.clip_duration}s "
+         f"{f', {len(bad)} skipped' if bad else ''}{f', {len(cut)} truncated (their readable part used)' if cut else ''}"
+         f"; clips of {spec.num_frames} frames over {spec.clip_duration}s "
          f"at {spec.crop_size}px")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -193,6 +211,7 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     base = {"task": "video-classification", "backbone": cfg.backbone, "labels": labels, "strategy": cfg.strategy,
             "precision": cfg.precision, "train_videos": len(train_videos), "val_videos": len(val_videos),
             "skipped_files": [{"path": e.path, "reason": e.reason} for e in bad],
+            "truncated_files": cut, "listed_missing": len(missing),
             "confusion_matrix_png": "confusion_matrix.png"}
     writer = MetricsWriter(out, cfg.resume, base, ("val_loss", "val_acc", "val_acc_top5"), "val_acc", "max")
     steps_per_epoch = max(1, len(train_set) // cfg.batch_size)

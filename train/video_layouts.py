@@ -4,6 +4,11 @@
   `Class/v_x.avi LABEL_ID`, testlist0N.txt `Class/v_x.avi`), found inside the folder or beside it.
 - HMDB51: `<class>/<video>.avi` with `<class>_test_split<N>.txt` files (`video.avi FLAG`: 1
   train, 2 test, 0 unused), in the folder, in a `*splits*` folder inside it, or beside it.
+- Something-Something v2: `labels.json`, `train.json` and `validation.json` (also named
+  `something-something-v2-*.json`; entries `{"id", "template", "label", "placeholders"}`) and
+  `<id>.webm` files (in the folder or a folder inside it, such as `20bn-something-something-v2/`).
+  The class is the template with its brackets removed, as the benchmark scores it
+  ("Putting [something] on [something]" -> "Putting something on something").
 
 A layout is a row of LAYOUTS: a finder (where its split files are, or None) and a reader
 (split N -> train and test samples). `--train-folder` tries them in order; a folder that
@@ -29,6 +34,15 @@ class SplitRead:
     train: list[Sample]
     test: list[Sample]
     missing: list[str]
+    numbered: bool = True  # the layout has numbered splits (--split N); SSv2 has one
+
+    def held_out(self, split: int) -> str:
+        """What validates: "UCF101 split 1's test list", "Something-Something v2's validation list"."""
+        return f"{self.layout} split {split}'s test list" if self.numbered else f"{self.layout}'s validation list"
+
+    def summary(self, split: int) -> str:
+        return (f"{self.layout} layout{f', split {split}' if self.numbered else ''}: {len(self.train)} training and "
+                f"{len(self.test)} {'test' if self.numbered else 'validation'} videos")
 
 
 def _ucf_lists(root: Path) -> Path | None:
@@ -153,10 +167,63 @@ def read_kinetics(path: str | Path, option: str = "--train-csv", video_root: str
     return SplitRead("Kinetics", samples, [], missing)
 
 
+def _ssv2_file(root: Path, part: str) -> Path | None:
+    for folder in (root, root.parent):
+        for name in (f"{part}.json", f"something-something-v2-{part}.json"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _ssv2_lists(root: Path) -> Path | None:
+    labels, train = _ssv2_file(root, "labels"), _ssv2_file(root, "train")
+    return labels if labels is not None and train is not None else None
+
+
+def _json(path: Path, option: str):
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TiffinError(f"{option} {path}: is not JSON ({getattr(exc, 'msg', exc)})") from None
+
+
+def ssv2_class(template: str) -> str:
+    """SSv2's class of an entry: its template without the placeholder brackets."""
+    return template.replace("[", "").replace("]", "")
+
+
+def read_ssv2(root: Path, split: int, option: str) -> SplitRead:
+    from tiffin.video_io import is_video_file
+
+    classes = set(_json(_ssv2_lists(root), option))
+    found = {p.stem: p for p in sorted(root.rglob("*")) if p.is_file() and is_video_file(p)}
+    out: dict[str, list[Sample]] = {"train": [], "validation": []}
+    missing = []
+    for part in out:
+        listing = _ssv2_file(root, part)
+        if listing is None:
+            continue
+        for number, entry in enumerate(_json(listing, option), 1):
+            try:
+                video_id, label = str(entry["id"]), ssv2_class(entry["template"])
+            except (KeyError, TypeError, AttributeError):
+                raise TiffinError(f"{option} {listing}: entry {number} lacks an id or a template") from None
+            if label not in classes:
+                raise TiffinError(f"{option} {listing}: entry {number}'s class {label!r} is not in labels.json")
+            if video_id in found:
+                out[part].append(Sample(found[video_id], label))
+            else:
+                missing.append(f"{listing.name} entry {number}: {video_id}.webm")
+    return SplitRead("Something-Something v2", out["train"], out["validation"], missing, numbered=False)
+
+
 # (name, finds the layout's split files in a folder, reads split N)
 LAYOUTS: list[tuple[str, Callable[[Path], object], Callable[[Path, int, str], SplitRead]]] = [
     ("UCF101", _ucf_lists, read_ucf101),
     ("HMDB51", _hmdb_splits, read_hmdb51),
+    ("Something-Something v2", _ssv2_lists, read_ssv2),
 ]
 
 
@@ -169,7 +236,8 @@ def read_split_layout(root: str | Path, split: int = 1, option: str = "--train-f
         if finds(root) is not None:
             found = read(root, split, option)
             if not found.train:
-                raise TiffinError(f"{option} {root}: {found.layout} split {split} lists no video found here "
+                raise TiffinError(f"{option} {root}: {found.layout}{f' split {split}' if found.numbered else ''} "
+                                  "lists no video found here "
                                   f"({len(found.missing)} listed files missing)")
             return found
     return None
