@@ -308,10 +308,12 @@ def _remove_stale_partials(out: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def check_artifact(path: Path, data: Path | None = None, source: Path | None = None, loaded=None) -> dict[str, Any]:
+def check_artifact(path: Path, data: Path | None = None, source: Path | None = None, loaded=None,
+                   runtime: str | None = None) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from (`source`,
-    else `loaded`, a model already in memory, else the one tiffin.json records); the report says
-    whether that model's weights are still the ones exported."""
+    else `loaded`, a model already in memory, else the one tiffin.json records), run on `runtime`
+    (a row of tiffin.runtimes; default: the recorded one, else the format's first); the report
+    says which runtime and whether that model's weights are still the ones exported."""
     meta = read_artifact(path)
     if loaded is not None and source is None:
         model, task, spec = None, loaded.task, export_spec_of(loaded, fixed_batch(meta))
@@ -324,8 +326,12 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
         from tiffin.ctc_beam import BeamDecoder, options_of
 
         agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), options_of(Path(path), meta["decoder"])))
-    report = check_parity(loaded.net, open_session(path, meta), samples, spec.tolerances[meta["precision"]],
-                          agreement, _conv(loaded))
+    from tiffin.runtimes import runtime_for
+
+    chosen = runtime_for(meta["format"], runtime or meta.get("runtime")).name
+    report = check_parity(loaded.net, open_session(path, meta, runtime=chosen), samples,
+                          spec.tolerances[meta["precision"]], agreement, _conv(loaded))
+    report["runtime"] = chosen
     recorded = meta.get("source")
     if isinstance(recorded, dict) and recorded.get("sha256") and model is not None and Path(model).is_file():
         report["source_sha256_matches"] = sha256(Path(model)) == recorded["sha256"]

@@ -140,13 +140,14 @@ def _artifact(predictor) -> tuple[Callable, Any]:
 
 def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = lambda done, total, step: None
               ) -> list[dict[str, Any]]:
-    """Rows of (format, precision, batch): status (ok, parity failed, export failed, skipped) and
+    """Rows of (format, runtime, precision, batch): status (ok, parity failed, export failed, runtime
+    failed, skipped) and
     why, size, latency, throughput, speed-up, GFLOP/s, share of peak, parity and the task metric
     on `opts.data`. An export refused by the parity gate leaves no artifact, so it is not timed."""
-    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.artifact import ExportOptions, check_artifact, export_model
     from tiffin.export.parity import ParityError
     from tiffin.host import open_artifact
-    from tiffin.train.evaluate import evaluate
+    from tiffin.runtimes import runtimes_for
     from tiffin.train.predict import load_model
 
     given_artifact = None
@@ -163,61 +164,162 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
     loaded = load_model(opts.model)  # once: the baseline, every export's source and the parity reference
     task = loaded.task
     flops = {b: model_gflop(loaded.net, inputs_for(task, loaded, b)) for b in opts.batches}
-    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak_gflops(torch.float32)}
+    if any(p in ("bf16", "fp16") for _, p in opts.targets) and precision_warning("bf16") is None:
+        # only where bf16 has instructions: emulated, the 2048 bf16 products took 6 minutes on an AMD EPYC
+        peaks["bf16"] = matmul_peak_gflops(torch.bfloat16)
     baseline: dict[int, float] = {}
     rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="tiffin-bench-"))
     try:
         for fmt, precision in opts.targets:
             progress(len(rows) // len(opts.batches), len(opts.targets), f"{fmt} {precision}")
-            row: dict[str, Any] = {"format": fmt, "precision": precision, "status": "ok", "note": "", "size_mb": None,
-                                   "parity": None}
+            row: dict[str, Any] = {"format": fmt, "runtime": "pytorch" if fmt == "pytorch" else None,
+                                   "precision": precision, "status": "ok", "note": "", "size_mb": None, "parity": None}
             runner, scored = None, None  # what is timed (torch tensors in), what is scored on --data
+            folder = None  # the artifact of this row, which every runtime of its format then runs
             if fmt == "pytorch":
                 runner, scored = _eager(loaded.net, precision), loaded.predictor()
             elif precision == "int8" and TASKS[task].static_int8 and opts.data is None:
                 row["status"], row["note"] = "skipped", "static int8 calibrates on real videos: give --data"
             elif given_artifact is not None:
-                row["parity"] = artifact_meta["parity"]
-                row["size_mb"] = round(sum(p.stat().st_size for p in given_artifact.iterdir()) / 2**20, 2)
-                runner, scored = _artifact(open_artifact(given_artifact)[0])
+                row["parity"], folder = artifact_meta["parity"], given_artifact
             else:
                 out = work / f"{fmt}-{precision}"
                 try:
                     _, exported = export_model(ExportOptions(Path(opts.model), fmt, precision, out=out,
                                                              calibration_data=opts.data if precision == "int8" else None),
                                                loaded=loaded)
-                    row["parity"] = exported["parity"]
-                    row["size_mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 2)
-                    runner, scored = _artifact(open_artifact(out)[0])
+                    row["parity"], folder = exported["parity"], out
                 except ParityError as err:
                     row["status"], row["note"] = "parity failed", str(err)
                 except Exception as err:  # noqa: BLE001  a format that cannot take this model is a row, not the end
                     row["status"], row["note"] = "export failed", (str(err).splitlines() or [type(err).__name__])[0]
-            if runner is not None and opts.data is not None:
-                row["metric"] = {k: v for k, v in evaluate(scored, opts.data).items()
-                                 if k in ("accuracy", "cer", "wer")}
-            for batch in opts.batches:
-                timed = dict(row, batch=batch)
-                if runner is not None:
-                    inputs = inputs_for(task, loaded, batch)
-                    times = time_calls(lambda: runner(*inputs), opts.runs, opts.warmup)
-                    median = statistics.median(times)
-                    if (fmt, precision) == ("pytorch", "fp32"):
-                        baseline[batch] = median
-                    peak = peaks["bf16" if precision in ("bf16", "fp16") else "fp32"]
-                    timed.update(latency_ms=round(1000 * median, 2),
-                                 p90_ms=round(1000 * float(np.percentile(times, 90)), 2),
-                                 items_per_s=round(batch / median, 2),
-                                 speedup=round(baseline[batch] / median, 3) if batch in baseline else None,
-                                 gflops_per_s=float(f"{flops[batch] / median:.3g}"),
-                                 peak_fraction=float(f"{flops[batch] / median / peak:.3g}"))
-                rows.append(timed)
+            if folder is None:
+                rows += _timed(row, runner, scored, opts, loaded, flops, peaks, baseline)
+                continue
+            row["size_mb"] = round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 2)
+            for i, runtime in enumerate(runtimes_for(fmt)):
+                # the export's own runtime passed the gate in export_model; every other one is gated here
+                run_row = dict(row, runtime=runtime.name)
+                runner = scored = None
+                if not runtime.installed:
+                    run_row["status"], run_row["note"] = "skipped", f"not installed: pip install '{runtime.install}'"
+                else:
+                    try:
+                        if i or given_artifact is not None:
+                            run_row["parity"] = check_artifact(folder, loaded=loaded, runtime=runtime.name)
+                        runner, scored = _artifact(open_artifact(folder, runtime=runtime.name)[0])
+                    except ParityError as err:
+                        run_row["status"], run_row["note"] = "parity failed", str(err)
+                    except Exception as err:  # noqa: BLE001  a runtime that cannot compile this graph is a row
+                        run_row["status"] = "runtime failed"
+                        run_row["note"] = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                rows += _timed(run_row, runner, scored, opts, loaded, flops, peaks, baseline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for row in rows:
         row["machine_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
     return rows
+
+
+def _timed(row: dict[str, Any], runner: Callable | None, scored, opts: BenchOptions, loaded, flops: dict[int, float],
+           peaks: dict[str, float], baseline: dict[int, float]) -> list[dict[str, Any]]:
+    """One row per batch size: `row` with its timings (none when `runner` is None) and its metric
+    on `opts.data`; eager fp32's medians become the `baseline` of every speed-up."""
+    from tiffin.train.evaluate import evaluate
+
+    if runner is not None and opts.data is not None:
+        row["metric"] = {k: v for k, v in evaluate(scored, opts.data).items() if k in ("accuracy", "cer", "wer")}
+    rows = []
+    for batch in opts.batches:
+        timed = dict(row, batch=batch)
+        if runner is not None:
+            inputs = inputs_for(loaded.task, loaded, batch)
+            times = time_calls(lambda: runner(*inputs), opts.runs, opts.warmup)
+            median = statistics.median(times)
+            if (row["format"], row["precision"]) == ("pytorch", "fp32"):
+                baseline[batch] = median
+            # a half-precision row's ceiling is the faster of the two peaks: without bf16 instructions,
+            # bf16 is converted and computed in fp32 units (and its own peak is not measured)
+            half = row["precision"] in ("bf16", "fp16")
+            peak = max(peaks.get("bf16", 0.0), peaks["fp32"]) if half else peaks["fp32"]
+            timed.update(latency_ms=round(1000 * median, 2), p90_ms=round(1000 * float(np.percentile(times, 90)), 2),
+                         items_per_s=round(batch / median, 2),
+                         speedup=round(baseline[batch] / median, 3) if batch in baseline else None,
+                         gflops_per_s=float(f"{flops[batch] / median:.3g}"),
+                         peak_fraction=float(f"{flops[batch] / median / peak:.3g}"))
+        rows.append(timed)
+    return rows
+
+
+CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+             "avx512_bf16": "AVX-512 bf16", "amx_bf16": "AMX bf16", "amx_int8": "AMX int8"}
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+
+
+def precision_warning(precision: str) -> str | None:
+    """A line saying `precision` has no hardware support on this CPU (x86 Linux), else None."""
+    import platform
+
+    flags = _cpu_flags()
+    if precision != "bf16" or flags is None or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return None
+    return ("this CPU has no bf16 instructions (AVX-512 bf16 or AMX): bf16 runs emulated, several times slower "
+            "than fp32, in the parity gate's checks and in the artifact; fp32 is the faster choice here "
+            "(tiffin benchmark measures both)")
+
+
+def cpu_features() -> str:
+    """This CPU's model and the instruction sets that decide which precision and runtime win (Linux)."""
+    flags = _cpu_flags()
+    if flags is None:
+        return "unknown (no /proc/cpuinfo)"
+    info = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    have = [name for flag, name in CPU_FLAGS.items() if flag in flags]
+    return f"{model}; {', '.join(have) if have else 'none of ' + ', '.join(CPU_FLAGS.values())}"
+
+
+def record_fastest(artifact: Path, rows: list[dict[str, Any]]) -> str:
+    """Write the fastest runtime at batch 1 (else the smallest batch) that passed parity into
+    `artifact`'s tiffin.json (atomically), and return its name.
+
+    Raises:
+        TiffinError: no runtime of the artifact's format ran it.
+    """
+    import json
+    import os
+
+    timed = [r for r in rows if r["format"] != "pytorch" and r["status"] == "ok" and r.get("latency_ms")]
+    if not timed:
+        raise TiffinError(f"{artifact}: no runtime ran it within parity; nothing to record")
+    smallest = min(r["batch"] for r in timed)
+    best = min((r for r in timed if r["batch"] == smallest), key=lambda r: r["latency_ms"])
+    path = Path(artifact) / "tiffin.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["runtime"] = best["runtime"]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return best["runtime"]
+
+
+def variant(row: dict[str, Any]) -> str:
+    """A row's name: format and precision, and its runtime where the format has more than one."""
+    from tiffin.runtimes import runtimes_for
+
+    several = len(runtimes_for(row["format"])) > 1
+    return f"{row['format']} {row['precision']}" + (f" ({row['runtime']})" if several and row.get("runtime") else "")
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -228,12 +330,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     timed = [r for r in rows if r.get("speedup")]
-    variants = list(dict.fromkeys(f"{r['format']} {r['precision']}" for r in timed))
+    variants = list(dict.fromkeys(variant(r) for r in timed))
     batches = sorted({r["batch"] for r in timed})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(variants)), 4))
     width = 0.8 / max(1, len(batches))
     for i, batch in enumerate(batches):
-        values = {f"{r['format']} {r['precision']}": r["speedup"] for r in timed if r["batch"] == batch}
+        values = {variant(r): r["speedup"] for r in timed if r["batch"] == batch}
         ax.bar([x + i * width for x in range(len(variants))], [values.get(v, 0) for v in variants], width,
                label=f"batch {batch}")
     ax.axhline(1.0, color="grey", linewidth=0.8)

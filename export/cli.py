@@ -54,6 +54,11 @@ def export_command(
         raise TiffinError("--hotword: give it with --words or --lm")
     beam = BeamOptions(words, lm, beam_width, lm_weight, word_score, hotwords=tuple(hotword or ()),
                        hotword_weight=hotword_weight) if words or lm else None
+    from tiffin.export.benchmark import precision_warning
+
+    warning = precision_warning(precision.value)
+    if warning:  # before the export starts: an emulated bf16 export of a SlowFast-R50 ran past 17 minutes
+        typer.echo(f"warning: {warning}", err=True)
     out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data,
                                                calibration_data, force, fixed, beam))
     if as_json:
@@ -72,11 +77,13 @@ def check_command(
     data: Path = typer.Option(None, help="Real videos or recordings to check on too."),
     source: Path = typer.Option(None, help="The checkpoint or folder it was exported from [default: the one "
                                 "tiffin.json records, relative to the artifact]."),
+    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino) [default: "
+                                "the one tiffin.json records, else the format's first]."),
 ) -> None:
     """Re-run an artifact's parity check against the model it came from; exit 2 if it fails."""
     from tiffin.export.artifact import check_artifact
 
-    report = check_artifact(artifact, data, source)
+    report = check_artifact(artifact, data, source, runtime=runtime)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -93,15 +100,22 @@ def benchmark_command(
     runs: int = typer.Option(10, min=1, help="Timed calls per variant and batch (after 2 warm-up calls)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     plot: Path = typer.Option(None, help="Write a bar chart of the speed-ups to this PNG."),
+    record: bool = typer.Option(False, help="MODEL is an artifact: record the fastest runtime that passed parity "
+                                "(batch 1) in its tiffin.json; predict, serve and the bento then use it."),
 ) -> None:
-    """Export to every format x precision, check parity, and time each against PyTorch eager fp32."""
+    """Export to every format x precision, check parity, and time each on every runtime installed,
+    against PyTorch eager fp32."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
-    from tiffin.export.benchmark import BenchOptions, benchmark, parse_batches, parse_targets
+    from tiffin.export.benchmark import BenchOptions, benchmark, cpu_features, parse_batches, parse_targets, variant
     from tiffin.export.benchmark import plot as draw
+    from tiffin.export.benchmark import record_fastest
 
+    if record and not (model / "tiffin.json").is_file():
+        raise typer.BadParameter(f"{model} is not an artifact folder; --record writes into an artifact's tiffin.json",
+                                 param_hint="--record")
     opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs)
     with Progress(console=Console(stderr=True), transient=True) as bar:
         step = bar.add_task("benchmark")
@@ -109,17 +123,20 @@ def benchmark_command(
                                                                      description=label))
     if plot is not None:
         draw(rows, plot)
+    if record:
+        typer.echo(f"recorded runtime {record_fastest(model, rows)} in {model / 'tiffin.json'}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"{model}: speed-up over PyTorch eager fp32 (median of {runs} warm calls)")
-    for column in ("format", "precision", "batch", "status", "size MB", "latency ms", "p90 ms", "items/s", "speed-up",
+    for column in ("format", "runtime", "precision", "batch", "status", "size MB", "latency ms", "p90 ms", "items/s", "speed-up",
                    "GFLOP/s", "% of peak", "metric"):
-        table.add_column(column, justify="right" if column not in ("format", "precision", "status", "metric") else "left")
+        table.add_column(column, justify="right" if column not in ("format", "runtime", "precision", "status", "metric")
+                         else "left")
     for r in rows:
         fmt = lambda v, f="{}": "" if v is None else f.format(v)  # noqa: E731
         metric = ", ".join(f"{k} {v}" for k, v in (r.get("metric") or {}).items())
-        table.add_row(r["format"], r["precision"], str(r["batch"]), r["status"], fmt(r["size_mb"]),
+        table.add_row(r["format"], r.get("runtime") or "", r["precision"], str(r["batch"]), r["status"], fmt(r["size_mb"]),
                       fmt(r.get("latency_ms")), fmt(r.get("p90_ms")), fmt(r.get("items_per_s")),
                       fmt(r.get("speedup"), "{:.2f}x"), fmt(r.get("gflops_per_s")),
                       fmt(r.get("peak_fraction") and 100 * r["peak_fraction"], "{:.0f}%"), metric)
@@ -127,6 +144,8 @@ def benchmark_command(
     console.print(table)
     for r in rows:
         if r["note"] and r["batch"] == rows[0]["batch"]:
-            console.print(f"{r['format']} {r['precision']}: {r['status']}: {r['note']}", soft_wrap=True)
+            console.print(f"{variant(r)}: {r['status']}: {r['note']}", soft_wrap=True)
     peak = rows[0]["machine_peak_gflops"] if rows else {}
-    typer.echo(f"machine matmul peak: {peak.get('fp32')} GFLOP/s fp32, {peak.get('bf16')} GFLOP/s bf16")
+    bf16 = f"{peak['bf16']} GFLOP/s bf16" if "bf16" in peak else "bf16 not measured (no bf16 rows, or no bf16 instructions)"
+    typer.echo(f"machine matmul peak: {peak.get('fp32')} GFLOP/s fp32, {bf16}; CPU: {cpu_features()}")
+

@@ -61,7 +61,8 @@ class ServedModel:
             # batching off, every API worker holds a session of its own: they share the cores
             threads = max(1, (os.cpu_count() or 1) // settings.workers)
         # no spinning: the API workers decode on the same cores (c=1 speech 24 -> 17 ms, BENCHMARKS.md)
-        self.session = open_session(path, self.meta, settings.device, threads, spinning=False)
+        self.session = open_session(path, self.meta, settings.device, threads, spinning=False,
+                                    runtime=settings.runtime)
 
     def __call__(self, *inputs):
         return self.session(*inputs)

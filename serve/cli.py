@@ -18,6 +18,8 @@ def serve_command(
                                 help="API workers (they decode uploads); the model runs in one more "
                                      "(with --no-batching, in each)."),
     device: str = typer.Option("auto", envvar="TIFFIN_DEVICE", help="auto | cpu | cuda: ONNX Runtime provider."),
+    runtime: str = typer.Option("", envvar="TIFFIN_RUNTIME", help="onnxruntime | openvino [default: the one the "
+                                "artifact's tiffin.json records (tiffin benchmark --record), else onnxruntime]."),
     batching: bool = typer.Option(True, envvar="TIFFIN_BATCHING",
                                   help="Adaptive batching of model calls across requests, in a model worker; "
                                        "off: the model runs in the API worker (no hop between processes)."),
@@ -31,7 +33,7 @@ def serve_command(
     from tiffin.serve.commands import serve
 
     settings = {"TIFFIN_DEVICE": device, "TIFFIN_BATCHING": "1" if batching else "0",
-                "TIFFIN_MAX_UPLOAD_MB": str(max_upload_mb)}
+                "TIFFIN_MAX_UPLOAD_MB": str(max_upload_mb), "TIFFIN_RUNTIME": runtime}
     serve(artifact, host, port, workers, settings)
 
 

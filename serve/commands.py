@@ -95,6 +95,12 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
     python = {**(config.get("python") or {}), "wheels": [str(wheel.relative_to(context))]}
     if meta.get("decoder"):  # beam search in the service: flashlight-text, at the tested version
         python["packages"] = [*python.get("packages", []), _pinned("flashlight-text")]
+    if gpu and meta.get("runtime") == "openvino":
+        raise TiffinError("--gpu: this artifact records runtime openvino (CPU); a GPU bento runs ONNX Runtime CUDA: "
+                          "remove \"runtime\" from its tiffin.json, or build without --gpu")
+    if meta.get("runtime") == "openvino":  # the runtime `tiffin benchmark --record` chose, in place of ONNX Runtime
+        python["packages"] = [*(p for p in python.get("packages", []) if not p.startswith("onnxruntime")),
+                              _pinned("openvino")]
     if gpu:  # the CUDA build of ONNX Runtime, with CUDA and cuDNN from pip (no CUDA base image needed)
         python["packages"] = [p if not p.startswith("onnxruntime") else p.replace("onnxruntime", "onnxruntime-gpu[cuda,cudnn]", 1)
                               for p in python.get("packages", [])]

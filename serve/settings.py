@@ -18,6 +18,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_ARTIFACT": ("", "artifact folder to serve (local runs); else the BentoML model TIFFIN_MODEL"),
     "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video:latest or tiffin-speech:latest]"),
     "TIFFIN_DEVICE": ("auto", "ONNX Runtime provider: auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda"),
+    "TIFFIN_RUNTIME": ("", "runtime of the model: onnxruntime or openvino [default: the artifact's recorded one, else onnxruntime]"),
     "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per session; 0 = all cores (batching off: shared by the API workers)"),
     "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own (batching off: in each API worker)"),
     "TIFFIN_BATCHING": ("1", "1: adaptive batching of model calls across requests, in a model worker; 0: off, no model worker"),
@@ -37,6 +38,7 @@ class Settings:
     artifact: str
     model: str
     device: str
+    runtime: str | None
     threads: int
     workers: int
     batching: bool
@@ -70,8 +72,15 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     batching = env.get("TIFFIN_BATCHING", "1")
     if batching not in ("0", "1"):
         raise TiffinError(f"TIFFIN_BATCHING={batching!r}: give 1 (on) or 0 (off)")
+    runtime = env.get("TIFFIN_RUNTIME", "") or None
+    if runtime is not None:
+        from tiffin.runtimes import RUNTIMES
+
+        if runtime not in RUNTIMES or not RUNTIMES[runtime].torch_free:
+            torch_free = [name for name, r in RUNTIMES.items() if r.torch_free]
+            raise TiffinError(f"TIFFIN_RUNTIME={runtime!r}: the services run on {', '.join(torch_free)}")
     return Settings(
-        artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device,
+        artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device, runtime=runtime,
         threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),
         batching=batching == "1", max_batch=int(_number("TIFFIN_MAX_BATCH", int, 2, env)),
         max_latency_ms=int(_number("TIFFIN_MAX_LATENCY_MS", int, 1, env)),

@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 
 
-def load(path: str | Path) -> Any:
-    """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free), or a checkpoint, an
+def load(path: str | Path, runtime: str | None = None) -> Any:
+    """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free, run on `runtime`:
+    "onnxruntime" or "openvino" for ONNX; default: the one tiffin.json records), or a checkpoint, an
     embedded model name (`tiffin/tiny-motion`, `tiffin/tiny-en`) or a Hugging Face speech folder
     (a `tiffin.video.VideoClassifier` or `tiffin.speech.SpeechRecognition`, with torch).
 
@@ -34,10 +35,13 @@ def load(path: str | Path) -> Any:
         TiffinError: not something tiffin reads, with what to give instead.
     """
     from tiffin.artifact import read_artifact
+    from tiffin.errors import TiffinError
 
     if Path(path).is_dir() and (Path(path) / "tiffin.json").is_file():
         read_artifact(path)  # every check of tiffin.json and the model file, now
-        return Artifact(path)
+        return Artifact(path, runtime=runtime)
+    if runtime is not None:
+        raise TiffinError(f"runtime={runtime!r}: runtimes run exported artifacts; {path} is a PyTorch model")
     from tiffin.train.predict import load_model
 
     loaded = load_model(path)
@@ -60,12 +64,13 @@ class Artifact:
         >>> artifact.predict(["a.mp4"]), artifact.meta["parity"]
     """
 
-    def __init__(self, path: str | Path, model: Any = None):
+    def __init__(self, path: str | Path, model: Any = None, runtime: str | None = None):
         """`model`: the in-memory model it was exported from, which `check()` compares against
-        when tiffin.json records no source file."""
+        when tiffin.json records no source file; `runtime`: a row of tiffin.runtimes to run on
+        (default: the one tiffin.json records, else the format's first)."""
         from tiffin.artifact import read_artifact
 
-        self.path = Path(path)
+        self.path, self.runtime = Path(path), runtime
         self.meta: dict[str, Any] = read_artifact(self.path, check_model_file=False)
         self.model = model
         self._predictor = None
@@ -86,7 +91,7 @@ class Artifact:
         if self._predictor is None:
             from tiffin.host import open_artifact
 
-            self._predictor = open_artifact(self.path)[0]
+            self._predictor = open_artifact(self.path, runtime=self.runtime)[0]
         return self._predictor
 
     def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
@@ -114,8 +119,10 @@ class Artifact:
 
         recorded = self.meta.get("source") or {}
         if source is None and self.model is not None and not (recorded.get("relative") or recorded.get("embedded")):
-            return check_artifact(self.path, Path(data) if data else None, loaded=self.model.loaded())
-        return check_artifact(self.path, Path(data) if data else None, Path(source) if source else None)
+            return check_artifact(self.path, Path(data) if data else None, loaded=self.model.loaded(),
+                                  runtime=self.runtime)
+        return check_artifact(self.path, Path(data) if data else None, Path(source) if source else None,
+                              runtime=self.runtime)
 
     def benchmark(self, batches: Sequence[int] = (1,), runs: int = 10, data: str | Path | None = None
                   ) -> list[dict[str, Any]]:
@@ -129,13 +136,15 @@ class Artifact:
         """Start `bentoml serve` on this artifact as a child process, ready when it returns.
 
         `port=0` picks a free port; `settings`: TIFFIN_* variables without the prefix, such as
-        `max_upload_mb=20` or `batching=False`.
+        `max_upload_mb=20`, `batching=False` or `runtime="openvino"` (default: this Artifact's).
 
         Returns:
             a `tiffin.serve.server.Server` (`url`, `stop()`, a context manager).
         """
         from tiffin.serve.server import start
 
+        if self.runtime is not None:
+            settings.setdefault("runtime", self.runtime)
         return start(self.path, host, port, workers, _settings(settings))
 
     def build(self, name: str | None = None, gpu: bool = False) -> tuple[str, Path]:

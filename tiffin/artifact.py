@@ -79,6 +79,7 @@ def _schema():
         inputs: Annotated[list[Tensor], Field(min_length=1)]
         outputs: Annotated[list[Tensor], Field(min_length=1)]
         sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+        runtime: StrictStr | None = None  # the runtime to open it on (tiffin benchmark --record); a row of tiffin.runtimes
 
     class VideoArtifact(Common):
         task: Literal["video-classification"]
@@ -139,6 +140,12 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
     if MODEL_FILES.get(meta["format"]) != meta["model_file"]:
         # never a path: an artifact cannot point outside its own directory
         raise TiffinError(f"{where}: model_file {meta['model_file']!r} does not match format {meta['format']!r}")
+    if meta.get("runtime") is not None:
+        from tiffin.runtimes import runtimes_for
+
+        if meta["runtime"] not in [r.name for r in runtimes_for(meta["format"])]:
+            raise TiffinError(f"{where}: runtime {meta['runtime']!r} does not run {meta['format']} artifacts; "
+                              "record another with tiffin benchmark --record, or remove the key")
     return meta
 
 

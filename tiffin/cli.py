@@ -33,6 +33,10 @@ HOTWORD = typer.Option(None, "--hotword", help="Speech, beam: a word to favour (
 HOTWORD_WEIGHT = typer.Option(5.0, help="Speech, beam: score added each time a --hotword is chosen.")
 
 
+RUNTIME = typer.Option(None, help="Artifacts: the runtime to run on (onnxruntime or openvino for ONNX; see "
+                       "tiffin.runtimes) [default: the one tiffin.json records, else the format's first].")
+
+
 def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
                  word_score: float, hotwords: list[str] | None = None, hotword_weight: float = 5.0):
     """The decoder the options ask for (tiffin.ctc_beam.decoder_choice)."""
@@ -74,6 +78,7 @@ def predict(
     timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
     start: float = typer.Option(0.0, min=0.0, help="Seconds: predict from this point of each file on."),
     end: float = typer.Option(None, min=0.0, help="Seconds: predict up to this point of each file."),
+    runtime: str = RUNTIME,
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
     if end is not None and end <= start:
@@ -81,7 +86,7 @@ def predict(
     from tiffin.train.predict import load_predictor, with_decoder
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
-    predictor = with_decoder(load_predictor(model), beam)
+    predictor = with_decoder(load_predictor(model, runtime), beam)
     extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
     results = predictor.predict(files, top_k=top_k, clips=clips, spans=[(start, end)] * len(files), **extra)
     if as_json:
@@ -112,13 +117,15 @@ def evaluate(
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),
     decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
     lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
-    hotword_weight: float = HOTWORD_WEIGHT,
+    hotword_weight: float = HOTWORD_WEIGHT, runtime: str = RUNTIME,
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
     from tiffin.train.evaluate import evaluate as run
+    from tiffin.train.predict import load_predictor
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
-    typer.echo(json.dumps(run(model, data, audio_column, text_column, clips, beam=beam)))
+    subject = load_predictor(model, runtime) if runtime is not None else model
+    typer.echo(json.dumps(run(subject, data, audio_column, text_column, clips, beam=beam)))
 
 
 @app.command("lm")

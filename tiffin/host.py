@@ -189,29 +189,31 @@ def predictor_for(meta: dict[str, Any], session: Session, windows_per_call: int 
 
 
 def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", threads: int | None = None,
-                 spinning: bool = True) -> Session:
-    """A session over an artifact's model file on its format's runtime, taking any batch size."""
+                 spinning: bool = True, runtime: str | None = None) -> Session:
+    """A session over an artifact's model file, taking any batch size, on `runtime` (a row of
+    tiffin.runtimes), else the one tiffin.json records (`tiffin benchmark --record`), else the
+    format's default."""
     from tiffin.artifact import fixed_batch
     from tiffin.runtimes import FixedBatch, runtime_for
 
-    runtime = runtime_for(meta["format"])
+    chosen = runtime_for(meta["format"], runtime or meta.get("runtime"))
     try:
-        session = runtime.open(Path(path) / meta["model_file"], device, threads, spinning)
+        session = chosen.open(Path(path) / meta["model_file"], device, threads, spinning)
     except ImportError as exc:
-        raise TiffinError(f"{path}: a {meta['format']} artifact runs on {runtime.name}, and {exc.name} is not "
-                          f"installed: pip install '{runtime.install}'") from None
+        raise TiffinError(f"{path}: {chosen.name} runs it, and {exc.name} is not installed: "
+                          f"pip install '{chosen.install}'") from None
     batch = fixed_batch(meta)
     return session if batch is None else FixedBatch(session, batch)
 
 
 def open_artifact(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True,
-                  windows_per_call: int | None = 8) -> tuple[Predictor, dict[str, Any]]:
-    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact; a
-    speech artifact exported with a word list / LM decodes with them."""
+                  windows_per_call: int | None = 8, runtime: str | None = None) -> tuple[Predictor, dict[str, Any]]:
+    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact, on
+    `runtime` (open_session); a speech artifact exported with a word list / LM decodes with them."""
     from tiffin.artifact import read_artifact
 
     meta = read_artifact(path)
-    predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning), windows_per_call)
+    predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning, runtime), windows_per_call)
     use_recorded_decoder(predictor, path, meta)
     return predictor, meta
 

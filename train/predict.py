@@ -83,13 +83,16 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "tiffin.json").is_file()
 
 
-def load_predictor(path: str | Path) -> Predictor:
-    """A predictor for anything `tiffin predict` takes: artifact folder, checkpoint, Hugging Face
-    folder, embedded model name."""
+def load_predictor(path: str | Path, runtime: str | None = None) -> Predictor:
+    """A predictor for anything `tiffin predict` takes: artifact folder (on `runtime`, a row of
+    tiffin.runtimes), checkpoint, Hugging Face folder, embedded model name."""
     if is_artifact(path):
         from tiffin.host import open_artifact
 
-        return open_artifact(path)[0]
+        return open_artifact(path, runtime=runtime)[0]
+    if runtime is not None:
+        raise TiffinError(f"--runtime {runtime}: runtimes run exported artifacts; {path} is a PyTorch model "
+                          "(tiffin export it first)")
     return load_model(path).predictor()
 
 

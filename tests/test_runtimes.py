@@ -1,0 +1,106 @@
+"""The runtimes table: an ONNX artifact runs on ONNX Runtime or OpenVINO, chosen per call
+(`--runtime`), recorded in tiffin.json, or set for the services (TIFFIN_RUNTIME); each behind
+the same parity gate; a runtime that does not run the format is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiffin
+
+
+def test_openvino_runs_the_onnx_artifacts_within_parity(artifacts, videos, recordings):
+    for task, files in (("video", videos[:3]), ("speech", recordings[:3])):
+        check = tiffin("check", artifacts[task], "--runtime", "openvino")
+        assert check.exit_code == 0, check.output
+        assert json.loads(check.stdout)["runtime"] == "openvino"
+        answers = {}
+        for runtime in ("onnxruntime", "openvino"):
+            result = tiffin("predict", artifacts[task], *files, "--runtime", runtime, "--json", "--top-k", "3")
+            assert result.exit_code == 0, result.output
+            answers[runtime] = json.loads(result.stdout)
+        import tiffin as api
+
+        assert api.load(artifacts[task], runtime="openvino").predict(files, top_k=3) == answers["openvino"]
+        for ort, ov in zip(answers["onnxruntime"], answers["openvino"]):
+            if task == "speech":
+                assert ov["text"] == ort["text"]
+            else:
+                assert [x["label"] for x in ov["labels"]][:1] == [x["label"] for x in ort["labels"]][:1]
+                assert np.allclose([x["score"] for x in ov["labels"]], [x["score"] for x in ort["labels"]], atol=1e-4)
+
+
+def test_a_runtime_that_cannot_run_it_is_a_one_line_error(artifacts, checkpoints):
+    for args, words in [
+        ((artifacts["video"], "--runtime", "torchscript"), "runs torchscript artifacts, this one is onnx (use onnxruntime, openvino)"),
+        ((artifacts["video"], "--runtime", "tensorflow"), "choose one of onnxruntime, openvino"),
+        ((checkpoints["video"], "--runtime", "openvino"), "runtimes run exported artifacts"),
+    ]:
+        result = tiffin("predict", args[0], __file__, *args[1:])
+        assert result.exit_code == 2 and words in result.output and "\n" not in result.output.strip(), result.output
+
+
+def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifacts, videos, tmp_path, monkeypatch):
+    from tiffin.errors import TiffinError
+    from tiffin.host import open_artifact
+    from tiffin.runtimes import OpenVinoSession
+    from tiffin.serve.settings import read_settings
+
+    art = tmp_path / "video"
+    shutil.copytree(artifacts["video"], art)
+    meta = json.loads((art / "tiffin.json").read_text())
+    (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": "torchscript"}))
+    with pytest.raises(TiffinError, match="runtime 'torchscript' does not run onnx artifacts"):
+        open_artifact(art)
+    (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": "openvino"}))
+    predictor, _ = open_artifact(art)
+    assert isinstance(predictor.session, OpenVinoSession)
+    # the bento of an artifact recorded to run on OpenVINO installs OpenVINO, and not ONNX Runtime
+    from tiffin.serve.commands import BENTOFILE, bento_options
+
+    (tmp_path / "context").mkdir()
+    packages = bento_options(BENTOFILE, {**meta, "runtime": "openvino"}, "m:1", "n", False,
+                             tmp_path / "context")["python"]["packages"]
+    assert any(p.startswith("openvino==") for p in packages) and not any(p.startswith("onnxruntime") for p in packages)
+    # the services take TIFFIN_RUNTIME (torch-free runtimes only), and answer as predict does on it
+    with pytest.raises(TiffinError, match="TIFFIN_RUNTIME='torchscript': the services run on onnxruntime, openvino"):
+        read_settings({"TIFFIN_RUNTIME": "torchscript"})
+    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["video"]))
+    monkeypatch.setenv("TIFFIN_RUNTIME", "openvino")
+    monkeypatch.setenv("TIFFIN_BATCHING", "0")
+    from tiffin.serve import video
+
+    service = video.VideoClassifier()
+    assert isinstance(service.model.model.session, OpenVinoSession)
+    expected = json.loads(tiffin("predict", artifacts["video"], *videos[:2], "--runtime", "openvino", "--json",
+                                 "--top-k", "2").stdout)
+    assert service.classify(videos[0], top_k=2)["labels"] == expected[0]["labels"]
+    # and a real `bentoml serve` of the artifact recorded to run on OpenVINO answers over HTTP the same
+    import tiffin as api
+    from tests.test_serve import post_multipart
+
+    monkeypatch.delenv("TIFFIN_RUNTIME")
+    with api.load(art).serve(port=0) as server:
+        for file, answer in zip(videos[:2], expected):
+            status, body = post_multipart(server.url + "/classify", "video", file.read_bytes(), file.name, {"top_k": "2"})
+            assert status == 200 and body["labels"] == answer["labels"]
+
+
+
+def test_an_export_warns_first_when_the_cpu_lacks_its_precision(checkpoints, tmp_path):
+    from tiffin.export.benchmark import _cpu_flags
+
+    result = tiffin("export", checkpoints["video"], "--format", "torchscript", "--precision", "bf16",
+                    "--out", tmp_path / "bf16")
+    assert result.exit_code == 0, result.output
+    emulated = not (_cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"}
+    warned = "warning: this CPU has no bf16 instructions" in result.output
+    assert warned == emulated, result.output
+    if warned:  # said before the export's own lines
+        assert result.output.index("warning:") < result.output.index("parity ok")
+    fp32 = tiffin("export", checkpoints["video"], "--format", "onnx", "--precision", "fp32", "--out", tmp_path / "fp32")
+    assert fp32.exit_code == 0 and "warning" not in fp32.output
