@@ -42,6 +42,7 @@ FORMATS: dict[str, Format] = {
         Format("torchscript", MODEL_FILES["torchscript"], ("fp32", "bf16"),
                _exporter("torchscript_format", "export_torchscript")),
         Format("mobile", MODEL_FILES["mobile"], ("fp32",), _exporter("torchscript_format", "export_mobile")),
+        Format("pt2", MODEL_FILES["pt2"], ("fp32",), _exporter("pt2_format", "export_pt2")),
     ]
 }
 # every precision some format exports, in the table's order

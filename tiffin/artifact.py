@@ -16,7 +16,7 @@ from tiffin.errors import TiffinError
 
 SCHEMA_VERSION = 1
 # format -> model file name: the only files an artifact's tiffin.json may point to
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model.ptl"}
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model.ptl", "pt2": "model.pt2"}
 
 # Limits of what an artifact may say: past them a tiffin.json is refused, not run (a crop of 1e9
 # would allocate until the machine fell over).
@@ -73,7 +73,7 @@ def _schema():
     class Common(Open):
         schema_version: Literal[1]
         backbone: StrictStr
-        format: Literal["onnx", "torchscript", "mobile"]
+        format: Literal["onnx", "torchscript", "mobile", "pt2"]
         precision: StrictStr
         model_file: StrictStr
         inputs: Annotated[list[Tensor], Field(min_length=1)]

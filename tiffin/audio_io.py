@@ -1,6 +1,6 @@
 """Audio loading for every stage: a file in, mono float32 at the model's rate out.
 
-soundfile reads wav/flac/ogg/mp3 (and more); anything else FFmpeg decodes (m4a, opus,
+soundfile reads wav/ogg/mp3 (and more); FLAC and anything else FFmpeg decodes (m4a, opus,
 the audio track of a video) goes through PyAV. Resampling is a numpy port of
 torchaudio's windowed-sinc `resample` (a test holds them equal), so training, prediction and
 serving share one torch-free function. Exercised by `tiffin train speech` and `tiffin predict`.
@@ -42,6 +42,10 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -
     import soundfile as sf
 
     try:
+        if _is_flac(path):
+            # a full test run segfaulted in the test that reads a FLAC cut short, which libsndfile's
+            # decoder meets with "lost sync" (suspected, not proven); FFmpeg's keeps what decoded
+            raise ValueError("FLAC: decoded by FFmpeg")
         rate = sf.info(path).samplerate
         first, last = round(start * rate), None if end is None else round(end * rate)
         data, rate = sf.read(path, dtype="float32", always_2d=True, start=first, stop=last)
@@ -57,6 +61,11 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -
     if not np.isfinite(wave).all():
         raise MediaError(path, "has NaN or infinite samples")
     return np.ascontiguousarray(wave, dtype=np.float32), int(rate)
+
+
+def _is_flac(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"fLaC"
 
 
 def _read_with_pyav(path: str) -> tuple[np.ndarray, int]:
@@ -97,9 +106,10 @@ def audio_duration(path: str | Path) -> float | None:
     import soundfile as sf
 
     try:
-        info = sf.info(str(path))
-        return info.frames / info.samplerate if info.samplerate else None
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        if not _is_flac(str(path)):  # FLAC through FFmpeg only (read_audio says why)
+            info = sf.info(str(path))
+            return info.frames / info.samplerate if info.samplerate else None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
         pass
     import av
 

@@ -40,6 +40,22 @@ class TorchScriptSession:
             return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
 
 
+class TorchExportSession:
+    """A saved torch.export program (.pt2), numpy in and out."""
+
+    def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool = True):
+        import torch
+
+        self.module = torch.export.load(str(model_file)).module()
+        self._torch = torch
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
+
+
 class OpenVinoSession:
     """An ONNX file compiled by OpenVINO for the CPU (fp32 inference precision, so it agrees with
     the parity gate's reference; latency hint: one request at a time), numpy in and out."""
@@ -91,6 +107,7 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("openvino", "onnx", True, OpenVinoSession, "tiffin[openvino]", "openvino"),
         Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch"),
+        Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch"),
     ]
 }
 
