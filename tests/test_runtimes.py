@@ -69,21 +69,14 @@ def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifact
     # the services take TIFFIN_RUNTIME (torch-free runtimes only), and answer as predict does on it
     with pytest.raises(TiffinError, match="TIFFIN_RUNTIME='torchscript': the services run on onnxruntime, openvino"):
         read_settings({"TIFFIN_RUNTIME": "torchscript"})
-    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifacts["video"]))
-    monkeypatch.setenv("TIFFIN_RUNTIME", "openvino")
-    monkeypatch.setenv("TIFFIN_BATCHING", "0")
-    from tiffin.serve import video
-
-    service = video.VideoClassifier()
-    assert isinstance(service.model.model.session, OpenVinoSession)
+    # (the services' own process is where OpenVINO runs: a full test run segfaulted in the test after
+    # one that built an OpenVINO service inside the pytest process, so it is only started as a server)
     expected = json.loads(tiffin("predict", artifacts["video"], *videos[:2], "--runtime", "openvino", "--json",
                                  "--top-k", "2").stdout)
-    assert service.classify(videos[0], top_k=2)["labels"] == expected[0]["labels"]
     # and a real `bentoml serve` of the artifact recorded to run on OpenVINO answers over HTTP the same
     import tiffin as api
     from tests.test_serve import post_multipart
 
-    monkeypatch.delenv("TIFFIN_RUNTIME")
     with api.load(art).serve(port=0) as server:
         for file, answer in zip(videos[:2], expected):
             status, body = post_multipart(server.url + "/classify", "video", file.read_bytes(), file.name, {"top_k": "2"})
