@@ -6,7 +6,7 @@ TIFFIN := $(VENV)/bin/tiffin
 DEMO := demo-run
 
 .PHONY: demo demo-video demo-speech demo-serve test test-browser install clean espeak pretrain-speech pretrain-video \
-	constraints bento
+	constraints bento docker-engine base-image container test-container
 
 # constraints.txt pins every package to the set the tests passed with (see its header)
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -112,6 +112,53 @@ constraints:
 bento: $(VENV)/.installed
 	$(PY) -m tiffin.serve.wheel dist/serving
 	$(VENV)/bin/bentoml build
+
+# --- containers (not part of demo or test: they need a Docker engine) ---------------------------
+# Docker from Debian's packages when missing, its daemon started when not running (both as root).
+docker-engine:
+	@command -v dockerd > /dev/null && command -v debootstrap > /dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq docker.io debootstrap curl; } || \
+		{ echo "needs Docker: apt-get install docker.io debootstrap (as root)"; exit 1; }
+	@docker version --format '{{.Server.Version}}' > /dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		{ (nohup dockerd > /var/log/tiffin-dockerd.log 2>&1 &); for i in $$(seq 120); do \
+		  docker version > /dev/null 2>&1 && break; sleep 0.5; done; }; }
+	@docker version --format 'Docker engine {{.Server.Version}}' || { echo "dockerd did not start: /var/log/tiffin-dockerd.log"; exit 1; }
+
+# The base image bentos build on: BentoML's python:3.11-slim when it can be pulled, else one made
+# from Debian's own packages (debootstrap, about a minute; kept for later builds).
+base-image: $(VENV)/.installed docker-engine
+	$(PY) -m tiffin.serve.container base-image
+
+# The embedded video and speech models exported to ONNX, each built into an image with `tiffin
+# build --containerize`, run, and asked over HTTP next to `tiffin predict`; then the container
+# checks (tests/test_container.py: torch-free, non-root, healthcheck, drain at docker stop).
+CONTAINER := $(DEMO)/container
+CONTAINER_PORT ?= 3088
+container: $(VENV)/.installed docker-engine espeak
+	rm -rf $(CONTAINER)
+	mkdir -p $(CONTAINER) && $(PY) -m tiffin.serve.container base-image > $(CONTAINER)/base-image
+	$(TIFFIN) synth video $(CONTAINER)/video/media --per-class 1 --seed 5 --classes move_left,move_right,grow,shrink
+	$(TIFFIN) synth speech $(CONTAINER)/speech/media --count 3 --seed 5
+	$(TIFFIN) export tiffin/tiny-motion --out $(CONTAINER)/video/onnx
+	$(TIFFIN) export tiffin/tiny-en --out $(CONTAINER)/speech/onnx
+	@for task in video speech; do \
+	  if [ $$task = video ]; then api=classify; form="-F top_k=1 -F video"; files="$$(ls $(CONTAINER)/video/media/*/*)"; \
+	  else api=transcribe; form="-F audio"; files="$$(ls $(CONTAINER)/speech/media/*.wav)"; fi; \
+	  $(TIFFIN) build $(CONTAINER)/$$task/onnx --containerize --base-image "$$(tail -1 $(CONTAINER)/base-image)" \
+	    --image-tag tiffin-demo-$$task:latest || exit 1; \
+	  docker rm -f tiffin-demo-$$task > /dev/null 2>&1; \
+	  docker run -d --name tiffin-demo-$$task -p 127.0.0.1:$(CONTAINER_PORT):3000 tiffin-demo-$$task:latest > /dev/null; \
+	  for i in $$(seq 240); do curl -sf localhost:$(CONTAINER_PORT)/readyz > /dev/null && break; sleep 0.5; done; \
+	  echo "== $$task: tiffin predict, then POST /$$api to the container"; \
+	  $(TIFFIN) predict $(CONTAINER)/$$task/onnx $$files --top-k 1; \
+	  for f in $$files; do printf '%s: ' $$f; curl -s $$form=@$$f localhost:$(CONTAINER_PORT)/$$api; echo; done; \
+	  docker stop -t 60 tiffin-demo-$$task > /dev/null; docker rm tiffin-demo-$$task > /dev/null; \
+	done
+	TIFFIN_BASE_IMAGE="$$(tail -1 $(CONTAINER)/base-image)" $(MAKE) test-container
+
+# The container checks alone (a Docker engine and a base image: `make base-image`).
+test-container: $(VENV)/.installed
+	$(PY) -m pytest -q -m docker
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -28,33 +28,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import alternate, save_results  # noqa: E402
-from benchmarks.video_inference import real_clips  # noqa: E402
+from benchmarks.video_inference import kinetics_net  # noqa: E402
 
 from tiffin.export.benchmark import cpu_features  # noqa: E402
 from tiffin.export.formats import FORMATS  # noqa: E402
 from tiffin.export.parity import ParityError, TopOneAgreement, check_parity  # noqa: E402
-from tiffin.export.specs import TOLERANCES, video_export_spec  # noqa: E402
+from tiffin.export.specs import TOLERANCES  # noqa: E402
 from tiffin.runtimes import runtimes_for  # noqa: E402
-from tiffin.spec import VideoSpec  # noqa: E402
-from tiffin.train.backbones import get_video_backbone  # noqa: E402
-from tiffin.train.video_model import build_video_net  # noqa: E402
 
 
 def bench_backbone(name: str, runs: int, threads: int) -> dict:
-    info = get_video_backbone(name)
-    spec = VideoSpec(num_frames=info.frames, clip_duration=info.clip_duration, side_size=info.side,
-                     crop_size=info.crop, slowfast_alpha=info.slowfast_alpha, labels=tuple(f"class{i}" for i in range(400)))
-    torch.manual_seed(0)
-    net = build_video_net(name, spec).eval()
-    export_spec = video_export_spec(info.frames, info.crop, 400)
-    clip = real_clips(1, info.frames, info.crop)
-    with torch.inference_mode():
-        peer_x = net.preprocess(clip)
-
-    def peer() -> torch.Tensor:  # PyTorchVideo's module, on a clip normalised untimed
-        with torch.inference_mode():
-            return net.backbone(list(peer_x) if isinstance(peer_x, list) else peer_x)
-
+    info, net, export_spec, clip, peer = kinetics_net(name)  # PyTorchVideo's module is the peer
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     started = time.perf_counter()
     FORMATS["onnx"].export(net, export_spec, path, "fp32", None, {})

@@ -53,22 +53,29 @@ def real_clips(n: int, frames: int, crop: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(clips))
 
 
-def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
+def kinetics_net(name: str):
+    """(backbone info, randomly initialised 400-class network, its export spec, one real clip,
+    the peer): the peer is the PyTorchVideo module itself, on that clip normalised (and packed)
+    untimed. What every video benchmark times against."""
     info = get_video_backbone(name)
     spec = VideoSpec(num_frames=info.frames, clip_duration=info.clip_duration, side_size=info.side,
                      crop_size=info.crop, slowfast_alpha=info.slowfast_alpha, labels=tuple(f"class{i}" for i in range(400)))
     torch.manual_seed(0)
     net = build_video_net(name, spec).eval()
-    export_spec = video_export_spec(info.frames, info.crop, 400)
     clip = real_clips(1, info.frames, info.crop)
-    clips = real_clips(agreement_clips, info.frames, info.crop)
-
     with torch.inference_mode():
-        peer_x = net.preprocess(clip)  # the peer gets its clip normalised (and packed) untimed
+        peer_x = net.preprocess(clip)
 
-    def peer() -> torch.Tensor:  # the PyTorchVideo module itself
+    def peer() -> torch.Tensor:
         with torch.inference_mode():
             return net.backbone(list(peer_x) if isinstance(peer_x, list) else peer_x)
+
+    return info, net, video_export_spec(info.frames, info.crop, 400), clip, peer
+
+
+def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
+    info, net, export_spec, clip, peer = kinetics_net(name)
+    clips = real_clips(agreement_clips, info.frames, info.crop)
 
     with torch.inference_mode():
         reference = net(clips)

@@ -1,4 +1,4 @@
-"""Two fixes tiffin makes to BentoML internals, held to the exact version they were written against.
+"""Three fixes tiffin makes to BentoML internals, held to the exact version they were written against.
 
 Both replace private BentoML code, so each is written against the source of one release
 (BENTOML_VERSION, pinned in pyproject.toml and constraints.txt) and fingerprinted: before a
@@ -11,6 +11,10 @@ which patches are in; tests/test_serve.py asserts each one is.
   a request in each worker, for TIFFIN_TIMEOUT_S); its timer is cancelled when the request ends.
 - strict_forms: file fields given as strings (BentoML fetched them as URLs), malformed multipart
   bodies and non-UTF-8 form fields (500s) become 400s; uploads are stored as `upload.EXT`.
+- drain_in_order: on SIGTERM (`docker stop`, Ctrl-C) BentoML's process manager (circus, from
+  BentoML's `kantoku` package) stopped the API and model workers at once: the model worker had
+  no request of its own in flight and exited while the API workers were still decoding uploads,
+  so every request in flight ended 503. The API workers now stop (and drain) first.
 
 Applied by the services at import (`install()`), and checked by `tiffin serve` before it starts.
 """
@@ -137,6 +141,32 @@ def _strict_form_parsing() -> None:
     serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
 
 
+def _stop_watchers():
+    from circus.arbiter import Arbiter
+
+    return Arbiter._stop_watchers
+
+
+def _drain_api_first() -> None:
+    """Stop BentoML's API watcher (`service`: the uvicorn workers answering HTTP) before the
+    services it calls (`service_NAME`): uvicorn stops accepting, finishes every request in flight
+    (their model calls still answered), exits; only then do the model workers stop. The arbiter
+    process imports the service module (to find its dependencies), so the patch is in effect
+    where the stopping happens. Measured in a container: 6 requests in flight at `docker stop`
+    were all 503 before, all 200 after (tests/test_serve.py checks it on `tiffin serve`)."""
+    from circus.arbiter import Arbiter
+    from tornado import gen
+
+    @gen.coroutine
+    def _stop_watchers(self: Any, close_output_streams: bool = False, watcher_iter_func: Any = None) -> Any:
+        watchers = list((watcher_iter_func or self.iter_watchers)(reverse=False))
+        api = [w for w in watchers if w.name == "service"]
+        yield gen.multi([w._stop(close_output_streams) for w in api])
+        yield gen.multi([w._stop(close_output_streams) for w in watchers if w not in api])
+
+    Arbiter._stop_watchers = _stop_watchers
+
+
 # name -> (what it fixes, [(what it relies on, getter, sha256 prefix of its source)], apply)
 PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable[[], None]]] = {
     "request_timers": ("cancels finished requests' timeout timers (a 16 KB per request leak)",
@@ -147,6 +177,9 @@ PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable
                       ("MultipartSerde.parse_request", _multipart("parse_request"), "65de1b4c289aac56"),
                       ("serde.ALL_SERDE's form entries", _serde_table, "c3af8ca33ad5f100")],
                      _strict_form_parsing),
+    "drain_in_order": ("requests in flight at SIGTERM finish (API workers stop before the model worker)",
+                       [("circus Arbiter._stop_watchers", _stop_watchers, "dccaa68cd7e55d44")],
+                       _drain_api_first),
 }
 _applied: set[str] = set()
 
@@ -189,6 +222,8 @@ def active() -> dict[str, bool]:
     """Which patches are in, checked on BentoML's objects themselves (not on a flag of ours)."""
     from _bentoml_impl import serde
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from circus.arbiter import Arbiter
 
     return {"request_timers": TimeoutMiddleware.__call__.__module__ == __name__,
-            "strict_forms": all(serde.ALL_SERDE[k].__module__ == __name__ for k in _FORM_TYPES)}
+            "strict_forms": all(serde.ALL_SERDE[k].__module__ == __name__ for k in _FORM_TYPES),
+            "drain_in_order": Arbiter._stop_watchers.__module__ == __name__}

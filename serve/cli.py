@@ -42,9 +42,22 @@ def build_command(
     artifact: Path = typer.Argument(..., help="An ONNX artifact folder written by `tiffin export`."),
     name: str = typer.Option(None, help="Model and bento name [default: tiffin-video / tiffin-speech]."),
     gpu: bool = typer.Option(False, help="Bento with onnxruntime-gpu (CUDA and cuDNN from pip) instead of onnxruntime."),
+    containerize: bool = typer.Option(False, help="Also build the bento's Docker image (bentoml containerize; "
+                                                  "needs a running Docker engine)."),
+    image_tag: str = typer.Option(None, help="Image tag [default: the bento's tag]."),
+    base_image: str = typer.Option(None, envvar="TIFFIN_BASE_IMAGE",
+                                   help="Image the bento's Dockerfile builds on, with Python 3.11 and pip [default: "
+                                        "BentoML's python:3.11-slim]; `make base-image` makes one from Debian's packages."),
 ) -> None:
-    """Store an artifact as a BentoML model and build a torch-free bento from bentofile.yaml."""
-    from tiffin.serve.commands import build
+    """Store an artifact as a BentoML model and build a torch-free bento from bentofile.yaml (and its image)."""
+    from tiffin.serve.commands import build, build_image
 
-    tag, dockerfile = build(artifact, name, gpu)
-    typer.echo(f"bento {tag}\nDockerfile {dockerfile}\nimage: bentoml containerize {tag}")
+    if image_tag and not containerize:
+        raise typer.BadParameter("is for the image: add --containerize", param_hint="--image-tag")
+    if not containerize:
+        tag, dockerfile = build(artifact, name, gpu, base_image)
+        typer.echo(f"bento {tag}\nDockerfile {dockerfile}\nimage: the same command with --containerize "
+                   f"(or bentoml containerize {tag})")
+        return
+    tag, image = build_image(artifact, name, gpu, base_image, image_tag)
+    typer.echo(f"bento {tag}\nimage {image['image']} ({image['size_mb']:.0f} MB)\nrun: {image['run']}")

@@ -19,6 +19,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video:latest or tiffin-speech:latest]"),
     "TIFFIN_DEVICE": ("auto", "ONNX Runtime provider: auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda"),
     "TIFFIN_RUNTIME": ("", "runtime of the model: onnxruntime or openvino [default: the artifact's recorded one, else onnxruntime]"),
+    "TIFFIN_GPUS": ("0", "GPUs the model service declares to BentoML (its resources: BentoML gives it those devices); `tiffin build --gpu` bentos set 1"),
     "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per session; 0 = all cores (batching off: shared by the API workers)"),
     "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own (batching off: in each API worker)"),
     "TIFFIN_BATCHING": ("1", "1: adaptive batching of model calls across requests, in a model worker; 0: off, no model worker"),
@@ -39,6 +40,7 @@ class Settings:
     model: str
     device: str
     runtime: str | None
+    gpus: int
     threads: int
     workers: int
     batching: bool
@@ -50,6 +52,13 @@ class Settings:
     max_audio_seconds: float
     clips: int
     timeout_s: int
+
+
+def model_service_options(settings: Settings) -> dict:
+    """Options of a task's model service (`bentoml.service`): one worker, the request timeout, and
+    the GPUs it declares (recorded in a bento's bento.yaml, where deployments read them)."""
+    return {"workers": 1, "traffic": {"timeout": settings.timeout_s},
+            **({"resources": {"gpu": settings.gpus}} if settings.gpus else {})}
 
 
 def _number(name: str, kind: type, minimum: float, env: dict[str, str]) -> int | float:
@@ -81,7 +90,7 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
             raise TiffinError(f"TIFFIN_RUNTIME={runtime!r}: the services run on {', '.join(torch_free)}")
     return Settings(
         artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device, runtime=runtime,
-        threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),
+        gpus=int(_number("TIFFIN_GPUS", int, 0, env)), threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),
         batching=batching == "1", max_batch=int(_number("TIFFIN_MAX_BATCH", int, 2, env)),
         max_latency_ms=int(_number("TIFFIN_MAX_LATENCY_MS", int, 1, env)),
         max_upload_bytes=int(_number("TIFFIN_MAX_UPLOAD_MB", float, 0.001, env) * 1024 * 1024),

@@ -21,7 +21,7 @@ import numpy as np
 from tiffin.serve.artifacts import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
 from tiffin.serve.openapi import TruthfulOpenApi
-from tiffin.serve.settings import read_settings
+from tiffin.serve.settings import model_service_options, read_settings
 from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
@@ -37,7 +37,7 @@ SETTINGS = read_settings()
 bentoml_patches.install()  # BentoML fixes, or a one-line error naming the BentoML version
 
 
-@bentoml.service(name="tiffin-speech-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="tiffin-speech-model", **model_service_options(SETTINGS))
 class SpeechModel:
     """The exported graph: mono waveforms in, CTC logits [frames, vocab] per waveform out."""
 

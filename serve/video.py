@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field
 from tiffin.serve.artifacts import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
 from tiffin.serve.openapi import TruthfulOpenApi
-from tiffin.serve.settings import read_settings
+from tiffin.serve.settings import model_service_options, read_settings
 from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
@@ -49,7 +49,7 @@ def _not_a_bool(value: Any) -> Any:
 TopK = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1000)]
 
 
-@bentoml.service(name="tiffin-video-model", workers=1, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="tiffin-video-model", **model_service_options(SETTINGS))
 class VideoModel:
     """The exported graph: uint8 clips [N, T, S, S, 3] in, logits [N, classes] out."""
 

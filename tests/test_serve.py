@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tarfile
 import tempfile
 import subprocess
@@ -469,6 +470,50 @@ def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(artifacts, r
         assert wait_until(answered, seconds=120)
 
 
+def slow_video(path: Path) -> Path:
+    """A video whose classification takes a second or more with TIFFIN_CLIPS=48: many clips, each
+    decoded from a 320x240 stream with few key frames."""
+    from tests.conftest import write_frames
+
+    frames = np.zeros((150, 240, 320, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        frame[:, (i * 4) % 280:(i * 4) % 280 + 40] = 255
+    return write_frames(path, frames, fps=10, gop=150)
+
+
+def test_requests_in_flight_at_sigterm_finish_with_200(artifacts, tmp_path):
+    """SIGTERM to the server's main process alone, as `docker stop` sends it to PID 1: the requests
+    already in flight are answered (200) and the server exits; without the drain_in_order patch the
+    model worker left first and all of them were 503."""
+    video = slow_video(tmp_path / "slow.mp4")
+    done: list[tuple[int, float]] = []
+
+    def send() -> None:
+        status, _ = post_multipart(url + "/classify", "video", video.read_bytes(), video.name)
+        done.append((status, time.monotonic()))
+
+    with running_server(artifacts["video"], tmp_path, TIFFIN_CLIPS=48) as url:
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        os.kill(SERVER_PIDS[url], signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=120)
+        assert wait_until(lambda: not _alive(SERVER_PIDS[url]), 60)  # and then it exits
+    assert [status for status, _ in done] == [200] * 4
+    assert max(at for _, at in done) > stopped_at  # some were still in flight when SIGTERM came
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (an exited child of ours lingers as a zombie until it is waited for)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 # --- the OpenAPI document ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task", ["video", "speech"])
@@ -525,7 +570,9 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
     assert packages == {"tiffin", "tiffin/serve"}  # no tiffin.train, tiffin.export, CLI or weights
     manifest = (bento / "bento.yaml").read_text()
     assert "service: tiffin.serve.speech:SpeechRecognizer" in manifest and f"model: {stored_tag(tmp_path)}" in manifest
-    assert "bentoml" in (bento / "env" / "docker" / "Dockerfile").read_text()
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "bentoml" in dockerfile and "FROM python:3.11-slim" in dockerfile  # BentoML's default base
+    assert re.search(r"^HEALTHCHECK .*/readyz", dockerfile, re.M) and re.search(r"^USER bentoml$", dockerfile, re.M)
     stored = list((tmp_path / "bentoml" / "models" / "my-speech").glob("*/model.onnx"))
     assert len(stored) == 1 and (stored[0].parent / "tiffin.json").is_file()
     export = subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(tmp_path / "b.bento")], env=env,
@@ -544,6 +591,46 @@ def test_build_makes_a_torch_free_bento(artifacts, tmp_path):
         sf.write(wav, utterance(["red", "cat"]), 16000)
         status, body = post_multipart(url + "/transcribe", "audio", wav.read_bytes(), "a.wav")
         assert status == 200 and body["text"] == predict_json(artifacts["speech"], [wav])[0]["text"]
+
+
+def test_a_gpu_bento_installs_onnxruntime_gpu_and_declares_its_gpu(artifacts, tmp_path):
+    import yaml
+
+    from tiffin.serve.commands import ONNXRUNTIME_GPU
+
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    out = subprocess.run([sys.executable, "-m", "tiffin", "build", str(artifacts["video"]), "--gpu"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    bento = tmp_path / "bentoml" / "bentos" / "tiffin-video" / out.stdout.split()[1].split(":")[1]
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().split()
+    assert f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_GPU}" in requirements
+    assert not any(r.startswith("onnxruntime==") for r in requirements)
+    manifest = yaml.safe_load((bento / "bento.yaml").read_text())
+    services = {svc["name"]: svc["config"] for svc in manifest["services"]}
+    assert services["tiffin-video-model"]["resources"] == {"gpu": 1}  # what a deployment schedules on
+    assert "resources" not in services["tiffin-video"]  # the API workers decode on the CPU
+    assert {"name": "TIFFIN_GPUS", "value": "1"} in [{k: e[k] for k in ("name", "value")} for e in manifest["envs"]]
+    assert "ENV TIFFIN_GPUS=" in (bento / "env" / "docker" / "Dockerfile").read_text()
+
+
+def test_containerize_without_a_docker_engine_is_one_line_and_stores_nothing(artifacts, tmp_path):
+    home = tmp_path / "bentoml"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # a docker client whose engine is down, as on a machine where dockerd is not started
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at "
+                                    "unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    for path, words in ((str(bin_dir), "the Docker engine is not running"), ("/nonexistent", "no docker command here")):
+        env = {**os.environ, "BENTOML_HOME": str(home), "PATH": f"{path}:{os.path.dirname(sys.executable)}"}
+        out = subprocess.run([sys.executable, "-m", "tiffin", "build", str(artifacts["video"]), "--containerize"],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and words in out.stderr and "apt-get install docker.io" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (home / "models").exists() or not any((home / "models").rglob("tiffin.json"))
+    result = tiffin("build", artifacts["video"], "--image-tag", "x:1")
+    assert result.exit_code == 2 and "--containerize" in result.output
 
 
 def test_bentofile_packs_a_model_and_the_serving_wheel_pinned_as_tested():

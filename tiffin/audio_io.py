@@ -46,9 +46,13 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -
             # a full test run segfaulted in the test that reads a FLAC cut short, which libsndfile's
             # decoder meets with "lost sync" (suspected, not proven); FFmpeg's keeps what decoded
             raise ValueError("FLAC: decoded by FFmpeg")
-        rate = sf.info(path).samplerate
-        first, last = round(start * rate), None if end is None else round(end * rate)
-        data, rate = sf.read(path, dtype="float32", always_2d=True, start=first, stop=last)
+        with sf.SoundFile(path) as audio:  # opened once: the rate places the span, then only its frames are read
+            rate = audio.samplerate
+            first = round(start * rate)
+            if first:
+                audio.seek(min(first, audio.frames))
+            data = audio.read(-1 if end is None else max(0, round(end * rate) - first), dtype="float32",
+                              always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         data, rate = _read_with_pyav(path)
         first, last = round(start * rate), None if end is None else round(end * rate)

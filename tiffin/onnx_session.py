@@ -16,7 +16,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def providers_for(device: str) -> list[str]:
-    """Execution providers for `device`: auto takes CUDA when onnxruntime-gpu sees a GPU."""
+    """Execution providers for `device`: auto takes CUDA when onnxruntime-gpu is installed and the
+    NVIDIA driver is there (a GPU host, or a container run with --gpus)."""
     import onnxruntime as ort
 
     if device not in DEVICES:
@@ -25,9 +26,40 @@ def providers_for(device: str) -> list[str]:
     if device == "cuda" and "CUDAExecutionProvider" not in available:
         raise TiffinError("device cuda: this onnxruntime has no CUDA provider; install the gpu extra "
                           "(onnxruntime-gpu) or use device cpu")
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if device == "cpu" or "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"]
+    if not cuda_driver():
+        if device == "cuda":
+            raise TiffinError("device cuda: no NVIDIA driver here (libcuda); on a GPU host run the container with "
+                              "--gpus all, or use device cpu")
+        return ["CPUExecutionProvider"]  # onnxruntime-gpu on a host without a GPU: CPU, without its error log
+    _preload_cuda_libraries(ort)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def cuda_driver() -> bool:
+    """Whether the NVIDIA driver's library loads (it is the host's: absent without a GPU)."""
+    import ctypes
+    import sys
+
+    try:
+        ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+_preloaded = False
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages (onnxruntime-gpu[cuda,cudnn], what a
+    `tiffin build --gpu` bento installs): they are not on the loader's path, and without this the
+    CUDA provider failed to load (libcublasLt.so.13 not found) and ran on the CPU."""
+    global _preloaded
+    if not _preloaded and hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
+        ort.preload_dlls()
+        _preloaded = True
 
 
 class OnnxSession:

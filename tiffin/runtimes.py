@@ -12,14 +12,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from tiffin.errors import TiffinError
 
 
-class TorchScriptSession:
+class _TorchModuleSession:
+    """A loaded torch module called with numpy arrays, numpy out (the torch rows' shared call)."""
+
+    module: Any
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
+
+
+class TorchScriptSession(_TorchModuleSession):
     """A saved TorchScript (.pt) or lite-interpreter (.ptl) module, numpy in and out."""
 
     def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
@@ -32,15 +44,9 @@ class TorchScriptSession:
             self.module = _load_for_lite_interpreter(str(model_file))
         else:
             self.module = torch.jit.load(str(model_file), map_location="cpu")
-        self._torch = torch
-
-    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
 
 
-class TorchExportSession:
+class TorchExportSession(_TorchModuleSession):
     """A saved torch.export program (.pt2), numpy in and out."""
 
     def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
@@ -48,12 +54,6 @@ class TorchExportSession:
         import torch
 
         self.module = torch.export.load(str(model_file)).module()
-        self._torch = torch
-
-    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            return self.module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs)).float().numpy()
 
 
 class OpenVinoSession:

@@ -21,6 +21,7 @@ from tiffin.audio_io import is_audio_file
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
 from tiffin.train.video_datamodule import media_files_in
+from tiffin.train.speech_files import json_lines as read_json_lines
 from tiffin.train.speech_data import (
     LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl, read_layout, read_table,
 )
@@ -35,26 +36,12 @@ def listed_files(path: str | Path, field: str, audio_root: str | Path | None = N
     Raises:
         TiffinError: missing file, not UTF-8, a bad JSON line, or no such column/key.
     """
-    import json
-
     from tiffin.train.table_io import open_table
 
     path = Path(path).expanduser()
     if json_lines:
-        if not path.is_file():
-            raise TiffinError(f"predict_file {path}: no such file")
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError:
-            raise TiffinError(f"predict_file {path}: is not UTF-8 text; save it as UTF-8") from None
         values = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TiffinError(f"predict_file {path}: line {number} is not JSON ({exc.msg})") from None
+        for number, obj in read_json_lines(path, "predict_file"):
             if not isinstance(obj, dict) or field not in obj:
                 raise TiffinError(f"predict_file {path}: line {number} lacks {field!r}")
             values.append(str(obj[field]).strip())

@@ -15,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,25 +108,36 @@ def read_table(path: str | Path, audio_column: str, text_column: str, option: st
     return rows
 
 
-def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: str,
-               audio_root: str | Path | None = None) -> list[Row]:
-    """Rows of a JSON-lines file, one object per line with the named keys; audio paths relative to
-    `audio_root`, else to the file's folder."""
-    path = Path(path).expanduser()
+def json_lines(path: Path, option: str) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON-lines file.
+
+    Raises:
+        TiffinError: missing file, not UTF-8, or a line that is not JSON (naming `option` and the line).
+    """
     if not path.is_file():
         raise TiffinError(f"{option} {path}: no such file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
-    rows = []
+    values = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            values.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise TiffinError(f"{option} {path}: line {number} is not JSON ({exc.msg})") from None
+    return values
+
+
+def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: str,
+               audio_root: str | Path | None = None) -> list[Row]:
+    """Rows of a JSON-lines file, one object per line with the named keys; audio paths relative to
+    `audio_root`, else to the file's folder."""
+    path = Path(path).expanduser()
+    rows = []
+    for number, obj in json_lines(path, option):
         if not isinstance(obj, dict) or audio_column not in obj or text_column not in obj:
             raise TiffinError(f"{option} {path}: line {number} lacks {audio_column!r} or {text_column!r}; "
                               "name yours with --audio-column/--text-column")
