@@ -12,8 +12,14 @@ sentences.
 With --base-speech, also a wav2vec2-base-sized model (random weights) on 10 s of speech at
 concurrency 1: the same fixed cost against a model of realistic size.
 
+With --artifact TASK=FOLDER (an exported ONNX artifact, e.g. a SlowFast-R50) and --runtimes,
+that artifact alone, on each runtime (TIFFIN_RUNTIME), in-process (the service class, and the
+model call alone: the fastest in-process variant) and over HTTP.
+
 Run: .venv/bin/python benchmarks/serving.py [--seconds 15] [--base-speech]
-Writes benchmarks/results/serving.json.
+     .venv/bin/python benchmarks/serving.py --artifact video=FOLDER --runtimes onnxruntime,openvino
+         --concurrency 1 --out serving-slowfast
+Writes benchmarks/results/serving.json (or OUT.json).
 """
 
 from __future__ import annotations
@@ -73,8 +79,18 @@ def in_process(task: str, artifact: Path, files: list[Path], seconds: float) -> 
             began = time.perf_counter()
             call(f)
             times.append(time.perf_counter() - began)
-    return {"calls": len(times), "p50_ms": round(1000 * statistics.median(times), 1),
-            "calls_per_s": round(len(times) / sum(times), 2)}
+    result = {"calls": len(times), "p50_ms": round(1000 * statistics.median(times), 1),
+              "calls_per_s": round(len(times) / sum(times), 2)}
+    if task == "video":  # the model call alone on one decoded clip: the fastest in-process variant's figure
+        clip = service.host.clips(files[0], 1)
+        model = service.model.model if hasattr(service.model, "model") else service.model
+        alone = []
+        for _ in range(max(3, min(20, len(times)))):
+            began = time.perf_counter()
+            model(clip)
+            alone.append(time.perf_counter() - began)
+        result["model_call_p50_ms"] = round(1000 * statistics.median(alone), 1)
+    return result
 
 
 def main() -> None:
@@ -83,6 +99,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--base-speech", action="store_true",
                         help="also a wav2vec2-base-sized model (random weights) on 10 s recordings, concurrency 1")
+    parser.add_argument("--artifact", default=None, help="TASK=FOLDER: this ONNX artifact instead of the embedded models")
+    parser.add_argument("--runtimes", default="", help="comma-separated TIFFIN_RUNTIME values [default: the artifact's]")
+    parser.add_argument("--out", default="serving", help="results file name (benchmarks/results/OUT.json)")
     parser.add_argument("--in-process", nargs="+", metavar="TASK ARTIFACT SECONDS FILE",
                         help=argparse.SUPPRESS)  # the in-process floor, run by this script in a child
     args = parser.parse_args()
@@ -102,19 +121,35 @@ def main() -> None:
         services["speech-base"] = (str(base_folder(work / "base")), "/transcribe", "audio")
         files["speech-base"] = [work / "base-10s.wav"]
         sf.write(files["speech-base"][0], speech(work / "base"), 16000)
-    results: dict = {"cpu_count": os.cpu_count(), "seconds_per_run": args.seconds, "services": {}}
-    for name, (model, path, field) in services.items():
+    given = None
+    if args.artifact:
+        task_name, folder = args.artifact.split("=", 1)
+        given = Path(folder).resolve()
+        services = {f"{task_name}-{runtime or 'recorded'}": (*SERVICES[task_name][1:], runtime)
+                    for runtime in (args.runtimes.split(",") if args.runtimes else [""])}
+        files = {name: files[task_name] for name in services}
+    from tiffin.export.benchmark import cpu_features
+
+    results: dict = {"cpu": cpu_features(), "cpu_count": os.cpu_count(), "seconds_per_run": args.seconds,
+                     "services": {}}
+    for name, spec in services.items():
+        if given is not None:
+            (path, field, runtime), model, artifact = spec, str(given), given
+        else:
+            (model, path, field), runtime, artifact = spec, "", work / f"{name}-onnx"
+            subprocess.run([sys.executable, "-m", "tiffin", "export", model, "--format", "onnx", "--out", str(artifact)],
+                           check=True, capture_output=True)
         task = "speech" if field == "audio" else "video"
-        artifact = work / f"{name}-onnx"
-        subprocess.run([sys.executable, "-m", "tiffin", "export", model, "--format", "onnx", "--out", str(artifact)],
-                       check=True, capture_output=True)
+        runtime_env = {"TIFFIN_RUNTIME": runtime} if runtime else {}
         # in a process of its own: bentoml.depends keeps the first model a service class was given
         floor = subprocess.run([sys.executable, __file__, "--in-process", task, str(artifact), str(args.seconds),
-                                *map(str, files[name])], check=True, capture_output=True, text=True)
+                                *map(str, files[name])], check=True, capture_output=True, text=True,
+                               env={**os.environ, **runtime_env})
         entry = {"model": model, "in_process": json.loads(floor.stdout.strip().splitlines()[-1]), "http": []}
         mix = [Upload(f, True, (("top_k", "5"),) if field == "video" else ()) for f in files[name]]
         for batching in ("1", "0"):
-            env = {"TIFFIN_BATCHING": batching, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+            env = {"TIFFIN_BATCHING": batching, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+                   **runtime_env}
             with started_server(["tiffin", "serve", str(artifact)], work / f"{name}-{batching}.log", env) as (url, _):
                 run_load(url + path, field, mix, 4, 3)  # warm-up
                 for concurrency in [1] if name == "speech-base" else (int(c) for c in args.concurrency.split(",")):
@@ -130,9 +165,11 @@ def main() -> None:
                 "ms": round(one["p50_ms"] - floor["p50_ms"], 1), "share": round(one["p50_ms"] / floor["p50_ms"] - 1, 3)}
         for h in entry["http"]:
             h["throughput_vs_in_process_batch1"] = round(h["requests_per_s"] / floor["calls_per_s"], 2)
+            if "model_call_p50_ms" in floor:  # served latency against the model call alone
+                h["p50_vs_model_call"] = round(h["p50_ms"] / floor["model_call_p50_ms"], 3)
         results["services"][name] = entry
         print(json.dumps(entry, indent=1), flush=True)
-    save_results("serving", results)
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class ExportOptions:
     force: bool = False
     batch: int | None = None  # None: dynamic batch axis
     beam: Any = None  # tiffin.ctc_beam.BeamOptions: a word list / LM the artifact decodes with
+    check_budget_s: float | None = 900.0  # the parity check's time budget (None: unbounded)
 
 
 def _versions() -> dict[str, str]:
@@ -210,6 +211,17 @@ def video_samples(loaded, files: list[Path], limit: int) -> list[tuple[torch.Ten
     return [(torch.from_numpy(np.stack(clips[k : k + 4])),) for k in range(0, len(clips), 4)]
 
 
+def _slow_hint(precision: str, exporting: bool = True) -> str:
+    """What to do about a check past its budget: the precision's own reason first, where there is one."""
+    from tiffin.export.benchmark import precision_warning
+
+    wrote = "; nothing was written" if exporting else ""
+    reason = precision_warning(precision)
+    if reason:
+        return f"{reason}{wrote}. Export fp32, or give --check-budget more seconds"
+    return f"give --check-budget more seconds (or fewer --check-data files){wrote}"
+
+
 def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]]:
     """Export, check parity, and move the artifact into place; `loaded` is opts.model already
     loaded (tiffin.train.predict.load_model), for callers that export one model many times.
@@ -247,7 +259,7 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
             agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), opts.beam))
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
         meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
-                                      agreement, _conv(loaded))
+                                      agreement, _conv(loaded), opts.check_budget_s, _slow_hint(opts.precision))
         meta["sha256"] = sha256(tmp / fmt.file)
         if opts.beam is not None:
             meta["decoder"] = _pack_decoder(opts.beam, meta, tmp)
@@ -309,7 +321,7 @@ def _remove_stale_partials(out: Path) -> None:
 
 
 def check_artifact(path: Path, data: Path | None = None, source: Path | None = None, loaded=None,
-                   runtime: str | None = None) -> dict[str, Any]:
+                   runtime: str | None = None, budget_s: float | None = 900.0) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from (`source`,
     else `loaded`, a model already in memory, else the one tiffin.json records), run on `runtime`
     (a row of tiffin.runtimes; default: the recorded one, else the format's first); the report
@@ -330,7 +342,8 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
 
     chosen = runtime_for(meta["format"], runtime or meta.get("runtime")).name
     report = check_parity(loaded.net, open_session(path, meta, runtime=chosen), samples,
-                          spec.tolerances[meta["precision"]], agreement, _conv(loaded))
+                          spec.tolerances[meta["precision"]], agreement, _conv(loaded), budget_s,
+                          _slow_hint(meta["precision"], exporting=False))
     report["runtime"] = chosen
     recorded = meta.get("source")
     if isinstance(recorded, dict) and recorded.get("sha256") and model is not None and Path(model).is_file():

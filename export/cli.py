@@ -40,6 +40,8 @@ def export_command(
     hotword: list[str] = typer.Option(None, "--hotword", help="Speech, with --words/--lm: a word to favour "
                                       "(repeat for more)."),
     hotword_weight: float = typer.Option(5.0, help="Speech, with --hotword: score added each time one is chosen."),
+    check_budget: float = typer.Option(900, min=0.001, help="Seconds the parity check may take; past them (judged "
+                                       "after each check batch) the export is refused, saying why."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from tiffin.export.artifact import ExportOptions, export_model
@@ -60,7 +62,7 @@ def export_command(
     if warning:  # before the export starts: an emulated bf16 export of a SlowFast-R50 ran past 17 minutes
         typer.echo(f"warning: {warning}", err=True)
     out_dir, meta = export_model(ExportOptions(model, format.value, precision.value, opset, out, check_data,
-                                               calibration_data, force, fixed, beam))
+                                               calibration_data, force, fixed, beam, check_budget))
     if as_json:
         typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
         return
@@ -79,11 +81,12 @@ def check_command(
                                 "tiffin.json records, relative to the artifact]."),
     runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino) [default: "
                                 "the one tiffin.json records, else the format's first]."),
+    check_budget: float = typer.Option(900, min=0.001, help="Seconds the check may take (judged after each batch)."),
 ) -> None:
     """Re-run an artifact's parity check against the model it came from; exit 2 if it fails."""
     from tiffin.export.artifact import check_artifact
 
-    report = check_artifact(artifact, data, source, runtime=runtime)
+    report = check_artifact(artifact, data, source, runtime=runtime, budget_s=check_budget)
     typer.echo(json.dumps(report, indent=2))
 
 

@@ -8,6 +8,7 @@ check failed and by how much; the exporter then leaves nothing behind.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,11 @@ class ToleranceExceeded(ParityError):
 
 class AgreementTooLow(ParityError):
     pass
+
+
+class CheckTooSlow(ParityError):
+    """The check batches would run past the time budget (bf16 emulated on a CPU without it ran a
+    SlowFast-R50 export past 17 minutes): refused after the batch that shows it, not at the end."""
 
 
 class TopOneAgreement:
@@ -99,8 +105,13 @@ def check_parity(
     tolerance: dict[str, float],
     agreement: TopOneAgreement | TranscriptAgreement,
     conv: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    budget_s: float | None = None,
+    slow_hint: str = "",
 ) -> dict:
     """Run both on every sample and compare.
+
+    `budget_s`: after each sample, the pace so far projects the whole check; past the budget it
+    stops there (CheckTooSlow, saying how long it would take, and `slow_hint`: what to do).
 
     Speech compares each utterance's own frames (`conv`: the feature encoder's kernels and
     strides give how many): the frames past them only exist because of a batch's padding, are
@@ -111,10 +122,17 @@ def check_parity(
         The report stored in tiffin.json: per-sample shapes and differences, and the aggregates.
 
     Raises:
-        ShapeMismatch, ToleranceExceeded, AgreementTooLow.
+        ShapeMismatch, ToleranceExceeded, AgreementTooLow, CheckTooSlow.
     """
     rows = []
-    for sample in samples:
+    started = time.monotonic()
+    for done, sample in enumerate(samples):
+        elapsed = time.monotonic() - started
+        if budget_s is not None and done and elapsed / done * len(samples) > budget_s:
+            raise CheckTooSlow(
+                f"parity check: {done} of {len(samples)} check batches took {elapsed:.1f} s; all of them would take "
+                f"about {elapsed / done * len(samples):.0f} s, past the budget of {budget_s:g} s (--check-budget)"
+                f"{'; ' + slow_hint if slow_hint else ''}")
         with torch.inference_mode():
             ref = reference(*sample).float().numpy()
         got = np.asarray(artifact(*(s.numpy() for s in sample)), dtype=np.float32)

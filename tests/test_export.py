@@ -146,6 +146,28 @@ def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path)
     assert len(samples) == 3 and samples[-1]["inputs"][0][0] == 4  # 4 real recordings in the last batch
 
 
+def test_a_parity_check_past_its_time_budget_is_refused_after_the_batch_that_shows_it(checkpoints, tmp_path):
+    """The gate's check batches are timed as they run: once the pace so far projects the whole check
+    past --check-budget, the export stops there, says how long it would take, and writes nothing."""
+    from tiffin.export.benchmark import precision_warning
+
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        result = tiffin("export", checkpoints["video"], "--format", "torchscript", "--precision", precision,
+                        "--out", out, "--check-budget", "0.001")
+        assert result.exit_code == 2, result.output
+        said = result.output
+        assert "parity check: 1 of " in said and "past the budget of 0.001 s (--check-budget)" in said, said
+        assert "nothing was written" in said and "Traceback" not in said
+        if precision == "bf16" and precision_warning("bf16"):  # a CPU without bf16: the reason and the way out
+            assert "bf16 runs emulated" in said and "Export fp32" in said
+        assert not out.exists() and not list(tmp_path.glob(f".{precision}.partial-*"))
+    result = tiffin("export", checkpoints["video"], "--out", tmp_path / "ok", "--check-budget", "600")
+    assert result.exit_code == 0, result.output
+    result = tiffin("check", tmp_path / "ok", "--check-budget", "0.001")  # tiffin check is bounded the same way
+    assert result.exit_code == 2 and "past the budget of 0.001 s" in result.output, result.output
+
+
 @pytest.mark.parametrize("task", ["video", "speech"])
 def test_fixed_batch_is_baked_in_and_checked_at_that_size(checkpoints, tmp_path, task):
     out = tmp_path / "a"
