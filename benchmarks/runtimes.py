@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import alternate, save_results  # noqa: E402
 from benchmarks.video_inference import kinetics_net  # noqa: E402
 
-from tiffin.export.benchmark import cpu_features  # noqa: E402
+from tiffin.cpu import cpu_features  # noqa: E402
 from tiffin.export.formats import FORMATS  # noqa: E402
 from tiffin.export.parity import ParityError, TopOneAgreement, check_parity  # noqa: E402
 from tiffin.export.specs import TOLERANCES  # noqa: E402
@@ -46,14 +46,15 @@ def bench_backbone(name: str, runs: int, threads: int) -> dict:
               "export_s": round(time.perf_counter() - started, 1), "runtimes": {}}
     timers = {"pytorchvideo eager fp32": peer}
     for runtime in runtimes_for("onnx"):
-        if not runtime.installed:
-            result["runtimes"][runtime.name] = {"status": f"not installed: pip install '{runtime.install}'"}
+        if not runtime.installed or runtime.needs():
+            result["runtimes"][runtime.name] = {"status": runtime.needs() or f"not installed: pip install '{runtime.install}'"}
             continue
         opened = time.perf_counter()
         session = runtime.open(path, "cpu", threads)
         entry = {"open_s": round(time.perf_counter() - opened, 2)}
         try:
-            report = check_parity(net, session, export_spec.check_samples(), TOLERANCES["fp32"], TopOneAgreement())
+            report = check_parity(net, session, export_spec.check_samples(), TOLERANCES[runtime.computes or "fp32"],
+                                  TopOneAgreement())
             entry.update(status="ok", max_abs_diff=report["max_abs_diff"], top1_agreement=report["top1_agreement"])
             timers[runtime.name] = (lambda s: lambda: s(clip.numpy()))(session)
         except ParityError as err:

@@ -128,7 +128,7 @@ def main() -> None:
         services = {f"{task_name}-{runtime or 'recorded'}": (*SERVICES[task_name][1:], runtime)
                     for runtime in (args.runtimes.split(",") if args.runtimes else [""])}
         files = {name: files[task_name] for name in services}
-    from tiffin.export.benchmark import cpu_features
+    from tiffin.cpu import cpu_features
 
     results: dict = {"cpu": cpu_features(), "cpu_count": os.cpu_count(), "seconds_per_run": args.seconds,
                      "services": {}}

@@ -9,7 +9,10 @@ the same 10 s of espeak-ng speech as a 16 kHz array; median of N warm calls, alt
 Agreement: CER between each tiffin transcript and the peer's, and the share of frames whose
 argmax token matches (random weights make transcripts meaningless as English, not as parity).
 
-Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5]
+The ONNX fp32 artifact also runs on the runtime table's other rows (OpenVINO; OpenVINO's bf16
+hint on a CPU with AMX or AVX-512 bf16), each behind the parity gate.
+
+Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5] [--keep]
 Writes benchmarks/results/speech_inference.json.
 """
 
@@ -76,6 +79,7 @@ def cer(a: str, b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the model folder and artifacts (for serving.py --artifact)")
     args = parser.parse_args()
 
     from transformers import pipeline
@@ -118,6 +122,26 @@ def main() -> None:
             "size_mb": round(sum(p.stat().st_size for p in out.iterdir()) / 2**20, 1),
             "frame_agreement": float((frames(model) == reference_frames).mean())}
         timers[key] = tiffin_run(model)
+    # the ONNX fp32 artifact on the table's other runtimes (OpenVINO, and its bf16 hint where the
+    # CPU has bf16), each behind the gate on its own outputs (bf16's tolerances for the hint)
+    from tiffin.export.artifact import check_artifact
+    from tiffin.runtimes import runtimes_for
+
+    onnx = work / "tiffin-onnx-fp32"
+    for runtime in runtimes_for("onnx")[1:] if onnx.is_dir() else []:
+        key = f"tiffin onnx fp32 on {runtime.name}"
+        if not runtime.installed or runtime.needs():
+            results["variants"][key] = {"status": f"skipped: {runtime.needs() or 'not installed'}"}
+            continue
+        try:
+            report = check_artifact(onnx, runtime=runtime.name)
+        except ParityError as err:
+            results["variants"][key] = {"status": f"parity failed: {err}"}
+            continue
+        model = open_artifact(onnx, runtime=runtime.name)[0]
+        results["variants"][key] = {"status": "ok", "max_abs_diff": report["max_abs_diff"],
+                                    "frame_agreement": float((frames(model) == reference_frames).mean())}
+        timers[key] = tiffin_run(model)
     texts = {key: run() for key, run in timers.items()}
     samples = alternate(timers, args.runs)
     peer_s = statistics.median(samples["transformers pipeline eager fp32"])
@@ -129,7 +153,10 @@ def main() -> None:
                      transcript_chars=len(texts[key]))
     print(json.dumps(results, indent=1))
     save_results("speech_inference", results)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept: {work} (the Hugging Face folder and each artifact)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

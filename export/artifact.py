@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tiffin.export.formats import FORMATS
-from tiffin.export.parity import check_parity
+from tiffin.export.parity import AgreementTooLow, ToleranceExceeded, check_parity
 from tiffin.export.specs import ExportSpec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.host import open_session
@@ -213,13 +213,21 @@ def video_samples(loaded, files: list[Path], limit: int) -> list[tuple[torch.Ten
 
 def _slow_hint(precision: str, exporting: bool = True) -> str:
     """What to do about a check past its budget: the precision's own reason first, where there is one."""
-    from tiffin.export.benchmark import precision_warning
+    from tiffin.cpu import precision_warning
 
     wrote = "; nothing was written" if exporting else ""
     reason = precision_warning(precision)
     if reason:
         return f"{reason}{wrote}. Export fp32, or give --check-budget more seconds"
     return f"give --check-budget more seconds (or fewer --check-data files){wrote}"
+
+
+def _int8_hint(meta: dict[str, Any], static: bool) -> str:
+    """What to try when the gate refuses an int8 artifact: how it was quantised here, and the ways out."""
+    how = meta.get("quantization", {}).get("why", "")
+    more = "more and more varied --calibration-data (up to 64 of your clips are used), " if static else ""
+    return (f"nothing was written. Quantised for this CPU ({how}); try {more}--precision fp16 or fp32, or "
+            "TorchScript bf16 on a CPU with bf16 (tiffin benchmark measures each)")
 
 
 def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]]:
@@ -258,8 +266,13 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
 
             agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), opts.beam))
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
-        meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
-                                      agreement, _conv(loaded), opts.check_budget_s, _slow_hint(opts.precision))
+        try:
+            meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
+                                          agreement, _conv(loaded), opts.check_budget_s, _slow_hint(opts.precision))
+        except (ToleranceExceeded, AgreementTooLow) as err:
+            if opts.precision != "int8":
+                raise
+            raise type(err)(f"{err}; {_int8_hint(meta, TASKS[task].static_int8)}") from None
         meta["sha256"] = sha256(tmp / fmt.file)
         if opts.beam is not None:
             meta["decoder"] = _pack_decoder(opts.beam, meta, tmp)
@@ -338,12 +351,15 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
         from tiffin.ctc_beam import BeamDecoder, options_of
 
         agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), options_of(Path(path), meta["decoder"])))
-    from tiffin.runtimes import runtime_for
+    from tiffin.host import chosen_runtime
 
-    chosen = runtime_for(meta["format"], runtime or meta.get("runtime")).name
+    row = chosen_runtime(path, meta, runtime)
+    chosen = row.name
+    # a runtime computing in a looser precision than the file's (OpenVINO's bf16 hint) is judged by its tolerances
+    judged = max([meta["precision"], row.computes or meta["precision"]], key=list(spec.tolerances).index)
     report = check_parity(loaded.net, open_session(path, meta, runtime=chosen), samples,
-                          spec.tolerances[meta["precision"]], agreement, _conv(loaded), budget_s,
-                          _slow_hint(meta["precision"], exporting=False))
+                          spec.tolerances[judged], agreement, _conv(loaded), budget_s,
+                          _slow_hint(judged, exporting=False))
     report["runtime"] = chosen
     recorded = meta.get("source")
     if isinstance(recorded, dict) and recorded.get("sha256") and model is not None and Path(model).is_file():

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tiffin.cpu import precision_warning
 from tiffin.export.formats import FORMATS
 from tiffin.errors import TiffinError
 from tiffin.tasks import TASKS
@@ -205,6 +206,8 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
                 runner = scored = None
                 if not runtime.installed:
                     run_row["status"], run_row["note"] = "skipped", f"not installed: pip install '{runtime.install}'"
+                elif runtime.needs():  # e.g. OpenVINO's bf16 hint on a CPU without bf16
+                    run_row["status"], run_row["note"] = "skipped", runtime.needs()
                 else:
                     try:
                         if i or given_artifact is not None:
@@ -251,43 +254,6 @@ def _timed(row: dict[str, Any], runner: Callable | None, scored, opts: BenchOpti
                          peak_fraction=float(f"{flops[batch] / median / peak:.3g}"))
         rows.append(timed)
     return rows
-
-
-CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
-             "avx512_bf16": "AVX-512 bf16", "amx_bf16": "AMX bf16", "amx_int8": "AMX int8"}
-
-
-def _cpu_flags() -> set[str] | None:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-
-
-def precision_warning(precision: str) -> str | None:
-    """A line saying `precision` has no hardware support on this CPU (x86 Linux), else None."""
-    import platform
-
-    flags = _cpu_flags()
-    if precision != "bf16" or flags is None or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return None
-    return ("this CPU has no bf16 instructions (AVX-512 bf16 or AMX): bf16 runs emulated, several times slower "
-            "than fp32, in the parity gate's checks and in the artifact; fp32 is the faster choice here "
-            "(tiffin benchmark measures both)")
-
-
-def cpu_features() -> str:
-    """This CPU's model and the instruction sets that decide which precision and runtime win (Linux)."""
-    flags = _cpu_flags()
-    if flags is None:
-        return "unknown (no /proc/cpuinfo)"
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    have = [name for flag, name in CPU_FLAGS.items() if flag in flags]
-    return f"{model}; {', '.join(have) if have else 'none of ' + ', '.join(CPU_FLAGS.values())}"
 
 
 def record_fastest(artifact: Path, rows: list[dict[str, Any]]) -> str:

@@ -56,7 +56,7 @@ def export_command(
         raise TiffinError("--hotword: give it with --words or --lm")
     beam = BeamOptions(words, lm, beam_width, lm_weight, word_score, hotwords=tuple(hotword or ()),
                        hotword_weight=hotword_weight) if words or lm else None
-    from tiffin.export.benchmark import precision_warning
+    from tiffin.cpu import precision_warning
 
     warning = precision_warning(precision.value)
     if warning:  # before the export starts: an emulated bf16 export of a SlowFast-R50 ran past 17 minutes
@@ -79,7 +79,7 @@ def check_command(
     data: Path = typer.Option(None, help="Real videos or recordings to check on too."),
     source: Path = typer.Option(None, help="The checkpoint or folder it was exported from [default: the one "
                                 "tiffin.json records, relative to the artifact]."),
-    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino) [default: "
+    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino, openvino-bf16) [default: "
                                 "the one tiffin.json records, else the format's first]."),
     check_budget: float = typer.Option(900, min=0.001, help="Seconds the check may take (judged after each batch)."),
 ) -> None:
@@ -112,7 +112,8 @@ def benchmark_command(
     from rich.progress import Progress
     from rich.table import Table
 
-    from tiffin.export.benchmark import BenchOptions, benchmark, cpu_features, parse_batches, parse_targets, variant
+    from tiffin.cpu import cpu_features
+    from tiffin.export.benchmark import BenchOptions, benchmark, parse_batches, parse_targets, variant
     from tiffin.export.benchmark import plot as draw
     from tiffin.export.benchmark import record_fastest
 

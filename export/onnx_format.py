@@ -37,6 +37,10 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
             opset_version=opset or DEFAULT_OPSET, dynamo=False, do_constant_folding=True,
         )
     if precision == "int8":
+        from tiffin.tasks import TASKS
+
+        metadata["quantization"] = {**int8_settings(),
+                                    "method": "static QDQ" if TASKS[spec.task].static_int8 else "dynamic MatMul"}
         _quantize(path, spec, calibration)
     model = onnx.load(str(path))
     if precision == "fp16":
@@ -60,9 +64,12 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         from tiffin.tasks import TASKS
 
+        # x86 without VNNI: u8 x s8 products are summed in pairs into saturating 16-bit lanes
+        # (VPMADDUBSW); 7-bit weights cannot overflow them (ONNX Runtime's quantisation docs)
+        reduce_range = int8_settings()["reduce_range"]
         if not TASKS[spec.task].static_int8:
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul"], per_channel=True,
-                             weight_type=QuantType.QInt8)
+                             weight_type=QuantType.QInt8, reduce_range=reduce_range)
         else:
             names = [i.name for i in spec.inputs]
 
@@ -74,10 +81,23 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
                     return next(self.batches, None)
 
             quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            reduce_range=reduce_range)
     finally:
         fp32.unlink(missing_ok=True)
         path.with_suffix(".pre.onnx").unlink(missing_ok=True)
+
+
+def int8_settings() -> dict:
+    """How int8 is quantised on this CPU (recorded in tiffin.json as `quantization`)."""
+    from tiffin.cpu import has_vnni
+
+    vnni = has_vnni()
+    return {"reduce_range": vnni is False,
+            "why": {True: "this CPU has VNNI: full-range int8 weights",
+                    False: "this CPU has no VNNI (AVX-512 VNNI, AVX-VNNI or AMX int8): 7-bit weights, which "
+                           "ONNX Runtime's u8 x s8 kernels cannot saturate",
+                    None: "VNNI unknown (not x86 Linux): full-range int8 weights"}[vnni]}
 
 
 def read_onnx_metadata(path: Path) -> dict:

@@ -107,10 +107,13 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
     python = {**(config.get("python") or {}), "wheels": [str(wheel.relative_to(context))]}
     if meta.get("decoder"):  # beam search in the service: flashlight-text, at the tested version
         python["packages"] = [*python.get("packages", []), _pinned("flashlight-text")]
-    if gpu and meta.get("runtime") == "openvino":
-        raise TiffinError("--gpu: this artifact records runtime openvino (CPU); a GPU bento runs ONNX Runtime CUDA: "
-                          "remove \"runtime\" from its tiffin.json, or build without --gpu")
-    if meta.get("runtime") == "openvino":  # the runtime `tiffin benchmark --record` chose, in place of ONNX Runtime
+    from tiffin.runtimes import RUNTIMES
+
+    openvino = meta.get("runtime") and RUNTIMES[meta["runtime"]].module == "openvino"
+    if gpu and openvino:
+        raise TiffinError(f"--gpu: this artifact records runtime {meta['runtime']} (CPU); a GPU bento runs ONNX Runtime "
+                          "CUDA: remove \"runtime\" from its tiffin.json, or build without --gpu")
+    if openvino:  # the runtime `tiffin benchmark --record` chose, in place of ONNX Runtime
         python["packages"] = [*(p for p in python.get("packages", []) if not p.startswith("onnxruntime")),
                               _pinned("openvino")]
     if gpu:  # the CUDA build of ONNX Runtime, with CUDA and cuDNN from pip (no CUDA base image needed)

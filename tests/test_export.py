@@ -84,6 +84,44 @@ def test_an_export_that_does_not_match_pytorch_is_refused_and_leaves_nothing(che
     assert list(tmp_path.iterdir()) == []
 
 
+def test_int8_is_quantised_for_this_cpu_and_a_refusal_says_what_to_try(checkpoints, motion_dataset, tmp_path,
+                                                                        monkeypatch):
+    import onnx
+
+    from tiffin import cpu
+    from tiffin.export import specs
+
+    def weight_range(path: Path) -> int:
+        """The widest int8 weight of a quantised graph (7-bit weights stay within [-64, 63])."""
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        return max(int(abs(numpy_helper.to_array(t).astype(int)).max()) for t in model.graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and t.dims)
+
+    ranges = {}
+    for vnni, flags in ((True, {"avx2", "avx512_vnni"}), (False, {"avx2", "fma"})):  # the two kinds of x86 CPU
+        monkeypatch.setattr(cpu, "cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr("platform.machine", lambda: "x86_64")
+        out = tmp_path / f"vnni-{vnni}"
+        result = tiffin("export", checkpoints["video"], "--precision", "int8", "--calibration-data", motion_dataset,
+                        "--out", out, "--json")
+        assert result.exit_code == 0, result.output
+        quantization = json.loads(result.stdout)["quantization"]
+        assert quantization["reduce_range"] is (not vnni) and quantization["method"] == "static QDQ"
+        assert ("no VNNI" in quantization["why"]) is (not vnni)
+        ranges[vnni] = weight_range(out / "model.onnx")
+    assert ranges[False] <= 64 < ranges[True], ranges  # reduce_range really narrows the weights
+    # a refused int8 export names how it was quantised here and what to try
+    monkeypatch.setitem(specs.TOLERANCES, "int8", {**specs.TOLERANCES["int8"], "atol": 0.0, "rtol": 0.0})
+    refused = tiffin("export", checkpoints["video"], "--precision", "int8", "--calibration-data", motion_dataset,
+                     "--out", tmp_path / "refused")
+    assert refused.exit_code == 2 and "\n" not in refused.output.strip(), refused.output
+    for words in ("exceeds atol", "nothing was written", "no VNNI", "--calibration-data", "--precision fp16 or fp32"):
+        assert words in refused.output, (words, refused.output)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_check_refuses_an_artifact_whose_model_changed(checkpoints, tmp_path):
     out = tmp_path / "a"
     assert tiffin("export", checkpoints["video"], "--out", out).exit_code == 0
@@ -149,7 +187,7 @@ def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path)
 def test_a_parity_check_past_its_time_budget_is_refused_after_the_batch_that_shows_it(checkpoints, tmp_path):
     """The gate's check batches are timed as they run: once the pace so far projects the whole check
     past --check-budget, the export stops there, says how long it would take, and writes nothing."""
-    from tiffin.export.benchmark import precision_warning
+    from tiffin.cpu import precision_warning
 
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision

@@ -36,8 +36,8 @@ def test_openvino_runs_the_onnx_artifacts_within_parity(artifacts, videos, recor
 
 def test_a_runtime_that_cannot_run_it_is_a_one_line_error(artifacts, checkpoints):
     for args, words in [
-        ((artifacts["video"], "--runtime", "torchscript"), "runs torchscript artifacts, this one is onnx (use onnxruntime, openvino)"),
-        ((artifacts["video"], "--runtime", "tensorflow"), "choose one of onnxruntime, openvino"),
+        ((artifacts["video"], "--runtime", "torchscript"), "runs torchscript artifacts, this one is onnx (use onnxruntime, openvino, openvino-bf16)"),
+        ((artifacts["video"], "--runtime", "tensorflow"), "choose one of onnxruntime, openvino, openvino-bf16"),
         ((checkpoints["video"], "--runtime", "openvino"), "runtimes run exported artifacts"),
     ]:
         result = tiffin("predict", args[0], __file__, *args[1:])
@@ -67,7 +67,7 @@ def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifact
                              tmp_path / "context")["python"]["packages"]
     assert any(p.startswith("openvino==") for p in packages) and not any(p.startswith("onnxruntime") for p in packages)
     # the services take TIFFIN_RUNTIME (torch-free runtimes only), and answer as predict does on it
-    with pytest.raises(TiffinError, match="TIFFIN_RUNTIME='torchscript': the services run on onnxruntime, openvino"):
+    with pytest.raises(TiffinError, match="TIFFIN_RUNTIME=.torchscript.: the services run on onnxruntime, openvino, openvino-bf16"):
         read_settings({"TIFFIN_RUNTIME": "torchscript"})
     # (the services' own process is where OpenVINO runs: a full test run segfaulted in the test after
     # one that built an OpenVINO service inside the pytest process, so it is only started as a server)
@@ -85,15 +85,59 @@ def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifact
 
 
 def test_an_export_warns_first_when_the_cpu_lacks_its_precision(checkpoints, tmp_path):
-    from tiffin.export.benchmark import _cpu_flags
+    from tiffin.cpu import cpu_flags
 
     result = tiffin("export", checkpoints["video"], "--format", "torchscript", "--precision", "bf16",
                     "--out", tmp_path / "bf16")
     assert result.exit_code == 0, result.output
-    emulated = not (_cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"}
+    emulated = not (cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"}
     warned = "warning: this CPU has no bf16 instructions" in result.output
     assert warned == emulated, result.output
     if warned:  # said before the export's own lines
         assert result.output.index("warning:") < result.output.index("parity ok")
     fp32 = tiffin("export", checkpoints["video"], "--format", "onnx", "--precision", "fp32", "--out", tmp_path / "fp32")
     assert fp32.exit_code == 0 and "warning" not in fp32.output
+
+
+def test_openvino_bf16_runs_where_the_cpu_has_bf16_and_stands_aside_where_not(artifacts, videos, tmp_path,
+                                                                              monkeypatch, caplog):
+    from tiffin import cpu
+    from tiffin.export.specs import TOLERANCES
+    from tiffin.host import open_artifact
+    from tiffin.runtimes import RUNTIMES
+
+    if cpu.has_bf16():  # AMX / AVX-512 bf16: the hint is taken, and judged by bf16's tolerances
+        for task in ("video", "speech"):
+            bf16 = tiffin("check", artifacts[task], "--runtime", "openvino-bf16")
+            assert bf16.exit_code == 0, bf16.output
+            report = json.loads(bf16.stdout)
+            fp32 = json.loads(tiffin("check", artifacts[task], "--runtime", "openvino").stdout)
+            assert report["runtime"] == "openvino-bf16"
+            # computed in bf16, not silently in fp32: further from PyTorch than the fp32 run, within bf16's bound
+            assert 100 * fp32["max_abs_diff"] < report["max_abs_diff"] <= TOLERANCES["bf16"]["atol"], report
+        top1 = [json.loads(tiffin("predict", artifacts["video"], *videos[:4], "--runtime", r, "--json", "--top-k", "1").stdout)
+                for r in ("openvino", "openvino-bf16")]
+        assert sum(a["labels"][0]["label"] == b["labels"][0]["label"] for a, b in zip(*top1)) >= 3
+    else:
+        result = tiffin("predict", artifacts["video"], videos[0], "--runtime", "openvino-bf16")
+        assert result.exit_code == 2 and "no bf16 instructions" in result.output, result.output
+    # a CPU without bf16 (told so): given explicitly, a one-line refusal; recorded (on a machine with
+    # bf16), the artifact runs on openvino fp32 with a warning, and the benchmark row is skipped
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert "no bf16 instructions" in RUNTIMES["openvino-bf16"].needs()
+    art = tmp_path / "video"
+    shutil.copytree(artifacts["video"], art)
+    meta = json.loads((art / "tiffin.json").read_text())
+    (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": "openvino-bf16"}))
+    with pytest.raises(Exception, match="runtime openvino-bf16: this CPU has no bf16 instructions"):
+        open_artifact(art, runtime="openvino-bf16")
+    from tiffin.runtimes import OpenVinoSession
+
+    predictor, _ = open_artifact(art)
+    assert isinstance(predictor.session, OpenVinoSession)
+    expected = tiffin("predict", artifacts["video"], videos[0], "--runtime", "openvino", "--json")
+    with caplog.at_level("WARNING", logger="tiffin"):
+        result = tiffin("predict", art, videos[0], "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == json.loads(expected.stdout), result.output
+    assert "recorded runtime openvino-bf16 cannot run here" in caplog.text and "running on openvino" in caplog.text

@@ -9,6 +9,7 @@ wherever it is computed. `open_artifact` opens an exported model on its runtime.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,15 +189,31 @@ def predictor_for(meta: dict[str, Any], session: Session, windows_per_call: int 
     return task_named(meta["task"], "tiffin.json").predictor.from_artifact(meta, session, windows_per_call)
 
 
+def chosen_runtime(path: str | Path, meta: dict[str, Any], runtime: str | None = None):
+    """The row of tiffin.runtimes an artifact runs on: `runtime`, else the one tiffin.json records
+    (`tiffin benchmark --record`), else the format's default."""
+    from tiffin.runtimes import runtime_for
+
+    chosen = runtime_for(meta["format"], runtime or meta.get("runtime"))
+    reason = chosen.needs()
+    if reason and runtime is None and chosen.fallback:
+        # recorded on a machine that had what this one lacks (tiffin benchmark --record on an AMX
+        # box, served elsewhere): run the row it stands in for rather than refuse the artifact
+        logging.getLogger("tiffin").warning(f"{path}: recorded runtime {chosen.name} cannot run here ({reason}); "
+                                            f"running on {chosen.fallback}")
+        chosen = runtime_for(meta["format"], chosen.fallback)
+    return chosen
+
+
 def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", threads: int | None = None,
                  spinning: bool = True, runtime: str | None = None) -> Session:
     """A session over an artifact's model file, taking any batch size, on `runtime` (a row of
     tiffin.runtimes), else the one tiffin.json records (`tiffin benchmark --record`), else the
     format's default."""
     from tiffin.artifact import fixed_batch
-    from tiffin.runtimes import FixedBatch, runtime_for
+    from tiffin.runtimes import FixedBatch
 
-    chosen = runtime_for(meta["format"], runtime or meta.get("runtime"))
+    chosen = chosen_runtime(path, meta, runtime)
     try:
         session = chosen.open(Path(path) / meta["model_file"], device, threads, spinning)
     except ImportError as exc:

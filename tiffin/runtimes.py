@@ -4,12 +4,14 @@ A session is called with numpy arrays in the graph's input order and returns the
 as a numpy array, whatever runs it, so the host path (tiffin.host), the parity gate and the
 benchmark treat every artifact alike. ONNX Runtime and OpenVINO are torch-free (serving uses
 them; OpenVINO reads the same ONNX file, and on CPUs where ONNX Runtime lacks fast 3-D
-convolution kernels it is the faster one); TorchScript and the lite interpreter need torch,
-imported only when such an artifact is opened. The first row for a format is its default.
+convolution kernels it is the faster one; `openvino-bf16` is the same file computed in bf16 by
+OpenVINO's precision hint, on CPUs with AMX or AVX-512 bf16, judged by bf16's parity tolerances); TorchScript, the lite interpreter and torch.export need
+torch, imported only when such an artifact is opened. The first row for a format is its default.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -57,25 +59,46 @@ class TorchExportSession(_TorchModuleSession):
 
 
 class OpenVinoSession:
-    """An ONNX file compiled by OpenVINO for the CPU (fp32 inference precision, so it agrees with
-    the parity gate's reference; latency hint: one request at a time), numpy in and out."""
+    """An ONNX file compiled by OpenVINO for the CPU, numpy in and out. `precision` is OpenVINO's
+    inference precision hint: f32 by default (it agrees with the parity gate's fp32 reference;
+    OpenVINO's own default is bf16 on CPUs that have it), bf16 for the openvino-bf16 row, where
+    oneDNN's AMX / AVX-512 bf16 kernels run the convolutions. Latency hint: one request at a time."""
 
     def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
+                 spinning: bool = True, precision: str = "fp32"):
         import openvino as ov
 
         if device == "cuda":
             raise TiffinError("device cuda: OpenVINO runs here on the CPU; use --runtime onnxruntime for CUDA")
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        reason = _needs_bf16() if precision == "bf16" else None
+        if reason:
+            raise TiffinError(f"runtime openvino-{precision}: {reason}")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.model = ov.Core().compile_model(str(model_file), "CPU", config)
+        try:
+            self.model = ov.Core().compile_model(str(model_file), "CPU", config)
+        except RuntimeError as err:  # e.g. the bf16 hint on an int8 (QDQ) graph: oneDNN has no kernel for it
+            lines = [x for x in str(err).splitlines() if x.strip() and not x.startswith(("Exception from", "Check '"))]
+            name = "openvino" if precision == "fp32" else f"openvino-{precision}"
+            others = "onnxruntime" if name == "openvino" else "onnxruntime or openvino"
+            raise TiffinError(f"runtime {name}: OpenVINO could not compile {model_file} for the CPU "
+                              f"({(lines or ['no reason given'])[0].strip()}); use --runtime {others}") from None
         self.request = self.model.create_infer_request()
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         """The first output for inputs given in the graph's input order."""
         result = self.request.infer([np.ascontiguousarray(x) for x in inputs])
         return np.array(result[self.model.output(0)])  # a copy: the request reuses its output buffer
+
+
+def _needs_bf16() -> str | None:
+    """Why bf16 cannot run in hardware on this CPU, else None."""
+    from tiffin.cpu import has_bf16
+
+    if has_bf16():
+        return None
+    return "this CPU has no bf16 instructions (AVX-512 bf16 or AMX); use --runtime openvino (fp32)"
 
 
 def _onnx(model_file: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True):
@@ -92,6 +115,11 @@ class Runtime:
     open: Callable[..., Callable[..., np.ndarray]]  # (model_file, device, threads, spinning) -> session
     install: str  # the pip extra that brings it
     module: str  # the package it imports (whether it is installed here)
+    # the precision it computes in when not the file's own (OpenVINO's bf16 hint on an fp32 file):
+    # the parity gate judges it by the looser of the two precisions' tolerances
+    computes: str | None = None
+    needs: Callable[[], str | None] = lambda: None  # why this machine cannot run it, else None
+    fallback: str | None = None  # the row a recorded choice falls back to where `needs` says no
 
     @property
     def installed(self) -> bool:
@@ -105,6 +133,8 @@ RUNTIMES: dict[str, Runtime] = {
     for r in [
         Runtime("onnxruntime", "onnx", True, _onnx, "tiffin[cpu] (or tiffin[gpu])", "onnxruntime"),
         Runtime("openvino", "onnx", True, OpenVinoSession, "tiffin[openvino]", "openvino"),
+        Runtime("openvino-bf16", "onnx", True, functools.partial(OpenVinoSession, precision="bf16"),
+                "tiffin[openvino]", "openvino", computes="bf16", needs=_needs_bf16, fallback="openvino"),
         Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch"),
