@@ -16,7 +16,11 @@ With --artifact TASK=FOLDER (an exported ONNX artifact, e.g. a SlowFast-R50) and
 that artifact alone, on each runtime (TIFFIN_RUNTIME), in-process (the service class, and the
 model call alone: the fastest in-process variant) and over HTTP.
 
-Run: .venv/bin/python benchmarks/serving.py [--seconds 15] [--base-speech]
+With --pin SERVER:LOAD (e.g. 0:1) the server and the in-process floor run on the first cores
+and the load generator on the second, the model with one thread per server core: the
+concurrency-16 throughput is then the server's own against the same cores' batch-1 floor.
+
+Run: .venv/bin/python benchmarks/serving.py [--seconds 15] [--base-speech] [--pin 0:1]
      .venv/bin/python benchmarks/serving.py --artifact video=FOLDER --runtimes onnxruntime,openvino
          --concurrency 1 --out serving-slowfast
 Writes benchmarks/results/serving.json (or OUT.json).
@@ -102,6 +106,9 @@ def main() -> None:
     parser.add_argument("--artifact", default=None, help="TASK=FOLDER: this ONNX artifact instead of the embedded models")
     parser.add_argument("--runtimes", default="", help="comma-separated TIFFIN_RUNTIME values [default: the artifact's]")
     parser.add_argument("--out", default="serving", help="results file name (benchmarks/results/OUT.json)")
+    parser.add_argument("--pin", default=None, metavar="SERVER:LOAD",
+                        help="cores for the server and the in-process floor, and for the load generator, e.g. 0:1; "
+                             "the model gets as many threads as the server has cores")
     parser.add_argument("--in-process", nargs="+", metavar="TASK ARTIFACT SECONDS FILE",
                         help=argparse.SUPPRESS)  # the in-process floor, run by this script in a child
     args = parser.parse_args()
@@ -132,6 +139,12 @@ def main() -> None:
 
     results: dict = {"cpu": cpu_features(), "cpu_count": os.cpu_count(), "seconds_per_run": args.seconds,
                      "services": {}}
+    every_core = os.sched_getaffinity(0)
+    server_cores = load_cores = every_core
+    if args.pin:  # the figure is then the server's, not the server and the load generator sharing cores
+        server_cores, load_cores = ({int(c) for c in part.split(",")} for part in args.pin.split(":"))
+        results["pinned"] = {"server": sorted(server_cores), "load_generator": sorted(load_cores)}
+    pinned_env = {"TIFFIN_THREADS": str(len(server_cores))} if args.pin else {}
     for name, spec in services.items():
         if given is not None:
             (path, field, runtime), model, artifact = spec, str(given), given
@@ -140,7 +153,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "tiffin", "export", model, "--format", "onnx", "--out", str(artifact)],
                            check=True, capture_output=True)
         task = "speech" if field == "audio" else "video"
-        runtime_env = {"TIFFIN_RUNTIME": runtime} if runtime else {}
+        runtime_env = {**({"TIFFIN_RUNTIME": runtime} if runtime else {}), **pinned_env}
+        os.sched_setaffinity(0, server_cores)  # children inherit it: the floor and the server
         # in a process of its own: bentoml.depends keeps the first model a service class was given
         floor = subprocess.run([sys.executable, __file__, "--in-process", task, str(artifact), str(args.seconds),
                                 *map(str, files[name])], check=True, capture_output=True, text=True,
@@ -150,7 +164,9 @@ def main() -> None:
         for batching in ("1", "0"):
             env = {"TIFFIN_BATCHING": batching, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
                    **runtime_env}
+            os.sched_setaffinity(0, server_cores)
             with started_server(["tiffin", "serve", str(artifact)], work / f"{name}-{batching}.log", env) as (url, _):
+                os.sched_setaffinity(0, load_cores)
                 run_load(url + path, field, mix, 4, 3)  # warm-up
                 for concurrency in [1] if name == "speech-base" else (int(c) for c in args.concurrency.split(",")):
                     report = run_load(url + path, field, mix, concurrency, args.seconds)
@@ -158,6 +174,7 @@ def main() -> None:
                     assert summary["failed_good"] == 0, summary
                     entry["http"].append({"batching": batching == "1", "concurrency": concurrency, **summary})
                     print(name, batching, concurrency, summary, flush=True)
+        os.sched_setaffinity(0, every_core)
         floor = entry["in_process"]
         for batching in (True, False):
             one = next(h for h in entry["http"] if h["concurrency"] == 1 and h["batching"] == batching)
