@@ -9,7 +9,7 @@ drift in the machine's speed hits all alike. The CPU's model and instruction set
 with the figures: which runtime wins depends on them.
 
 Run: .venv/bin/python benchmarks/runtimes.py [--backbones slowfast_r50,x3d_s] [--runs 7]
-Writes benchmarks/results/runtimes.json.
+Writes benchmarks/results/runtimes.json (or OUT.json).
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def bench_backbone(name: str, runs: int, threads: int) -> dict:
     result["pytorchvideo_eager_fp32_ms"] = round(1000 * peer_median, 1)
     for key, median in medians.items():
         result["runtimes"][key].update(median_ms=round(1000 * median, 1), speedup_vs_eager=round(peer_median / median, 2))
-    if "onnxruntime" in medians and "openvino" in medians:
-        result["openvino_over_onnxruntime"] = round(medians["onnxruntime"] / medians["openvino"], 2)
+    for name in ("openvino", "openvino-bf16"):
+        if "onnxruntime" in medians and name in medians:
+            result[f"{name}_over_onnxruntime"] = round(medians["onnxruntime"] / medians[name], 2)
     return result
 
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--backbones", default="slowfast_r50,x3d_s")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default="runtimes", help="results file name (benchmarks/results/OUT.json)")
     args = parser.parse_args()
     results = {"cpu": cpu_features(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                "backbones": []}
@@ -88,7 +90,7 @@ def main() -> None:
         r = bench_backbone(name, args.runs, args.threads)
         results["backbones"].append(r)
         print(json.dumps(r, indent=1), flush=True)
-    save_results("runtimes", results)
+    save_results(args.out, results)
 
 
 if __name__ == "__main__":
