@@ -225,7 +225,7 @@ def _slow_hint(precision: str, exporting: bool = True) -> str:
 def _int8_hint(meta: dict[str, Any], static: bool) -> str:
     """What to try when the gate refuses an int8 artifact: how it was quantised here, and the ways out."""
     how = meta.get("quantization", {}).get("why", "")
-    more = "more and more varied --calibration-data (up to 64 of your clips are used), " if static else ""
+    more = "more, and more varied, --calibration-data (up to 64 of your clips are used), " if static else ""
     return (f"nothing was written. Quantised for this CPU ({how}); try {more}--precision fp16 or fp32, or "
             "TorchScript bf16 on a CPU with bf16 (tiffin benchmark measures each)")
 

@@ -206,8 +206,8 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
                 runner = scored = None
                 if not runtime.installed:
                     run_row["status"], run_row["note"] = "skipped", f"not installed: pip install '{runtime.install}'"
-                elif runtime.needs():  # e.g. OpenVINO's bf16 hint on a CPU without bf16
-                    run_row["status"], run_row["note"] = "skipped", runtime.needs()
+                elif reason := runtime.needs():  # e.g. OpenVINO's bf16 hint on a CPU without bf16
+                    run_row["status"], run_row["note"] = "skipped", reason
                 else:
                     try:
                         if i or given_artifact is not None:

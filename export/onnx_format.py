@@ -41,7 +41,7 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
 
         metadata["quantization"] = {**int8_settings(),
                                     "method": "static QDQ" if TASKS[spec.task].static_int8 else "dynamic MatMul"}
-        _quantize(path, spec, calibration)
+        _quantize(path, spec, calibration, metadata["quantization"]["reduce_range"])
     model = onnx.load(str(path))
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -53,7 +53,8 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
     onnx.save(model, str(path))
 
 
-def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor, ...]] | None) -> None:
+def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor, ...]] | None,
+              reduce_range: bool) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -64,9 +65,8 @@ def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         from tiffin.tasks import TASKS
 
-        # x86 without VNNI: u8 x s8 products are summed in pairs into saturating 16-bit lanes
-        # (VPMADDUBSW); 7-bit weights cannot overflow them (ONNX Runtime's quantisation docs)
-        reduce_range = int8_settings()["reduce_range"]
+        # reduce_range (int8_settings): on x86 without VNNI, u8 x s8 products are summed in pairs into
+        # saturating 16-bit lanes (VPMADDUBSW); 7-bit weights cannot overflow them (ONNX Runtime's docs)
         if not TASKS[spec.task].static_int8:
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul"], per_channel=True,
                              weight_type=QuantType.QInt8, reduce_range=reduce_range)
