@@ -85,12 +85,12 @@ def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifact
 
 
 def test_an_export_warns_first_when_the_cpu_lacks_its_precision(checkpoints, tmp_path):
-    from tiffin.cpu import cpu_flags
+    from tiffin.cpu import has_bf16
 
     result = tiffin("export", checkpoints["video"], "--format", "torchscript", "--precision", "bf16",
                     "--out", tmp_path / "bf16")
     assert result.exit_code == 0, result.output
-    emulated = not (cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"}
+    emulated = has_bf16() is False
     warned = "warning: this CPU has no bf16 instructions" in result.output
     assert warned == emulated, result.output
     if warned:  # said before the export's own lines
@@ -130,12 +130,17 @@ def test_openvino_bf16_runs_where_the_cpu_has_bf16_and_stands_aside_where_not(ar
     shutil.copytree(artifacts["video"], art)
     meta = json.loads((art / "tiffin.json").read_text())
     (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": "openvino-bf16"}))
-    with pytest.raises(Exception, match="runtime openvino-bf16: this CPU has no bf16 instructions"):
+    from tiffin.errors import TiffinError
+
+    with pytest.raises(TiffinError, match="runtime openvino-bf16: this CPU has no bf16 instructions"):
         open_artifact(art, runtime="openvino-bf16")
     from tiffin.runtimes import OpenVinoSession
 
     predictor, _ = open_artifact(art)
     assert isinstance(predictor.session, OpenVinoSession)
+    import openvino as ov  # compiled at fp32 (OpenVINO's own report), not at the recorded bf16
+
+    assert predictor.session.model.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     expected = tiffin("predict", artifacts["video"], videos[0], "--runtime", "openvino", "--json")
     with caplog.at_level("WARNING", logger="tiffin"):
         result = tiffin("predict", art, videos[0], "--json")

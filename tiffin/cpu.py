@@ -17,31 +17,41 @@ VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str] | None:
-    """The flags of this CPU, None where /proc/cpuinfo cannot be read (not Linux)."""
+def _cpuinfo() -> str | None:
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
-    return frozenset(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+
+
+def _field(info: str, name: str) -> str | None:
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(name)), None)
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The flags of this CPU, None where /proc/cpuinfo cannot be read (not Linux)."""
+    info = _cpuinfo()
+    return None if info is None else frozenset((_field(info, "flags") or "").split())
+
+
+def _x86_has(wanted: set[str]) -> bool | None:
+    """Whether this x86 CPU has any of `wanted`; None where that cannot be told."""
+    flags = cpu_flags()
+    if flags is None or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    return bool(flags & wanted)
 
 
 def has_bf16() -> bool | None:
     """Whether this x86 CPU computes bf16 in hardware; None where that cannot be told."""
-    flags = cpu_flags()
-    if flags is None or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    return bool(flags & BF16_FLAGS)
+    return _x86_has(BF16_FLAGS)
 
 
 def has_vnni() -> bool | None:
     """Whether this x86 CPU has int8 dot-product instructions (VNNI or AMX int8); None where that
     cannot be told. Without them ONNX Runtime's u8 x s8 kernels can saturate (its quantisation
     docs: use reduce_range there)."""
-    flags = cpu_flags()
-    if flags is None or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    return bool(flags & VNNI_FLAGS)
+    return _x86_has(VNNI_FLAGS)
 
 
 def precision_warning(precision: str) -> str | None:
@@ -58,7 +68,6 @@ def cpu_features() -> str:
     flags = cpu_flags()
     if flags is None:
         return "unknown (no /proc/cpuinfo)"
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    model = _field(_cpuinfo() or "", "model name") or "?"
     have = [name for flag, name in CPU_FLAGS.items() if flag in flags]
     return f"{model}; {', '.join(have) if have else 'none of ' + ', '.join(CPU_FLAGS.values())}"
