@@ -44,6 +44,30 @@ def test_synth_video_writes_a_decodable_dataset(tmp_path):
     assert bad.exit_code == 2 and "spin" in bad.output
 
 
+def test_synth_speech_speaks_the_lines_of_a_text_file(tmp_path):
+    import csv
+
+    from tiffin.audio_io import read_audio
+
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat.\nIt was 1990 then\n\n  Don't stop, believing!\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["synth", "speech", str(tmp_path / "s"), "--count", "2", "--text", str(text)])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "s" / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the line with digits is not spoken (espeak-ng would say words the transcript lacks)
+    assert sorted(r["targets"] for r in rows) == ["don't stop believing", "the cat sat"]
+    for row in rows:
+        wave, rate = read_audio(tmp_path / "s" / row["speech_files"])
+        assert len(wave) / rate > 0.5
+    too_many = CliRunner().invoke(app, ["synth", "speech", str(tmp_path / "t"), "--count", "3", "--text", str(text)])
+    assert too_many.exit_code == 2 and "2 usable sentences" in too_many.output and "--count 2" in too_many.output
+    both = CliRunner().invoke(app, ["synth", "speech", str(tmp_path / "u"), "--text", str(text), "--word-list",
+                                    str(text)])
+    assert both.exit_code == 2 and "give one" in both.output
+    assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
+
+
 def test_predict_refuses_what_is_not_a_checkpoint(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     (tmp_path / "fake.ckpt").write_bytes(b"garbage")

@@ -130,6 +130,38 @@ def test_predict_and_evaluate_decode_in_words_from_an_artifact(artifacts, checkp
     assert video.exit_code == 2 and "video model" in video.output
 
 
+def test_tune_finds_the_settings_evaluate_then_scores_alike(artifacts, checkpoints, tmp_path):
+    """`tiffin evaluate --tune` searches word_score (and lm_weight with an LM) on a dev set: its
+    best point is no worse than the given settings, and evaluate with the chosen settings
+    reproduces its score exactly (the model ran once, decoding repeated)."""
+    import json
+
+    from tests.conftest import tiffin
+    from tests.speech_media import WORDS
+    from tiffin.ngram import build
+    from tiffin.train.evaluate import TUNE_GRID
+
+    corpus = checkpoints["clips"].parent / "train.csv"
+    words = _words(tmp_path, " ".join(WORDS))
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(" ".join(WORDS[i:i + 4]) for i in range(len(WORDS) - 3)) + "\n")
+    lm = build(text, tmp_path / "lm")["lm"]
+    for extra, points in (((), len(TUNE_GRID["word_score"])),
+                          (("--lm", lm), len(TUNE_GRID["word_score"]) * len(TUNE_GRID["lm_weight"]))):
+        got = tiffin("evaluate", artifacts["speech"], corpus, "--decoder", "beam", "--words", words, *extra, "--tune")
+        assert got.exit_code == 0, got.output
+        tuned = json.loads(got.stdout.splitlines()[0])
+        assert len(tuned["grid"]) == points and tuned["utterances"] == 8
+        assert tuned["wer"] == min(p["wer"] for p in tuned["grid"]) <= tuned["given"]["wer"]
+        best = tuned["tuned"]
+        again = json.loads(tiffin("evaluate", artifacts["speech"], corpus, "--decoder", "beam", "--words", words,
+                                  *extra, "--lm-weight", str(best["lm_weight"]), "--word-score",
+                                  str(best["word_score"])).stdout)
+        assert (again["wer"], again["cer"]) == (tuned["wer"], tuned["cer"])
+    alone = tiffin("evaluate", artifacts["speech"], corpus, "--tune")
+    assert alone.exit_code == 2 and "--tune: give --decoder beam" in alone.output
+
+
 def test_an_artifact_carries_its_word_list_and_decodes_with_it(checkpoints, recordings, tmp_path, monkeypatch):
     """`tiffin export --words`: the list is copied in and hashed; the artifact, moved elsewhere,
     still decodes in words (predict and the service alike); a changed list is refused."""

@@ -118,6 +118,8 @@ def evaluate(
     decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
     lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
     hotword_weight: float = HOTWORD_WEIGHT, runtime: str = RUNTIME,
+    tune: bool = typer.Option(False, help="Speech, beam: search --lm-weight and --word-score for the lowest WER on "
+                              "DATA (a dev set, not the test set); prints the grid and the settings to export with."),
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
     from tiffin.train.evaluate import evaluate as run
@@ -125,7 +127,12 @@ def evaluate(
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
     subject = load_predictor(model, runtime) if runtime is not None else model
-    typer.echo(json.dumps(run(subject, data, audio_column, text_column, clips, beam=beam)))
+    scores = run(subject, data, audio_column, text_column, clips, beam=beam, tune=tune)
+    typer.echo(json.dumps(scores))
+    if tune:
+        best = scores["tuned"]
+        typer.echo(f"lowest WER {scores['wer']} (given settings: {scores['given']['wer']}) with --lm-weight "
+                   f"{best['lm_weight']:g} --word-score {best['word_score']:g}", err=True)
 
 
 @app.command("lm")

@@ -18,7 +18,7 @@ from pathlib import Path
 from tiffin.errors import TiffinError
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters, with inner apostrophes (don't, o'clock)
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters, with inner apostrophes (don't, o'clock)
 
 
 def sentences(path: str | Path, option: str = "TEXT", case: str = "upper") -> list[list[str]]:
@@ -38,7 +38,7 @@ def sentences(path: str | Path, option: str = "TEXT", case: str = "upper") -> li
         raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
     if case not in ("upper", "lower"):
         raise TiffinError(f"--case {case}: choose upper or lower")
-    lines = [_WORD.findall(line.upper() if case == "upper" else line.lower()) for line in text.splitlines()]
+    lines = [WORD.findall(line.upper() if case == "upper" else line.lower()) for line in text.splitlines()]
     lines = [words for words in lines if words]
     if not lines:
         raise TiffinError(f"{option} {path}: holds no words")

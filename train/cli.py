@@ -290,16 +290,22 @@ def synth_speech(
                                help="Comma-separated espeak-ng voices (variants with +; 'festival' for Festival)."),
     word_list: Path = typer.Option(None, help="Words to draw sentences from, one per line (e.g. /usr/share/dict/words) "
                                    "[default: a 31-word vocabulary]."),
+    text: Path = typer.Option(None, help="Speak COUNT lines of this text file instead (one sentence a line, drawn at "
+                              "random; lines with digits are skipped)."),
 ) -> None:
     """Speak random sentences with espeak-ng into OUT (wav + train.csv)."""
-    from tiffin.train.synthetic import SPEECH_WORDS, make_speech_dataset
+    from tiffin.errors import TiffinError
+    from tiffin.train.synthetic import SPEECH_WORDS, make_speech_dataset, text_sentences
 
+    if text is not None and word_list is not None:
+        raise TiffinError("--text and --word-list: give one (sentences from a text, or drawn from a word list)")
     words = tuple(SPEECH_WORDS)
     if word_list is not None:
         from tiffin.train.pretrain import read_words
 
         words = read_words(word_list)
-    rows = make_speech_dataset(out, count, seed, voices.split(","), words=words)
+    sentences = text_sentences(text) if text is not None else None
+    rows = make_speech_dataset(out, count, seed, voices.split(","), words=words, sentences=sentences)
     typer.echo(f"wrote {len(rows)} utterances and {Path(out) / 'train.csv'}")
 
 

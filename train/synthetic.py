@@ -198,10 +198,38 @@ HELD_OUT_VOICE = "en-gb-scotland"
 FESTIVAL = "festival"  # in `voices`: Festival's default voice through text2wave
 
 
+def text_sentences(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file that can be spoken as the transcript says them: each line's
+    words (letters, inner apostrophes) in lower case, joined by spaces. Lines with digits are
+    left out (espeak-ng says "1990" as words the transcript would not hold), so are empty ones.
+
+    Raises:
+        TiffinError: missing, not UTF-8, or no usable line.
+    """
+    import re
+
+    from tiffin.errors import TiffinError
+    from tiffin.ngram import WORD
+
+    path = Path(path)
+    if not path.is_file():
+        raise TiffinError(f"--text {path}: no such file; give a text file, one sentence a line")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise TiffinError(f"--text {path}: is not UTF-8 text; save it as UTF-8") from None
+    usable = [" ".join(WORD.findall(line.lower())) for line in lines if not re.search(r"\d", line)]
+    usable = [line for line in usable if line]
+    if not usable:
+        raise TiffinError(f"--text {path}: no line of words without digits to speak")
+    return usable
+
+
 def make_speech_dataset(out: str | Path, count: int = 200, seed: int = 0, voices: list[str] | None = None,
                         words: tuple[str, ...] = tuple(SPEECH_WORDS), lengths: tuple[int, int] = (3, 6),
-                        augment: bool = False) -> list[tuple[str, str]]:
-    """Speak random sentences of `words` into OUT/uttNNNN.wav and OUT/train.csv.
+                        augment: bool = False, sentences: list[str] | None = None) -> list[tuple[str, str]]:
+    """Speak random sentences of `words` into OUT/uttNNNN.wav and OUT/train.csv; with
+    `sentences` (text_sentences of a user's text), `count` of those, drawn without replacement.
 
     Voices (espeak-ng names with optional +variant, or "festival"), speed and pitch vary per
     utterance; espeak-ng writes 22.05 kHz wav, Festival 16 kHz, so training resamples. With
@@ -210,7 +238,8 @@ def make_speech_dataset(out: str | Path, count: int = 200, seed: int = 0, voices
     in `speech_files,targets` columns.
 
     Raises:
-        TiffinError: espeak-ng (or text2wave, when "festival" is a voice) is not installed.
+        TiffinError: espeak-ng (or text2wave, when "festival" is a voice) is not installed, or
+            fewer `sentences` than `count`.
     """
     import csv
     import shutil
@@ -222,12 +251,19 @@ def make_speech_dataset(out: str | Path, count: int = 200, seed: int = 0, voices
         raise TiffinError("espeak-ng is not installed; install it (Debian/Ubuntu: apt-get install espeak-ng)")
     if FESTIVAL in voices and shutil.which("text2wave") is None:
         raise TiffinError("the festival voice needs text2wave; install it (Debian/Ubuntu: apt-get install festival)")
+    if sentences is not None and len(sentences) < count:
+        raise TiffinError(f"--count {count}: the text has {len(sentences)} usable sentences; give --count "
+                          f"{len(sentences)} or fewer")
     rng = np.random.default_rng(seed)
+    drawn = [sentences[i] for i in rng.permutation(len(sentences))[:count]] if sentences is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
-        sentence = " ".join(rng.choice(words, size=int(rng.integers(lengths[0], lengths[1] + 1))))
+        if drawn is not None:
+            sentence = drawn[i]
+        else:
+            sentence = " ".join(rng.choice(words, size=int(rng.integers(lengths[0], lengths[1] + 1))))
         name = f"utt{i:04d}.wav"
         speak(sentence, voices[i % len(voices)], out / name, rng)
         if augment:
