@@ -146,3 +146,49 @@ def test_openvino_bf16_runs_where_the_cpu_has_bf16_and_stands_aside_where_not(ar
         result = tiffin("predict", art, videos[0], "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == json.loads(expected.stdout), result.output
     assert "recorded runtime openvino-bf16 cannot run here" in caplog.text and "running on openvino" in caplog.text
+
+
+# OpenVINO absent from the process (as where only tiffin[cpu] is installed): find_spec finds
+# nothing, an import raises
+NO_OPENVINO = """
+import sys
+sys.modules["openvino"] = None
+sys.argv = ["tiffin", *sys.argv[1:]]
+from tiffin.cli import main
+main()
+"""
+
+
+def test_without_openvino_a_recorded_openvino_choice_runs_on_onnx_runtime(artifacts, videos, tmp_path):
+    """OpenVINO is an extra: where it is missing, an artifact recorded to run on it (by `tiffin
+    benchmark --record` elsewhere) answers on ONNX Runtime with a warning, asking for it is a
+    one-line error naming the extra, and the benchmark lists its rows as not installed."""
+    import subprocess
+    import sys
+
+    from tests.test_serve import ROOT
+
+    def run(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NO_OPENVINO, *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    expected = json.loads(tiffin("predict", artifacts["video"], *videos[:2], "--runtime", "onnxruntime", "--json",
+                                 "--top-k", "2").stdout)
+    meta = json.loads((artifacts["video"] / "tiffin.json").read_text())
+    for recorded in ("openvino", "openvino-bf16"):
+        art = tmp_path / recorded
+        shutil.copytree(artifacts["video"], art)
+        (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": recorded}))
+        got = run("predict", art, *videos[:2], "--json", "--top-k", "2")
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert json.loads(got.stdout) == expected
+        assert f"recorded runtime {recorded} cannot run here (OpenVINO is not installed" in got.stderr
+        assert "running on onnxruntime" in got.stderr
+    asked = run("predict", artifacts["video"], videos[0], "--runtime", "openvino")
+    assert asked.returncode == 2 and "pip install 'tiffin[openvino]'" in asked.stderr, asked.stderr[-2000:]
+    assert len(asked.stderr.strip().splitlines()) == 1
+    rows = json.loads(run("benchmark", artifacts["video"], "--batch", "1", "--runs", "1", "--json").stdout)
+    status = {r["runtime"]: (r["status"], r["note"]) for r in rows}
+    assert status["onnxruntime"][0] == "ok"
+    for name in ("openvino", "openvino-bf16"):
+        assert status[name] == ("skipped", "not installed: pip install 'tiffin[openvino]'"), status

@@ -195,13 +195,14 @@ def chosen_runtime(path: str | Path, meta: dict[str, Any], runtime: str | None =
     from tiffin.runtimes import runtime_for
 
     chosen = runtime_for(meta["format"], runtime or meta.get("runtime"))
-    reason = chosen.needs()
-    if reason and runtime is None and chosen.fallback:
+    recorded = chosen.name
+    while runtime is None and chosen.fallback and (reason := chosen.needs()):
         # recorded on a machine that had what this one lacks (tiffin benchmark --record on an AMX
-        # box, served elsewhere): run the row it stands in for rather than refuse the artifact
-        logging.getLogger("tiffin").warning(f"{path}: recorded runtime {chosen.name} cannot run here ({reason}); "
-                                            f"running on {chosen.fallback}")
+        # box with OpenVINO, run elsewhere): run the row it stands in for rather than refuse the
+        # artifact (openvino-bf16 -> openvino -> onnxruntime, as far as needed)
         chosen = runtime_for(meta["format"], chosen.fallback)
+        logging.getLogger("tiffin").warning(f"{path}: recorded runtime {recorded} cannot run here ({reason}); "
+                                            f"running on {chosen.name}")
     return chosen
 
 

@@ -101,6 +101,13 @@ def _needs_bf16() -> str | None:
     return "this CPU has no bf16 instructions (AVX-512 bf16 or AMX); use --runtime openvino (fp32)"
 
 
+def _needs_openvino() -> str | None:
+    """Why OpenVINO cannot run here (it is an extra: tiffin[cpu] alone has ONNX Runtime), else None."""
+    import importlib.util
+
+    return None if importlib.util.find_spec("openvino") else "OpenVINO is not installed: pip install 'tiffin[openvino]'"
+
+
 def _onnx(model_file: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True):
     from tiffin.onnx_session import OnnxSession
 
@@ -132,9 +139,13 @@ RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in [
         Runtime("onnxruntime", "onnx", True, _onnx, "tiffin[cpu] (or tiffin[gpu])", "onnxruntime"),
-        Runtime("openvino", "onnx", True, OpenVinoSession, "tiffin[openvino]", "openvino"),
+        # a recorded OpenVINO choice (`tiffin benchmark --record`) opened where OpenVINO is not
+        # installed runs the same ONNX file on ONNX Runtime, with a warning
+        Runtime("openvino", "onnx", True, OpenVinoSession, "tiffin[openvino]", "openvino", needs=_needs_openvino,
+                fallback="onnxruntime"),
         Runtime("openvino-bf16", "onnx", True, functools.partial(OpenVinoSession, precision="bf16"),
-                "tiffin[openvino]", "openvino", computes="bf16", needs=_needs_bf16, fallback="openvino"),
+                "tiffin[openvino]", "openvino", computes="bf16", needs=lambda: _needs_openvino() or _needs_bf16(),
+                fallback="openvino"),
         Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch"),
