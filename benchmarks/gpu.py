@@ -6,7 +6,9 @@
    nvidia-smi. For video, once from batches already on the GPU and once from tiffin's own
    training loader (synthetic videos, 8 workers): if the loader run is slower, the loader does
    not keep the GPU busy.
-2. Inference latency, batch 1: ONNX Runtime CUDA fp16 (tiffin's artifact) vs torch eager fp16.
+2. Inference latency, batch 1: ONNX Runtime CUDA fp16 (tiffin's artifact) and the same file on the
+   tensorrt runtime (ONNX Runtime's TensorRT provider; its error when TensorRT is missing) vs torch
+   eager fp16.
 
 Run: .venv/bin/python benchmarks/gpu.py [--steps 20]   (needs onnxruntime-gpu: pip install '.[gpu]')
 Writes benchmarks/results/gpu.json.
@@ -139,8 +141,18 @@ def inference(work: Path) -> dict:
             half(gpu_clip)
         torch.cuda.synchronize()
 
-    return {"providers": session.providers, "onnxruntime_cuda_fp16_ms": timed(lambda: session(np.asarray(clip))),
-            "torch_eager_fp16_ms": timed(eager)}
+    result = {"providers": session.providers, "onnxruntime_cuda_fp16_ms": timed(lambda: session(np.asarray(clip))),
+              "torch_eager_fp16_ms": timed(eager)}
+    from tiffin.runtimes import RUNTIMES
+
+    try:  # the tensorrt row of tiffin's runtime table (its first call builds the engine: minutes)
+        trt = RUNTIMES["tensorrt"].open(path, "cuda")
+        result["tensorrt_fp16_ms"] = timed(lambda: trt(np.asarray(clip)))
+        diff = np.abs(trt(np.asarray(clip)).astype(np.float32) - session(np.asarray(clip)).astype(np.float32)).max()
+        result["tensorrt_max_abs_diff_vs_cuda"] = float(diff)
+    except Exception as err:  # noqa: BLE001  a missing TensorRT is a figure of its own, not the end
+        result["tensorrt"] = (str(err).splitlines() or [type(err).__name__])[0]
+    return result
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ def bench_backbone(name: str, runs: int, threads: int) -> dict:
               "export_s": round(time.perf_counter() - started, 1), "runtimes": {}}
     timers = {"pytorchvideo eager fp32": peer}
     for runtime in runtimes_for("onnx"):
+        if runtime.device != "cpu":
+            continue  # a CPU table (tensorrt is a GPU row)
         if not runtime.installed or runtime.needs():
             result["runtimes"][runtime.name] = {"status": runtime.needs() or f"not installed: pip install '{runtime.install}'"}
             continue

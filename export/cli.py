@@ -79,7 +79,7 @@ def check_command(
     data: Path = typer.Option(None, help="Real videos or recordings to check on too."),
     source: Path = typer.Option(None, help="The checkpoint or folder it was exported from [default: the one "
                                 "tiffin.json records, relative to the artifact]."),
-    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino, openvino-bf16) [default: "
+    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino, openvino-bf16, tensorrt) [default: "
                                 "the one tiffin.json records, else the format's first]."),
     check_budget: float = typer.Option(900, min=0.001, help="Seconds the check may take (judged after each batch)."),
 ) -> None:

@@ -109,6 +109,10 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
         python["packages"] = [*python.get("packages", []), _pinned("flashlight-text")]
     from tiffin.runtimes import RUNTIMES
 
+    if meta.get("runtime") and RUNTIMES[meta["runtime"]].device != "cpu":
+        # TensorRT's libraries are not what onnxruntime-gpu's pip extras bring: not bundled yet
+        raise TiffinError(f"this artifact records runtime {meta['runtime']}, which bentos do not bundle yet: remove "
+                          "\"runtime\" from its tiffin.json (ONNX Runtime; CUDA with --gpu)")
     openvino = meta.get("runtime") and RUNTIMES[meta["runtime"]].module == "openvino"
     if gpu and openvino:
         raise TiffinError(f"--gpu: this artifact records runtime {meta['runtime']} (CPU); a GPU bento runs ONNX Runtime "

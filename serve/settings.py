@@ -18,7 +18,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_ARTIFACT": ("", "artifact folder to serve (local runs); else the BentoML model TIFFIN_MODEL"),
     "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video:latest or tiffin-speech:latest]"),
     "TIFFIN_DEVICE": ("auto", "ONNX Runtime provider: auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda"),
-    "TIFFIN_RUNTIME": ("", "runtime of the model: onnxruntime, openvino or openvino-bf16 [default: the artifact's recorded one, else onnxruntime]"),
+    "TIFFIN_RUNTIME": ("", "runtime of the model: onnxruntime, openvino, openvino-bf16 or tensorrt [default: the artifact's recorded one, else onnxruntime]"),
     "TIFFIN_GPUS": ("0", "GPUs the model service declares to BentoML (its resources: BentoML gives it those devices); `tiffin build --gpu` bentos set 1"),
     "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per session; 0 = all cores (batching off: shared by the API workers)"),
     "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own (batching off: in each API worker)"),

@@ -23,10 +23,11 @@ def test_benchmark_json_plot_and_data(checkpoints, motion_dataset, tmp_path):
     variants = [(r["format"], r["runtime"], r["precision"]) for r in rows if r["batch"] == 1]
     # every exported artifact runs on every runtime of its format (ONNX: ONNX Runtime and OpenVINO)
     int8 = [v for v in variants if v[2] == "int8"]
-    assert int8 in ([("onnx", r, "int8") for r in ("onnxruntime", "openvino", "openvino-bf16")], [("onnx", None, "int8")])
+    onnx_runtimes = ("onnxruntime", "openvino", "openvino-bf16", "tensorrt")
+    assert int8 in ([("onnx", r, "int8") for r in onnx_runtimes], [("onnx", None, "int8")])
     assert [v for v in variants if v[2] != "int8"] == [
-        ("pytorch", "pytorch", "fp32"), ("pytorch", "pytorch", "bf16"), ("onnx", "onnxruntime", "fp32"),
-        ("onnx", "openvino", "fp32"), ("onnx", "openvino-bf16", "fp32"), ("torchscript", "torchscript", "fp32"),
+        ("pytorch", "pytorch", "fp32"), ("pytorch", "pytorch", "bf16"),
+        *[("onnx", r, "fp32") for r in onnx_runtimes], ("torchscript", "torchscript", "fp32"),
         ("torchscript", "torchscript", "bf16")]
     openvino = next(r for r in rows if (r["runtime"], r["precision"], r["batch"]) == ("openvino", "fp32", 1))
     assert openvino["status"] == "ok" and openvino["parity"]["runtime"] == "openvino" and openvino["latency_ms"] > 0
@@ -65,9 +66,9 @@ def test_a_refused_export_is_a_row_not_the_end(checkpoints, monkeypatch):
     monkeypatch.setitem(specs.TOLERANCES, "fp16", {**specs.TOLERANCES["fp16"], "atol": 0.0, "rtol": 0.0})  # none passes
     rows = benchmark(BenchOptions(checkpoints["speech"], [("pytorch", "fp32"), ("onnx", "fp16"), ("onnx", "fp32")],
                                   [1], runs=1, warmup=0))
-    status = {(r["format"], r["precision"]): (r["status"], r["note"]) for r in rows}
-    assert status[("onnx", "fp16")][0] == "parity failed" and "atol" in status[("onnx", "fp16")][1]
-    assert status[("onnx", "fp32")][0] == "ok" and status[("pytorch", "fp32")][0] == "ok"
+    status = {(r["format"], r["runtime"] or "-", r["precision"]): (r["status"], r["note"]) for r in rows}
+    assert status[("onnx", "-", "fp16")][0] == "parity failed" and "atol" in status[("onnx", "-", "fp16")][1]
+    assert status[("onnx", "onnxruntime", "fp32")][0] == "ok" and status[("pytorch", "pytorch", "fp32")][0] == "ok"
     assert next(r for r in rows if r["precision"] == "fp16").get("latency_ms") is None
 
 
@@ -91,9 +92,12 @@ def test_an_artifact_is_timed_against_the_model_it_came_from(artifacts, tmp_path
     rows = json.loads(result.stdout)
     from tiffin.cpu import has_bf16
 
+    from tiffin.onnx_session import tensorrt_missing
+
     assert [(r["format"], r["runtime"], r["status"]) for r in rows] == [
         ("pytorch", "pytorch", "ok"), ("onnx", "onnxruntime", "ok"), ("onnx", "openvino", "ok"),
-        ("onnx", "openvino-bf16", "ok" if has_bf16() else "skipped")]
+        ("onnx", "openvino-bf16", "ok" if has_bf16() else "skipped"),
+        ("onnx", "tensorrt", "ok" if tensorrt_missing() is None else "skipped")]
     timed = [r for r in rows[1:] if r["status"] == "ok"]
     for row in timed:  # each runtime is gated on its own outputs
         assert row["speedup"] > 0 and row["parity"]["runtime"] == row["runtime"]

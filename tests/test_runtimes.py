@@ -36,8 +36,8 @@ def test_openvino_runs_the_onnx_artifacts_within_parity(artifacts, videos, recor
 
 def test_a_runtime_that_cannot_run_it_is_a_one_line_error(artifacts, checkpoints):
     for args, words in [
-        ((artifacts["video"], "--runtime", "torchscript"), "runs torchscript artifacts, this one is onnx (use onnxruntime, openvino, openvino-bf16)"),
-        ((artifacts["video"], "--runtime", "tensorflow"), "choose one of onnxruntime, openvino, openvino-bf16"),
+        ((artifacts["video"], "--runtime", "torchscript"), "runs torchscript artifacts, this one is onnx (use onnxruntime, openvino, openvino-bf16, tensorrt)"),
+        ((artifacts["video"], "--runtime", "tensorflow"), "choose one of onnxruntime, openvino, openvino-bf16, tensorrt"),
         ((checkpoints["video"], "--runtime", "openvino"), "runtimes run exported artifacts"),
     ]:
         result = tiffin("predict", args[0], __file__, *args[1:])
@@ -67,7 +67,7 @@ def test_a_recorded_runtime_is_checked_at_load_and_used_by_the_services(artifact
                              tmp_path / "context")["python"]["packages"]
     assert any(p.startswith("openvino==") for p in packages) and not any(p.startswith("onnxruntime") for p in packages)
     # the services take TIFFIN_RUNTIME (torch-free runtimes only), and answer as predict does on it
-    with pytest.raises(TiffinError, match="TIFFIN_RUNTIME=.torchscript.: the services run on onnxruntime, openvino, openvino-bf16"):
+    with pytest.raises(TiffinError, match="TIFFIN_RUNTIME=.torchscript.: the services run on onnxruntime, openvino, openvino-bf16, tensorrt"):
         read_settings({"TIFFIN_RUNTIME": "torchscript"})
     # (the services' own process is where OpenVINO runs: a full test run segfaulted in the test after
     # one that built an OpenVINO service inside the pytest process, so it is only started as a server)
@@ -192,3 +192,38 @@ def test_without_openvino_a_recorded_openvino_choice_runs_on_onnx_runtime(artifa
     assert status["onnxruntime"][0] == "ok"
     for name in ("openvino", "openvino-bf16"):
         assert status[name] == ("skipped", "not installed: pip install 'tiffin[openvino]'"), status
+
+
+def test_tensorrt_is_a_gpu_row_that_says_why_it_cannot_run_here(artifacts, videos, tmp_path, caplog):
+    """The TensorRT row (ONNX Runtime's provider, an NVIDIA GPU): on a machine without one, asking
+    for it is a one-line error saying why, the benchmark skips it with that reason, an artifact
+    recorded with it elsewhere answers on ONNX Runtime with a warning, and a bento refuses it."""
+    from tiffin.onnx_session import tensorrt_missing
+    from tiffin.runtimes import RUNTIMES
+
+    reason = tensorrt_missing()
+    if reason is None:  # an NVIDIA GPU with TensorRT: the row runs, judged by fp16's tolerances
+        checked = tiffin("check", artifacts["video"], "--runtime", "tensorrt")
+        assert checked.exit_code == 0 and json.loads(checked.stdout)["runtime"] == "tensorrt", checked.output
+        return
+    assert RUNTIMES["tensorrt"].needs() == reason and RUNTIMES["tensorrt"].device == "cuda"
+    asked = tiffin("predict", artifacts["video"], videos[0], "--runtime", "tensorrt")
+    assert asked.exit_code == 2 and f"runtime tensorrt: {reason}" in asked.output, asked.output
+    assert "\n" not in asked.output.strip()
+    art = tmp_path / "video"
+    shutil.copytree(artifacts["video"], art)
+    meta = json.loads((art / "tiffin.json").read_text())
+    (art / "tiffin.json").write_text(json.dumps({**meta, "runtime": "tensorrt"}))
+    expected = tiffin("predict", artifacts["video"], videos[0], "--runtime", "onnxruntime", "--json")
+    with caplog.at_level("WARNING", logger="tiffin"):
+        got = tiffin("predict", art, videos[0], "--json")
+    assert got.exit_code == 0 and json.loads(got.stdout) == json.loads(expected.stdout), got.output
+    assert "recorded runtime tensorrt cannot run here" in caplog.text and "running on onnxruntime" in caplog.text
+    rows = json.loads(tiffin("benchmark", artifacts["video"], "--batch", "1", "--runs", "1", "--json").stdout)
+    assert [(r["status"], r["note"]) for r in rows if r["runtime"] == "tensorrt"] == [("skipped", reason)]
+    from tiffin.errors import TiffinError
+    from tiffin.serve.commands import BENTOFILE, bento_options
+
+    (tmp_path / "context").mkdir()
+    with pytest.raises(TiffinError, match="records runtime tensorrt, which bentos do not bundle yet"):
+        bento_options(BENTOFILE, {**meta, "runtime": "tensorrt"}, "m:1", "n", False, tmp_path / "context")

@@ -33,7 +33,7 @@ HOTWORD = typer.Option(None, "--hotword", help="Speech, beam: a word to favour (
 HOTWORD_WEIGHT = typer.Option(5.0, help="Speech, beam: score added each time a --hotword is chosen.")
 
 
-RUNTIME = typer.Option(None, help="Artifacts: the runtime to run on (onnxruntime, openvino or openvino-bf16 for ONNX; see "
+RUNTIME = typer.Option(None, help="Artifacts: the runtime to run on (onnxruntime, openvino, openvino-bf16 or tensorrt for ONNX; see "
                        "tiffin.runtimes) [default: the one tiffin.json records, else the format's first].")
 
 

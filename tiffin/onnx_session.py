@@ -62,11 +62,42 @@ def _preload_cuda_libraries(ort) -> None:
         _preloaded = True
 
 
+def tensorrt_providers() -> list:
+    """TensorRT first (fp16 kernels allowed, engines cached: a first build takes minutes), CUDA
+    for the nodes TensorRT does not take, then the CPU."""
+    import os
+
+    import onnxruntime as ort
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiffin" / "tensorrt"
+    cache.mkdir(parents=True, exist_ok=True)
+    _preload_cuda_libraries(ort)
+    return [("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                           "trt_engine_cache_path": str(cache)}),
+            "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def tensorrt_missing() -> str | None:
+    """Why ONNX Runtime's TensorRT provider cannot run here, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "ONNX Runtime is not installed: pip install 'tiffin[gpu]'"
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no TensorRT provider: pip install 'tiffin[gpu]' on an NVIDIA GPU machine"
+    if not cuda_driver():
+        return "no NVIDIA driver here (libcuda): TensorRT runs on an NVIDIA GPU"
+    return None
+
+
 class OnnxSession:
-    """One ONNX Runtime session over a model file, called with numpy arrays in input order."""
+    """One ONNX Runtime session over a model file, called with numpy arrays in input order;
+    `providers` replaces the ones `device` picks (the tensorrt row)."""
 
     def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool = True):
+                 spinning: bool = True, providers: list | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -79,7 +110,7 @@ class OnnxSession:
         # ONNX Runtime's pool threads spin for a while after each run waiting for more work: good
         # when the model has the cores to itself, theft when a server decodes the next request
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self.session = ort.InferenceSession(str(model_file), options, providers=providers_for(device))
+        self.session = ort.InferenceSession(str(model_file), options, providers=providers or providers_for(device))
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property

@@ -5,8 +5,10 @@ as a numpy array, whatever runs it, so the host path (tiffin.host), the parity g
 benchmark treat every artifact alike. ONNX Runtime and OpenVINO are torch-free (serving uses
 them; OpenVINO reads the same ONNX file, and on CPUs where ONNX Runtime lacks fast 3-D
 convolution kernels it is the faster one; `openvino-bf16` is the same file computed in bf16 by
-OpenVINO's precision hint, on CPUs with AMX or AVX-512 bf16, judged by bf16's parity tolerances); TorchScript, the lite interpreter and torch.export need
-torch, imported only when such an artifact is opened. The first row for a format is its default.
+OpenVINO's precision hint, on CPUs with AMX or AVX-512 bf16, judged by bf16's parity
+tolerances; `tensorrt` is ONNX Runtime's TensorRT provider on an NVIDIA GPU, fp16 allowed, not
+yet measured by this project). TorchScript, the lite interpreter and torch.export need torch,
+imported only when such an artifact is opened. The first row for a format is its default.
 """
 
 from __future__ import annotations
@@ -114,6 +116,29 @@ def _onnx(model_file: str | Path, device: str = "auto", threads: int | None = No
     return OnnxSession(model_file, device, threads, spinning)
 
 
+def _tensorrt(model_file: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True):
+    """ONNX Runtime with its TensorRT provider (fp16 allowed). Not measured by this project: no
+    GPU was lent to it (BENCHMARKS.md, GPU)."""
+    from tiffin.onnx_session import OnnxSession, tensorrt_missing, tensorrt_providers
+
+    if device == "cpu":
+        raise TiffinError("runtime tensorrt: runs on an NVIDIA GPU; use --runtime onnxruntime or openvino on the CPU")
+    reason = tensorrt_missing()
+    if reason:
+        raise TiffinError(f"runtime tensorrt: {reason}; use --runtime onnxruntime")
+    session = OnnxSession(model_file, device, threads, spinning, providers=tensorrt_providers())
+    if session.providers[0] != "TensorrtExecutionProvider":  # ONNX Runtime falls back quietly
+        raise TiffinError("runtime tensorrt: ONNX Runtime could not load TensorRT's libraries (libnvinfer); "
+                          "install the TensorRT build onnxruntime-gpu was made with, or use --runtime onnxruntime")
+    return session
+
+
+def _needs_tensorrt() -> str | None:
+    from tiffin.onnx_session import tensorrt_missing
+
+    return tensorrt_missing()
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
@@ -127,6 +152,7 @@ class Runtime:
     computes: str | None = None
     needs: Callable[[], str | None] = lambda: None  # why this machine cannot run it, else None
     fallback: str | None = None  # the row a recorded choice falls back to where `needs` says no
+    device: str = "cpu"  # where it computes ("cuda": an NVIDIA GPU)
 
     @property
     def installed(self) -> bool:
@@ -146,6 +172,8 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("openvino-bf16", "onnx", True, functools.partial(OpenVinoSession, precision="bf16"),
                 "tiffin[openvino]", "openvino", computes="bf16", needs=lambda: _needs_openvino() or _needs_bf16(),
                 fallback="openvino"),
+        Runtime("tensorrt", "onnx", True, _tensorrt, "tiffin[gpu] and TensorRT's libraries", "onnxruntime",
+                computes="fp16", needs=_needs_tensorrt, fallback="onnxruntime", device="cuda"),
         Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch"),
         Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch"),
