@@ -12,7 +12,13 @@ argmax token matches (random weights make transcripts meaningless as English, no
 The ONNX fp32 artifact also runs on the runtime table's other rows (OpenVINO; OpenVINO's bf16
 hint on a CPU with AMX or AVX-512 bf16), each behind the parity gate.
 
-Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5] [--keep]
+Served, side by side (`--serve-seconds`, default 30; 0 skips it): `tiffin serve` of the ONNX fp32
+artifact on the fastest torch-free runtime that passed (batching off), the same 10 s recording
+POSTed as a 16 kHz wav at concurrency 1 from a child process; then the pipeline and that
+runtime's in-process call are timed again, so the served p50 is compared with the mean of the
+two in-process readings that bracket it, and the served transcript with the in-process one.
+
+Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5] [--keep] [--serve-seconds 30]
 Writes benchmarks/results/speech_inference.json.
 """
 
@@ -76,11 +82,36 @@ def cer(a: str, b: str) -> float:
     return error_rates([a], [b])[1] if a else float(bool(b))
 
 
+def http(artifact: Path, wav: Path, runtime: str, seconds: float) -> dict:
+    """`tiffin serve ARTIFACT` on `runtime` (batching off) asked to transcribe `wav` one request at a
+    time for `seconds` after a 5 s warm-up: the load summary and the served transcript."""
+    import urllib.request
+    import uuid
+
+    from benchmarks.load import Upload, multipart_body, run_load, started_server
+
+    env = {"TIFFIN_BATCHING": "0", "TIFFIN_RUNTIME": runtime, "BENTOML_HOME": str(artifact.parent / "bentoml"),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    with started_server(["tiffin", "serve", str(artifact)], artifact.parent / "serve.log", env) as (url, _):
+        boundary = uuid.uuid4().hex
+        request = urllib.request.Request(url + "/transcribe", data=multipart_body(boundary, [("audio", wav.name,
+                                         wav.read_bytes())]), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            text = json.loads(response.read())["text"]
+        run_load(url + "/transcribe", "audio", [Upload(wav, True)], 1, 5)  # warm-up
+        return {**run_load(url + "/transcribe", "audio", [Upload(wav, True)], 1, seconds).summary(), "text": text}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the model folder and artifacts (for serving.py --artifact)")
+    parser.add_argument("--serve-seconds", type=float, default=30)
+    parser.add_argument("--http", nargs=4, metavar="ARTIFACT WAV RUNTIME SECONDS", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    if args.http:
+        print(json.dumps(http(Path(args.http[0]), Path(args.http[1]), args.http[2], float(args.http[3]))))
+        return
 
     from transformers import pipeline
 
@@ -151,6 +182,27 @@ def main() -> None:
         entry.update(median_ms=round(1000 * median, 1), rtf=round(median / 10.0, 4), speedup=round(peer_s / median, 2),
                      cer_vs_peer=round(cer(texts["transformers pipeline eager fp32"], texts[key]), 4),
                      transcript_chars=len(texts[key]))
+    served = [k for k in ("tiffin onnx fp32 on openvino-bf16", "tiffin onnx fp32 on openvino", "tiffin onnx fp32")
+              if results["variants"].get(k, {}).get("status") == "ok"]
+    if args.serve_seconds > 0 and served:
+        key = min(served, key=lambda k: results["variants"][k]["median_ms"])
+        runtime = key.split(" on ")[1] if " on " in key else "onnxruntime"
+        import soundfile as sf
+
+        sf.write(work / "speech-16k.wav", wave, 16000, subtype="FLOAT")  # the very samples timed in-process
+        # the load generator in a process of its own: this one holds every in-process session's threads
+        summary = json.loads(subprocess.run([sys.executable, __file__, "--http", str(onnx), str(work / "speech-16k.wav"),
+                                             runtime, str(args.serve_seconds)], check=True, capture_output=True,
+                                            text=True).stdout.strip().splitlines()[-1])
+        peer_key = "transformers pipeline eager fp32"
+        again = alternate({peer_key: timers[peer_key], key: timers[key]}, args.runs)
+        bracket = {k: (results["variants"][k]["median_ms"] + 1000 * statistics.median(again[k])) / 2 for k in again}
+        results["served"] = {
+            "runtime": runtime, "http": {k: v for k, v in summary.items() if k != "text"},
+            "in_process_ms": round(bracket[key], 1), "pipeline_ms": round(bracket[peer_key], 1),
+            "served_over_in_process": round(summary["p50_ms"] / bracket[key], 3),
+            "speedup_vs_pipeline": round(bracket[peer_key] / summary["p50_ms"], 2),
+            "text_equals_in_process": summary["text"] == texts[key]}
     print(json.dumps(results, indent=1))
     save_results("speech_inference", results)
     if args.keep:

@@ -42,6 +42,8 @@ def export_command(
     hotword_weight: float = typer.Option(5.0, help="Speech, with --hotword: score added each time one is chosen."),
     check_budget: float = typer.Option(900, min=0.001, help="Seconds the parity check may take; past them (judged "
                                        "after each check batch) the export is refused, saying why."),
+    tune_on: Path = typer.Option(None, help="Speech, with --words/--lm: choose --lm-weight and --word-score on this "
+                                 "dev set (CSV/TSV, JSON lines or a speech folder; not the test set) and record them."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
     from tiffin.export.artifact import ExportOptions, export_model
@@ -56,6 +58,8 @@ def export_command(
         raise TiffinError("--hotword: give it with --words or --lm")
     beam = BeamOptions(words, lm, beam_width, lm_weight, word_score, hotwords=tuple(hotword or ()),
                        hotword_weight=hotword_weight) if words or lm else None
+    if tune_on is not None:
+        beam = _tuned(model, tune_on, beam)
     from tiffin.cpu import precision_warning
 
     warning = precision_warning(precision.value)
@@ -71,6 +75,28 @@ def export_command(
                  else f"transcript CER {parity['transcript_cer']:.3f}")
     typer.echo(f"{out_dir}: {meta['format']} {meta['precision']}, parity ok (max |diff| {parity['max_abs_diff']:.2e}, "
                f"{agreement} on {len(parity['samples'])} check batches)")
+
+
+def _tuned(model: Path, dev: Path, beam):
+    """`beam` with the lm_weight / word_score that decode `dev` best (tiffin.train.evaluate.tune_decoder)."""
+    import dataclasses
+
+    from tiffin.errors import TiffinError
+    from tiffin.host import SpeechPredictor
+    from tiffin.train.evaluate import tune_decoder
+    from tiffin.train.predict import load_predictor
+
+    if beam is None:
+        raise TiffinError("--tune-on: give --words (and --lm): it tunes the beam decoder's weights")
+    predictor = load_predictor(model)
+    if not isinstance(predictor, SpeechPredictor):
+        raise TiffinError("--tune-on: tunes the beam decoder of a speech model; this is a video model")
+    got = tune_decoder(predictor, dev, beam)
+    best = got["tuned"]
+    typer.echo(f"tuned on {dev} ({got['utterances']} recordings): --lm-weight {best['lm_weight']:g} --word-score "
+               f"{best['word_score']:g}, WER {got['wer']} (given settings: {got['given']['wer']})", err=True)
+    return dataclasses.replace(beam, **best, tuned_on={"data": Path(dev).name, "utterances": got["utterances"],
+                                                         "wer": got["wer"], "given_wer": got["given"]["wer"]})
 
 
 @reported

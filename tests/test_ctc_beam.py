@@ -160,6 +160,19 @@ def test_tune_finds_the_settings_evaluate_then_scores_alike(artifacts, checkpoin
         assert (again["wer"], again["cer"]) == (tuned["wer"], tuned["cer"])
     alone = tiffin("evaluate", artifacts["speech"], corpus, "--tune")
     assert alone.exit_code == 2 and "--tune: give --decoder beam" in alone.output
+    # `tiffin export --tune-on DEV` records the settings evaluate --tune chooses for the checkpoint
+    chosen = json.loads(tiffin("evaluate", checkpoints["speech"], corpus, "--decoder", "beam", "--words", words,
+                               "--lm", lm, "--tune").stdout.splitlines()[0])
+    exported = tiffin("export", checkpoints["speech"], "--words", words, "--lm", lm, "--tune-on", corpus,
+                      "--out", tmp_path / "tuned")
+    assert exported.exit_code == 0, exported.output
+    decoder = json.loads((tmp_path / "tuned" / "tiffin.json").read_text())["decoder"]
+    assert {k: decoder[k] for k in ("lm_weight", "word_score")} == chosen["tuned"]
+    assert decoder["tuned_on"] == {"data": corpus.name, "utterances": 8, "wer": chosen["wer"],
+                                   "given_wer": chosen["given"]["wer"]}
+    untuned = tiffin("export", checkpoints["speech"], "--tune-on", corpus, "--out", tmp_path / "none")
+    assert untuned.exit_code == 2 and "--tune-on: give --words" in untuned.output
+    assert not (tmp_path / "none").exists()
 
 
 def test_an_artifact_carries_its_word_list_and_decodes_with_it(checkpoints, recordings, tmp_path, monkeypatch):

@@ -43,6 +43,8 @@ class BeamOptions:
     beam_threshold: float = 25.0
     hotwords: tuple[str, ...] = ()  # words to favour (added to the lexicon when missing)
     hotword_weight: float = 5.0  # log-score added each time a hotword is chosen
+    # where lm_weight / word_score came from when tuned (`tiffin export --tune-on DEV`): recorded only
+    tuned_on: dict[str, Any] | None = None
 
 
 # the files a decoder brings into an artifact, under fixed names (never a path from tiffin.json)
@@ -79,6 +81,7 @@ def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[st
     return {"kind": "beam", "beam_width": options.beam_width, "lm_weight": options.lm_weight,
             "word_score": options.word_score, "beam_threshold": options.beam_threshold,
             "hotwords": list(options.hotwords), "hotword_weight": options.hotword_weight,
+            **({"tuned_on": options.tuned_on} if options.tuned_on else {}),
             **{key: {"file": name, "sha256": digest} for key, (name, digest) in files.items()}}
 
 
