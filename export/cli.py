@@ -78,25 +78,17 @@ def export_command(
 
 
 def _tuned(model: Path, dev: Path, beam):
-    """`beam` with the lm_weight / word_score that decode `dev` best (tiffin.train.evaluate.tune_decoder)."""
-    import dataclasses
-
+    """`beam` with the lm_weight / word_score that decode `dev` best (tiffin.train.evaluate.tuned_beam)."""
     from tiffin.errors import TiffinError
-    from tiffin.host import SpeechPredictor
-    from tiffin.train.evaluate import tune_decoder
+    from tiffin.train.evaluate import tuned_beam
     from tiffin.train.predict import load_predictor
 
     if beam is None:
         raise TiffinError("--tune-on: give --words (and --lm): it tunes the beam decoder's weights")
-    predictor = load_predictor(model)
-    if not isinstance(predictor, SpeechPredictor):
-        raise TiffinError("--tune-on: tunes the beam decoder of a speech model; this is a video model")
-    got = tune_decoder(predictor, dev, beam)
-    best = got["tuned"]
-    typer.echo(f"tuned on {dev} ({got['utterances']} recordings): --lm-weight {best['lm_weight']:g} --word-score "
-               f"{best['word_score']:g}, WER {got['wer']} (given settings: {got['given']['wer']})", err=True)
-    return dataclasses.replace(beam, **best, tuned_on={"data": Path(dev).name, "utterances": got["utterances"],
-                                                         "wer": got["wer"], "given_wer": got["given"]["wer"]})
+    beam, got = tuned_beam(load_predictor(model), dev, beam)
+    typer.echo(f"tuned on {dev} ({got['utterances']} recordings): --lm-weight {beam.lm_weight:g} --word-score "
+               f"{beam.word_score:g}, WER {got['wer']} (given settings: {got['given']['wer']})", err=True)
+    return beam
 
 
 @reported

@@ -256,3 +256,13 @@ def test_api_predict_and_evaluate_take_the_clis_decoders(artifacts, checkpoints,
                                                                   "--json").output)
     with pytest.raises(TiffinError, match="give them with --decoder beam"):
         artifact.predict(recordings[:1], decoder="greedy", words=words)
+    # tuning from Python: evaluate(tune=True) is `tiffin evaluate --tune`, export(tune_on=) records its choice
+    cli = json.loads(run_cli("evaluate", checkpoints["speech"], data, "--decoder", "beam", "--words", words,
+                             "--tune").output.splitlines()[0])
+    tuned = model.evaluate(data, tune=True, decoder="beam", words=words)
+    assert tuned["tuned"] == cli["tuned"] and tuned["grid"] == cli["grid"]
+    exported = model.export(out=tmp_path / "tuned", words=words, tune_on=data, beam_width=20)
+    decoder = exported.meta["decoder"]
+    assert decoder["beam_width"] == 20 and {k: decoder[k] for k in ("lm_weight", "word_score")} == cli["tuned"]
+    with pytest.raises(TiffinError, match="need words="):
+        model.export(out=tmp_path / "none", tune_on=data)

@@ -104,9 +104,10 @@ class Artifact:
         return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
 
     def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
-                 clips: int = 1, **decoding: Any) -> dict[str, Any]:
-        """What `tiffin evaluate ARTIFACT DATA` prints: CER/WER on a speech CSV, accuracy on a class folder."""
-        return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding)
+                 clips: int = 1, tune: bool = False, **decoding: Any) -> dict[str, Any]:
+        """What `tiffin evaluate ARTIFACT DATA` prints: CER/WER on a speech CSV, accuracy on a class
+        folder; with `tune` (and `decoder="beam"`), the decoder settings with the lowest WER on DATA."""
+        return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding, tune)
 
     def check(self, data: str | Path | None = None, source: str | Path | None = None) -> dict[str, Any]:
         """Re-run the parity check against the model it came from (`tiffin check`): `source`, else
@@ -170,13 +171,15 @@ def _predict(predictor, files, top_k: int, clips: int, timestamps: bool, decodin
             predictor.decoder = own
 
 
-def _evaluate(predictor, data, audio_column: str, text_column: str, clips: int, decoding: dict[str, Any]):
+def _evaluate(predictor, data, audio_column: str, text_column: str, clips: int, decoding: dict[str, Any],
+              tune: bool = False):
     from tiffin.ctc_beam import decoder_choice
     from tiffin.train.evaluate import evaluate
 
     own = getattr(predictor, "decoder", None)
     try:
-        return evaluate(predictor, Path(data), audio_column, text_column, clips, beam=decoder_choice(**decoding))
+        return evaluate(predictor, Path(data), audio_column, text_column, clips, beam=decoder_choice(**decoding),
+                        tune=tune)
     finally:
         if hasattr(predictor, "decoder"):
             predictor.decoder = own
@@ -223,22 +226,26 @@ class ModelAPI:
             self.train(was_training)
 
     def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
-                 clips: int = 1, **decoding: Any) -> dict[str, Any]:
-        """What `tiffin evaluate CHECKPOINT DATA` prints: CER/WER on a speech CSV, accuracy on a class folder."""
+                 clips: int = 1, tune: bool = False, **decoding: Any) -> dict[str, Any]:
+        """What `tiffin evaluate CHECKPOINT DATA` prints: CER/WER on a speech CSV, accuracy on a class
+        folder; with `tune` (and `decoder="beam"`), the decoder settings with the lowest WER on DATA."""
         was_training = self.training
         try:
-            return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding)
+            return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding, tune)
         finally:
             self.train(was_training)
 
     def export(self, format: str = "onnx", precision: str = "fp32", out: str | Path | None = None, *,
                force: bool = False, check_data: str | Path | None = None, calibration_data: str | Path | None = None,
                batch: int | None = None, opset: int | None = None, words: str | Path | None = None,
-               lm: str | Path | None = None) -> Artifact:
+               lm: str | Path | None = None, beam_width: int = 50, lm_weight: float = 2.0, word_score: float = 0.0,
+               hotwords: Sequence[str] = (), hotword_weight: float = 5.0,
+               tune_on: str | Path | None = None) -> Artifact:
         """Export behind the parity gate (`tiffin export`): the artifact, or nothing written.
 
         `out` defaults to runs/BACKBONE/export/FORMAT-PRECISION. `words`/`lm`: a word list and
-        KenLM model a speech artifact decodes with.
+        KenLM model a speech artifact decodes with, with the beam's settings (`tiffin export`'s
+        options); `tune_on`: a dev set on which lm_weight / word_score are chosen first.
 
         Example:
             >>> artifact = model.export(format="onnx", precision="fp32", out="exports/video")
@@ -248,17 +255,25 @@ class ModelAPI:
                 ShapeMismatch, ToleranceExceeded, AgreementTooLow).
             TiffinError: bad options.
         """
+        from tiffin.errors import TiffinError
         from tiffin.export.artifact import ExportOptions, export_model
 
         beam = None
         if words is not None or lm is not None:
             from tiffin.ctc_beam import BeamOptions
 
-            beam = BeamOptions(Path(words) if words else None, Path(lm) if lm else None)
+            beam = BeamOptions(Path(words) if words else None, Path(lm) if lm else None, beam_width, lm_weight,
+                               word_score, hotwords=tuple(hotwords), hotword_weight=hotword_weight)
+        elif hotwords or tune_on is not None:
+            raise TiffinError("export: hotwords= and tune_on= need words= (and lm=): they set the beam decoder")
         if out is None:
             out = Path("runs") / Path(str(self.hparams.backbone)).name / "export" / f"{format}-{precision}"
         was_training = self.training
         try:
+            if tune_on is not None:
+                from tiffin.train.evaluate import tuned_beam
+
+                beam = tuned_beam(self.predictor(), Path(tune_on), beam)[0]
             path, _ = export_model(ExportOptions(
                 self.source, format, precision, opset, Path(out), Path(check_data) if check_data else None,
                 Path(calibration_data) if calibration_data else None, force, batch, beam), loaded=self.loaded())

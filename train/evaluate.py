@@ -90,6 +90,19 @@ def tune_decoder(predictor: SpeechPredictor, data: Path, beam, *, audio_column: 
             **({"split": split} if split else {})}
 
 
+def tuned_beam(predictor: SpeechPredictor, dev: Path, beam):
+    """(`beam` with the lm_weight / word_score that decode `dev` best, tune_decoder's report); the
+    options record where they came from (`tuned_on`, written into tiffin.json by an export)."""
+    import dataclasses
+
+    if not isinstance(predictor, SpeechPredictor):
+        raise TiffinError("--tune-on: tunes the beam decoder of a speech model; this is a video model")
+    got = tune_decoder(predictor, dev, beam)
+    tuned_on = {"data": Path(dev).name, "utterances": got["utterances"], "wer": got["wer"],
+                "given_wer": got["given"]["wer"]}
+    return dataclasses.replace(beam, **got["tuned"], tuned_on=tuned_on), got
+
+
 def speech_rows(data: Path, audio_column: str, text_column: str) -> tuple[list, str | None]:
     """(rows, which split) of a CSV/TSV, JSON lines, or a speech folder in any layout tiffin
     knows (its test split when it has one)."""
