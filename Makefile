@@ -90,14 +90,18 @@ pretrain-speech: $(VENV)/.installed espeak
 pretrain-video: $(VENV)/.installed
 	$(TIFFIN) pretrain video --out runs/pretrain-video --install
 
-# Exports both demo models to ONNX, serves each with `tiffin serve` (BentoML, ONNX Runtime, no
-# torch in the server) and asks it over HTTP about the unseen files, next to `tiffin predict`.
+# Exports both demo models to ONNX, times each on every runtime installed here and records the
+# fastest that passes parity (`tiffin benchmark --record`), serves it with `tiffin serve`
+# (BentoML, that runtime, no torch in the server) and asks it over HTTP about the unseen files,
+# next to `tiffin predict`.
 SERVE_PORT ?= 3077
 demo-serve: $(VENV)/.installed
 	@command -v curl > /dev/null || { echo "demo-serve needs curl: apt-get install curl"; exit 1; }
 	$(TIFFIN) export $(DEMO)/video/run/checkpoints/best.ckpt --out $(DEMO)/video/onnx --force
 	$(TIFFIN) export $(DEMO)/speech/run/checkpoints/best.ckpt --out $(DEMO)/speech/onnx --force
 	@for task in video speech; do \
+	  echo "== $$task: every runtime here, the fastest recorded"; \
+	  $(TIFFIN) benchmark $(DEMO)/$$task/onnx --batch 1 --runs 5 --record || exit 1; \
 	  if [ $$task = video ]; then api=classify; form="-F top_k=1 -F video"; files="$$(ls $(DEMO)/video/unseen/*/*_00[01].*)"; \
 	  else api=transcribe; form="-F audio"; files="$$(ls $(DEMO)/speech/unseen/utt000[0-5].wav)"; fi; \
 	  $(TIFFIN) serve $(DEMO)/$$task/onnx --port $(SERVE_PORT) > $(DEMO)/serve-$$task.log 2>&1 & pid=$$!; \

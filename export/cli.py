@@ -166,7 +166,8 @@ def benchmark_command(
     console.print(table)
     for r in rows:
         if r["note"] and r["batch"] == rows[0]["batch"]:
-            console.print(f"{variant(r)}: {r['status']}: {r['note']}", soft_wrap=True)
+            # as written: rich markup would eat "[gpu]" in "pip install 'tiffin[gpu]'"
+            console.print(f"{variant(r)}: {r['status']}: {r['note']}", soft_wrap=True, markup=False, highlight=False)
     peak = rows[0]["machine_peak_gflops"] if rows else {}
     bf16 = f"{peak['bf16']} GFLOP/s bf16" if "bf16" in peak else "bf16 not measured (no bf16 rows, or no bf16 instructions)"
     typer.echo(f"machine matmul peak: {peak.get('fp32')} GFLOP/s fp32, {bf16}; CPU: {cpu_features()}")

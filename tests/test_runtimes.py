@@ -221,6 +221,8 @@ def test_tensorrt_is_a_gpu_row_that_says_why_it_cannot_run_here(artifacts, video
     assert "recorded runtime tensorrt cannot run here" in caplog.text and "running on onnxruntime" in caplog.text
     rows = json.loads(tiffin("benchmark", artifacts["video"], "--batch", "1", "--runs", "1", "--json").stdout)
     assert [(r["status"], r["note"]) for r in rows if r["runtime"] == "tensorrt"] == [("skipped", reason)]
+    table = tiffin("benchmark", artifacts["video"], "--batch", "1", "--runs", "1")
+    assert f"onnx fp32 (tensorrt): skipped: {reason}" in table.stdout, table.stdout  # "[gpu]" printed as written
     from tiffin.errors import TiffinError
     from tiffin.serve.commands import BENTOFILE, bento_options
 
