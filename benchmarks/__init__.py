@@ -27,6 +27,18 @@ def alternate(timers: dict[str, Callable[[], Any]], runs: int, block: int = 1) -
     return samples
 
 
+def tiffin(*args: object) -> str:
+    """A `tiffin` command in a child process (as a user runs it); its stdout, or the script stops
+    with the command's output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tiffin", *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"tiffin {' '.join(map(str, args))} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return done.stdout
+
+
 def save_results(name: str, results: dict) -> Path:
     """Write a script's figures to benchmarks/results/NAME.json (what BENCHMARKS.md quotes)."""
     RESULTS.mkdir(exist_ok=True)

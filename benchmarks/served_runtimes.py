@@ -39,19 +39,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import alternate, save_results  # noqa: E402
+from benchmarks import alternate, save_results, tiffin  # noqa: E402
 from benchmarks.load import Upload, run_load, started_server  # noqa: E402
 from benchmarks.video_inference import real_clips  # noqa: E402
 
 from tiffin.cpu import cpu_features  # noqa: E402
-
-
-def tiffin(*args: str) -> str:
-    """A `tiffin` command in a child process (as a user runs it); its stdout."""
-    done = subprocess.run([sys.executable, "-m", "tiffin", *map(str, args)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"tiffin {' '.join(map(str, args))} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def in_process(loaded, artifacts: dict[str, tuple[Path, str | None]], clip: torch.Tensor, clips: torch.Tensor,

@@ -25,7 +25,6 @@ import json
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,20 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import save_results  # noqa: E402
+from benchmarks import save_results, tiffin  # noqa: E402
 
 from tiffin.cpu import cpu_features  # noqa: E402
 
 SCOTTISH = "en-gb-scotland,en-gb-scotland+m3,en-gb-scotland+f2,en-gb-scotland+m7,en-gb-scotland+f4"
 FORTUNES = Path("/usr/share/games/fortunes")
 DICTIONARY = Path("/usr/share/dict/words")
-
-
-def tiffin(*args: object) -> str:
-    done = subprocess.run([sys.executable, "-m", "tiffin", *map(str, args)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"tiffin {' '.join(map(str, args))} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def fortune_sentences() -> list[str]:

@@ -153,6 +153,7 @@ def test_tune_finds_the_settings_evaluate_then_scores_alike(artifacts, checkpoin
         tuned = json.loads(got.stdout.splitlines()[0])
         assert len(tuned["grid"]) == points and tuned["utterances"] == 8
         assert tuned["wer"] == min(p["wer"] for p in tuned["grid"]) <= tuned["given"]["wer"]
+        assert len({(p["wer"], p["cer"]) for p in tuned["grid"]}) > 1  # the settings reach the decoder
         best = tuned["tuned"]
         again = json.loads(tiffin("evaluate", artifacts["speech"], corpus, "--decoder", "beam", "--words", words,
                                   *extra, "--lm-weight", str(best["lm_weight"]), "--word-score",
@@ -160,10 +161,13 @@ def test_tune_finds_the_settings_evaluate_then_scores_alike(artifacts, checkpoin
         assert (again["wer"], again["cer"]) == (tuned["wer"], tuned["cer"])
     alone = tiffin("evaluate", artifacts["speech"], corpus, "--tune")
     assert alone.exit_code == 2 and "--tune: give --decoder beam" in alone.output
-    # `tiffin export --tune-on DEV` records the settings evaluate --tune chooses for the checkpoint
+    # `tiffin export --tune-on DEV` records the settings evaluate --tune chooses for the checkpoint,
+    # not the given ones (a word score so high that short words flood in: WER far above 1)
+    given = ("--word-score", "5")
     chosen = json.loads(tiffin("evaluate", checkpoints["speech"], corpus, "--decoder", "beam", "--words", words,
-                               "--lm", lm, "--tune").stdout.splitlines()[0])
-    exported = tiffin("export", checkpoints["speech"], "--words", words, "--lm", lm, "--tune-on", corpus,
+                               "--lm", lm, *given, "--tune").stdout.splitlines()[0])
+    assert chosen["given"]["word_score"] == 5 and chosen["given"]["wer"] > 1 and chosen["tuned"]["word_score"] != 5
+    exported = tiffin("export", checkpoints["speech"], "--words", words, "--lm", lm, *given, "--tune-on", corpus,
                       "--out", tmp_path / "tuned")
     assert exported.exit_code == 0, exported.output
     decoder = json.loads((tmp_path / "tuned" / "tiffin.json").read_text())["decoder"]

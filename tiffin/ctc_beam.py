@@ -102,13 +102,9 @@ def lm_file_name(path: Path) -> str:
 
 def read_words(path: Path, vocab: Vocabulary, option: str = "--words") -> tuple[list[str], int]:
     """(the words of a word list spelled in `vocab`'s characters, how many were dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TiffinError(f"{option} {path}: no such file; give a text file with one word a line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise TiffinError(f"{option} {path}: not UTF-8 text; save the word list as UTF-8") from None
+    from tiffin.text_file import read_lines
+
+    lines = read_lines(path, option, "one word a line")
     words, dropped = {}, 0
     for line in lines:
         token = line.split()[0] if line.split() else ""

@@ -29,16 +29,12 @@ def sentences(path: str | Path, option: str = "TEXT", case: str = "upper") -> li
     Raises:
         TiffinError: missing, not UTF-8, or no words.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TiffinError(f"{option} {path}: no such file; give a text file, one sentence a line")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise TiffinError(f"{option} {path}: is not UTF-8 text; save it as UTF-8") from None
+    from tiffin.text_file import read_lines
+
     if case not in ("upper", "lower"):
         raise TiffinError(f"--case {case}: choose upper or lower")
-    lines = [WORD.findall(line.upper() if case == "upper" else line.lower()) for line in text.splitlines()]
+    lines = [WORD.findall(line.upper() if case == "upper" else line.lower())
+             for line in read_lines(path, option, "one sentence a line")]
     lines = [words for words in lines if words]
     if not lines:
         raise TiffinError(f"{option} {path}: holds no words")

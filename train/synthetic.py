@@ -210,14 +210,9 @@ def text_sentences(path: str | Path) -> list[str]:
 
     from tiffin.errors import TiffinError
     from tiffin.ngram import WORD
+    from tiffin.text_file import read_lines
 
-    path = Path(path)
-    if not path.is_file():
-        raise TiffinError(f"--text {path}: no such file; give a text file, one sentence a line")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise TiffinError(f"--text {path}: is not UTF-8 text; save it as UTF-8") from None
+    lines = read_lines(path, "--text", "one sentence a line")
     usable = [" ".join(WORD.findall(line.lower())) for line in lines if not re.search(r"\d", line)]
     usable = [line for line in usable if line]
     if not usable:
