@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 def load(path: str | Path, runtime: str | None = None) -> Any:
     """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free, run on `runtime`:
-    "onnxruntime", "openvino" or "openvino-bf16" for ONNX; default: the one tiffin.json records), or a checkpoint, an
+    "onnxruntime", "openvino", "openvino-bf16" or "tensorrt" for ONNX; default: the one tiffin.json records), or a checkpoint, an
     embedded model name (`tiffin/tiny-motion`, `tiffin/tiny-en`) or a Hugging Face speech folder
     (a `tiffin.video.VideoClassifier` or `tiffin.speech.SpeechRecognition`, with torch).
 

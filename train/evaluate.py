@@ -34,13 +34,13 @@ def evaluate(model: Path | Predictor, data: Path, audio_column: str = "speech_fi
     if tune and not isinstance(beam, BeamOptions):
         raise TiffinError("--tune: give --decoder beam with --words (and --lm) to tune")
     predictor = model if isinstance(model, (VideoPredictor, SpeechPredictor)) else load_predictor(model)
-    predictor = with_decoder(predictor, beam)
     name = str(model) if isinstance(model, (str, Path)) else predictor.backbone
-    if tune:
+    if tune:  # tune_decoder builds a decoder per grid point: none on the predictor
         if not isinstance(predictor, SpeechPredictor):
             raise TiffinError("--tune: tunes the beam decoder of a speech model; this is a video model")
         return {"task": predictor.task, "model": name,
                 **tune_decoder(predictor, data, beam, audio_column=audio_column, text_column=text_column)}
+    predictor = with_decoder(predictor, beam)
     scores = TASKS[predictor.task].part("evaluation")(predictor, data, audio_column=audio_column,
                                                       text_column=text_column, clips=clips)
     return {"task": predictor.task, "model": name, **scores}
