@@ -4,7 +4,9 @@ An artifact is a directory: the model file (model.onnx | model.pt | model.ptl) a
 (schema version, task, backbone, labels or vocabulary, every preprocessing number, graph
 inputs/outputs and dynamic axes, opset, precision, parity report, package versions, the model
 file's sha256). The model file embeds the same JSON less the parity report and its own hash.
-It is written to a temporary directory and moved into place only once parity passed.
+It is written to a temporary directory and moved into place only once parity passed, signed
+(tiffin.sig: every file, with the user's key, tiffin/signing.py) so that a TorchScript, mobile
+or .pt2 artifact, which is a program, loads where that key is trusted (tiffin/trust.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tiffin.export.parity import AgreementTooLow, ToleranceExceeded, check_parit
 from tiffin.export.specs import ExportSpec
 from tiffin.artifact import SCHEMA_VERSION, fixed_batch, read_artifact, sha256
 from tiffin.host import open_session
+from tiffin.signing import sign_artifact
 from tiffin.tasks import TASKS
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError
@@ -148,9 +151,44 @@ def _check_options(opts: ExportOptions) -> Path:
     if opts.opset is not None and (not fmt.uses_opset or not 13 <= opts.opset <= 18):
         raise TiffinError(f"--opset {opts.opset}: give 13..18, and only with --format onnx")
     out = Path(opts.out) if opts.out else default_out(Path(opts.model), opts.format, opts.precision)
-    if out.exists() and not opts.force:
+    if (out.exists() or out.is_symlink()) and not opts.force:
         raise TiffinError(f"--out {out}: already exists; pass --force to replace it")
+    if out.exists() or out.is_symlink():
+        _check_replaceable(out)
     return out
+
+
+def artifact_file_names() -> frozenset[str]:
+    """Every name an export writes into an artifact folder: a format's model file, tiffin.json,
+    the decoder's word list and LM, the signature."""
+    from tiffin.ctc_beam import DECODER_FILES
+    from tiffin.signing import SIGNATURE_FILE
+
+    return frozenset({f.file for f in FORMATS.values()} | set(DECODER_FILES.values())
+                     | {"tiffin.json", SIGNATURE_FILE})
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to let --force replace what is not an artifact: `out` must be an empty folder, or
+    one holding tiffin.json and only regular files an export writes. --force once removed a
+    folder holding a thesis; whatever else is there is the user's, and stays.
+
+    Raises:
+        TiffinError: naming --out and what is in the way; nothing was removed.
+    """
+    keep = ("--force replaces only an artifact folder or an empty one; nothing was removed: move it or give "
+            "another --out")
+    if out.is_symlink() or not out.is_dir():
+        kind = "a symbolic link" if out.is_symlink() else "a file, not a folder"
+        raise TiffinError(f"--out {out}: is {kind}; {keep}")
+    names = artifact_file_names()
+    entries = sorted(os.scandir(out), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name not in names or not entry.is_file(follow_symlinks=False):
+            what = "a folder" if entry.is_dir(follow_symlinks=False) else "a file"
+            raise TiffinError(f"--out {out}: holds {entry.name!r}, {what} no export writes; {keep}")
+    if entries and not (out / "tiffin.json").is_file():
+        raise TiffinError(f"--out {out}: has no tiffin.json, so it is not an artifact; {keep}")
 
 
 def default_out(model: Path, format: str, precision: str) -> Path:
@@ -266,6 +304,9 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
 
             agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), opts.beam))
         fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta, calibration=calibration)
+        # signed as this run made it, so the gate opens it the way every reader does (verified by
+        # tiffin.host.open_session), not around the trust check; signed again once complete
+        sign_artifact(tmp)
         try:
             meta["parity"] = check_parity(loaded.net, open_session(tmp, meta), samples, spec.tolerances[opts.precision],
                                           agreement, _conv(loaded), opts.check_budget_s, _slow_hint(opts.precision))
@@ -277,6 +318,7 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
         if opts.beam is not None:
             meta["decoder"] = _pack_decoder(opts.beam, meta, tmp)
         (tmp / "tiffin.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        sign_artifact(tmp)  # every file, tiffin.json included, with the user's key (tiffin/signing.py)
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -334,11 +376,12 @@ def _remove_stale_partials(out: Path) -> None:
 
 
 def check_artifact(path: Path, data: Path | None = None, source: Path | None = None, loaded=None,
-                   runtime: str | None = None, budget_s: float | None = 900.0) -> dict[str, Any]:
+                   runtime: str | None = None, budget_s: float | None = 900.0, trust: bool = False) -> dict[str, Any]:
     """Re-run the parity report of an artifact against the model it was exported from (`source`,
     else `loaded`, a model already in memory, else the one tiffin.json records), run on `runtime`
     (a row of tiffin.runtimes; default: the recorded one, else the format's first); the report
-    says which runtime and whether that model's weights are still the ones exported."""
+    says which runtime and whether that model's weights are still the ones exported. A program
+    artifact opens only when signed by a trusted key or `trust` (tiffin.host.open_session)."""
     meta = read_artifact(path)
     if loaded is not None and source is None:
         model, task, spec = None, loaded.task, export_spec_of(loaded, fixed_batch(meta))
@@ -357,7 +400,7 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
     chosen = row.name
     # a runtime computing in a looser precision than the file's (OpenVINO's bf16 hint) is judged by its tolerances
     judged = max([meta["precision"], row.computes or meta["precision"]], key=list(spec.tolerances).index)
-    report = check_parity(loaded.net, open_session(path, meta, runtime=chosen), samples,
+    report = check_parity(loaded.net, open_session(path, meta, runtime=chosen, trust=trust), samples,
                           spec.tolerances[judged], agreement, _conv(loaded), budget_s,
                           _slow_hint(judged, exporting=False))
     report["runtime"] = chosen

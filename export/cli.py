@@ -16,6 +16,10 @@ from tiffin.export.formats import FORMATS, PRECISIONS
 # CLI choices generated from the formats table they mirror
 ExportFormat = Enum("ExportFormat", {name: name for name in FORMATS}, type=str)
 ExportPrecision = Enum("ExportPrecision", {name: name for name in PRECISIONS}, type=str)
+# every command that opens an artifact takes it (tiffin.trust): naming the artifact, not a bare flag
+TRUST = typer.Option(None, "--trust", metavar="ARTIFACT", help="Trust this artifact (name the one the command "
+                     "opens): a TorchScript, mobile or .pt2 artifact is a program and loads only when signed by a "
+                     "trusted key (tiffin trust) or named here or in TIFFIN_TRUST.")
 
 
 @reported
@@ -100,11 +104,14 @@ def check_command(
     runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino, openvino-bf16, tensorrt) [default: "
                                 "the one tiffin.json records, else the format's first]."),
     check_budget: float = typer.Option(900, min=0.001, help="Seconds the check may take (judged after each batch)."),
+    trust: list[Path] = TRUST,
 ) -> None:
     """Re-run an artifact's parity check against the model it came from; exit 2 if it fails."""
     from tiffin.export.artifact import check_artifact
+    from tiffin.trust import named
 
-    report = check_artifact(artifact, data, source, runtime=runtime, budget_s=check_budget)
+    report = check_artifact(artifact, data, source, runtime=runtime, budget_s=check_budget,
+                            trust=named(artifact, trust))
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -123,6 +130,7 @@ def benchmark_command(
     plot: Path = typer.Option(None, help="Write a bar chart of the speed-ups to this PNG."),
     record: bool = typer.Option(False, help="MODEL is an artifact: record the fastest runtime that passed parity "
                                 "(batch 1) in its tiffin.json; predict, serve and the bento then use it."),
+    trust: list[Path] = TRUST,
 ) -> None:
     """Export to every format x precision, check parity, and time each on every runtime installed,
     against PyTorch eager fp32."""
@@ -138,7 +146,10 @@ def benchmark_command(
     if record and not (model / "tiffin.json").is_file():
         raise typer.BadParameter(f"{model} is not an artifact folder; --record writes into an artifact's tiffin.json",
                                  param_hint="--record")
-    opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs)
+    from tiffin.trust import named
+
+    opts = BenchOptions(model, parse_targets(formats, precisions), parse_batches(batch), data, runs,
+                        trust=named(model, trust))
     with Progress(console=Console(stderr=True), transient=True) as bar:
         step = bar.add_task("benchmark")
         rows = benchmark(opts, lambda done, total, label: bar.update(step, completed=done, total=total,

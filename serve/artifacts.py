@@ -63,6 +63,13 @@ class ServedModel:
         # no spinning: the API workers decode on the same cores (c=1 speech 24 -> 17 ms, BENCHMARKS.md)
         self.session = open_session(path, self.meta, settings.device, threads, spinning=False,
                                     runtime=settings.runtime)
+        # memory returned after each request: the worker's size follows TIFFIN_MAX_BATCH, not the
+        # largest request it ever ran (ONNX Runtime sessions; OpenVINO frees its own)
+        from tiffin.runtimes import FixedBatch
+
+        inner = self.session.session if isinstance(self.session, FixedBatch) else self.session
+        if hasattr(inner, "return_memory_after_runs"):
+            inner.return_memory_after_runs()
 
     def __call__(self, *inputs):
         return self.session(*inputs)

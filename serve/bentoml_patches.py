@@ -1,6 +1,6 @@
-"""Three fixes tiffin makes to BentoML internals, held to the exact version they were written against.
+"""Six fixes tiffin makes to BentoML internals, held to the exact version they were written against.
 
-Both replace private BentoML code, so each is written against the source of one release
+All replace private BentoML code, so each is written against the source of one release
 (BENTOML_VERSION, pinned in pyproject.toml and constraints.txt) and fingerprinted: before a
 patch is applied, the sha256 of every BentoML function it replaces or relies on is compared
 with the one recorded here. A BentoML whose code differs stops the service at start with a
@@ -15,6 +15,15 @@ which patches are in; tests/test_serve.py asserts each one is.
   BentoML's `kantoku` package) stopped the API and model workers at once: the model worker had
   no request of its own in flight and exited while the API workers were still decoding uploads,
   so every request in flight ended 503. The API workers now stop (and drain) first.
+- private_control: circus's control endpoint was an unauthenticated TCP port on 127.0.0.1 whose
+  `add` command ran a program as the server's user, for any local user; it and the pubsub
+  endpoint are now Unix sockets in a 0700 directory of the server's user.
+- quiet_refusals: every refused request (validation error, 413, client gone mid-body) logged a
+  full traceback; now its access-log line is its one line, and 5xx keep their tracebacks.
+- header_timeout: uvicorn (h11) waited for ever for a request head sent slowly or not at all
+  (slowloris: each such client held a worker's connection and file descriptor); a connection
+  whose head is not complete TIFFIN_HEADER_TIMEOUT_S after it opened (or after its last
+  response) is closed.
 
 Applied by the services at import (`install()`), and checked by `tiffin serve` before it starts.
 """
@@ -111,12 +120,15 @@ def _strict_form_parsing() -> None:
     - a non-file field holding non-UTF-8 bytes was a 500 (found by tests/test_fuzz.py); a 400 here;
     - BentoML names the upload's temporary file after the client's file name (a 300-character
       name was a 500); here the client's name is replaced by `upload` plus its extension, so no
-      client text reaches a path.
+      client text reaches a path;
+    - a client that disconnects before its body ends was a 500 (a server fault in /metrics and
+      the access log); a 400 here, logged as a refusal (quiet_refusals).
     """
     from _bentoml_impl import serde
     from bentoml.exceptions import BadInput
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     from tiffin.serve.uploads import upload_name
 
@@ -136,6 +148,8 @@ def _strict_form_parsing() -> None:
                 raise BadInput(f"malformed form body: {exc.detail}") from None
             except UnicodeDecodeError:  # a form field (not a file) whose bytes are not text
                 raise BadInput("a form field holds bytes that are not UTF-8 text; send files as file parts") from None
+            except ClientDisconnect:  # nobody reads the answer: the status is for the log and /metrics
+                raise BadInput("the client closed the connection before its request body ended") from None
 
     serde.ALL_SERDE["multipart/form-data"] = StrictMultipartSerde  # type: ignore[index]
     serde.ALL_SERDE["application/x-www-form-urlencoded"] = StrictMultipartSerde  # type: ignore[index]
@@ -167,6 +181,167 @@ def _drain_api_first() -> None:
     Arbiter._stop_watchers = _stop_watchers
 
 
+def _standalone_arbiter():
+    from bentoml._internal.utils import circus
+
+    return circus.create_standalone_arbiter
+
+
+def _private_control_sockets() -> None:
+    """BentoML's process manager (circus) took commands on a TCP port of 127.0.0.1 with no
+    authentication: any local user could send it `add` and have a command run as the server's
+    user. Here its control, pubsub and stats endpoints are Unix sockets in a fresh directory of
+    mode 0700 (only the server's user can reach them, root aside), removed when the process exits.
+    BentoML calls the function at serve time (`from ... import` inside serve_http), so replacing
+    the module's attribute is enough; the service module that installs this is imported before."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from bentoml._internal.utils import circus
+
+    def create_standalone_arbiter(watchers: list, *, threaded: bool = False, **kwargs: Any) -> Any:
+        # BentoML 1.4.40's body, with ipc:// endpoints in place of two reserved TCP ports
+        folder = tempfile.mkdtemp(prefix="tiffin-circus-")  # mode 0700, whatever the umask
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # after circus closed them
+        arbiter_cls = circus.ThreadedArbiter if threaded else circus.Arbiter
+        return arbiter_cls(watchers, endpoint=f"ipc://{folder}/control", pubsub_endpoint=f"ipc://{folder}/pubsub",
+                           stats_endpoint=f"ipc://{folder}/stats",  # used only with statsd, which BentoML leaves off
+                           check_delay=kwargs.pop("check_delay", 10), **kwargs)
+
+    circus.create_standalone_arbiter = create_standalone_arbiter
+
+
+def _app_log_exception():
+    from _bentoml_impl.server import app
+
+    return app.log_exception
+
+
+def _api_endpoint_wrapper():
+    from _bentoml_impl.server import app
+
+    return app.ServiceAppFactory.api_endpoint_wrapper
+
+
+def _quiet_refusals() -> None:
+    """BentoML logged every request it refused (a pydantic validation error, a BentoMLException
+    under 500 such as UploadLimit's 413, a client gone mid-body) as an ERROR with a full
+    traceback: 300 disconnects were 300 tracebacks, and real faults drowned in them. A refusal
+    now leaves one line, its access-log line (status 4xx, path, trace id); the reason the client
+    was sent goes to DEBUG. Every other exception (a 5xx) keeps BentoML's ERROR and traceback."""
+    import sys
+
+    from _bentoml_impl.server import app
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+    from starlette.requests import ClientDisconnect
+
+    logged = app.log_exception  # BentoML's: "Exception on PATH [METHOD]" and the traceback
+
+    def log_exception(request: Any, exc_info: Any = True) -> None:
+        exc = sys.exc_info()[1]  # called inside api_endpoint_wrapper's `except` blocks
+        refused = isinstance(exc, (ValidationError, ClientDisconnect)) or (
+            isinstance(exc, BentoMLException) and exc.error_code < 500)
+        if not refused:
+            return logged(request, exc_info)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        app.logger.debug("Refused %s %s: %s", request.method, request.url.path, reason)
+
+    app.log_exception = log_exception
+
+
+def _h11_protocol(attribute: str) -> Callable[[], Any]:
+    def get():
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return getattr(H11Protocol, attribute)
+
+    return get
+
+
+def _uvicorn_http_protocol() -> str:
+    """The HTTP protocol BentoML's uvicorn workers run (its `http="auto"`): h11's while httptools
+    is not installed. Were it httptools', the header_timeout patch would not be in the path."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return f"{AutoHTTPProtocol.__module__}.{AutoHTTPProtocol.__qualname__}"
+
+
+_HEAD_LATE = b"request head not received in time\n"
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(_HEAD_LATE), _HEAD_LATE))
+
+
+def _header_timeout() -> None:
+    """uvicorn (h11, what BentoML's workers run) gave a connection no time limit until its request
+    head arrived: its keep-alive timer starts only after a response and any byte cancels it, so a
+    client that connects and sends nothing, or a byte of request line every few seconds
+    (slowloris), held a connection and a file descriptor of a worker for as long as it liked, and
+    enough such clients use up the worker's descriptors. Here a timer starts when a connection is
+    made, and again when a response ends on a connection kept alive; unless a whole request head
+    (h11's Request event) has arrived within TIFFIN_HEADER_TIMEOUT_S, the connection is closed,
+    after a 408 if part of a head came. The body is not timed (a slow upload keeps going), and
+    after a response the wait is max(keep-alive, TIFFIN_HEADER_TIMEOUT_S), so an idle keep-alive
+    connection is not cut sooner than uvicorn's keep-alive timeout would cut it. Each worker (API
+    and model) reads the setting when the service module installs this; H11Protocol is patched in
+    place, so uvicorn's `http="auto"`, resolved after that import, runs the patched methods."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from tiffin.serve.settings import read_settings
+
+    timeout_s = read_settings().header_timeout_s
+    made, lost = H11Protocol.connection_made, H11Protocol.connection_lost
+    handled, responded = H11Protocol.handle_events, H11Protocol.on_response_complete
+
+    def stop(self: Any) -> None:
+        timer = self.__dict__.pop("_tiffin_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+    def start(self: Any, seconds: float) -> None:
+        stop(self)
+        self._tiffin_head_timer = self.loop.call_later(seconds, timed_out, self)
+
+    def timed_out(self: Any) -> None:
+        self.__dict__.pop("_tiffin_head_timer", None)
+        if self.transport.is_closing():
+            return
+        conn = self.conn
+        if conn.our_state is h11.IDLE and conn.their_state is h11.IDLE and conn.trailing_data[0]:
+            self.transport.write(_REQUEST_TIMEOUT)  # part of a head came: say why (h11 has no request to answer)
+        self.logger.debug("%s:%s - no request head in %s s; connection closed", *(self.client or ("?", "?")),
+                          timeout_s)
+        try:
+            conn.send(h11.ConnectionClosed())  # as uvicorn's keep-alive timeout closes
+        except h11.ProtocolError:
+            pass
+        self.transport.close()
+
+    def connection_made(self: Any, transport: Any) -> None:
+        made(self, transport)
+        start(self, timeout_s)
+
+    def connection_lost(self: Any, exc: Exception | None) -> None:
+        stop(self)
+        lost(self, exc)
+
+    def handle_events(self: Any) -> None:
+        scope = self.scope
+        handled(self)
+        if self.scope is not scope:  # uvicorn sets a new scope for each h11 Request event: a head arrived
+            stop(self)
+
+    def on_response_complete(self: Any) -> None:
+        if not self.transport.is_closing():  # kept alive: the next head is timed (before uvicorn's own
+            start(self, max(self.timeout_keep_alive, timeout_s))  # handle_events parses a pipelined one)
+        responded(self)
+
+    for function in (connection_made, connection_lost, handle_events, on_response_complete):
+        setattr(H11Protocol, function.__name__, function)
+
+
 # name -> (what it fixes, [(what it relies on, getter, sha256 prefix of its source)], apply)
 PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable[[], None]]] = {
     "request_timers": ("cancels finished requests' timeout timers (a 16 KB per request leak)",
@@ -180,6 +355,27 @@ PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable
     "drain_in_order": ("requests in flight at SIGTERM finish (API workers stop before the model worker)",
                        [("circus Arbiter._stop_watchers", _stop_watchers, "dccaa68cd7e55d44")],
                        _drain_api_first),
+    "private_control": ("circus's control endpoint is a Unix socket only the server's user reaches, not a TCP port",
+                        [("create_standalone_arbiter", _standalone_arbiter, "7599114edfbd5652")],
+                        _private_control_sockets),
+    "quiet_refusals": ("a refused request (4xx, client gone mid-body) logs one line, not a traceback",
+                       [("http_app.log_exception", _app_log_exception, "8e37ab2b4433dff1"),
+                        ("ServiceAppFactory.api_endpoint_wrapper", _api_endpoint_wrapper, "18842e99e6086c0f")],
+                       _quiet_refusals),
+    "header_timeout": ("a connection whose request head is not complete in TIFFIN_HEADER_TIMEOUT_S is closed",
+                       [("uvicorn's HTTP protocol (h11; httptools must not be installed)", _uvicorn_http_protocol,
+                         "5c3a1a94a8ceb237"),
+                        ("uvicorn 0.54.0's H11Protocol.connection_made", _h11_protocol("connection_made"),
+                         "6efb565ff3d36b91"),
+                        ("uvicorn 0.54.0's H11Protocol.connection_lost", _h11_protocol("connection_lost"),
+                         "dbb688fa2b386000"),
+                        ("uvicorn 0.54.0's H11Protocol.data_received", _h11_protocol("data_received"),
+                         "e03b145518ca44aa"),
+                        ("uvicorn 0.54.0's H11Protocol.handle_events", _h11_protocol("handle_events"),
+                         "e63a9d1492e3efe7"),
+                        ("uvicorn 0.54.0's H11Protocol.on_response_complete", _h11_protocol("on_response_complete"),
+                         "1fbb8f48c6a1afc4")],
+                       _header_timeout),
 }
 _applied: set[str] = set()
 
@@ -221,9 +417,17 @@ def install() -> None:
 def active() -> dict[str, bool]:
     """Which patches are in, checked on BentoML's objects themselves (not on a flag of ours)."""
     from _bentoml_impl import serde
+    from _bentoml_impl.server import app
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from bentoml._internal.utils import circus
     from circus.arbiter import Arbiter
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     return {"request_timers": TimeoutMiddleware.__call__.__module__ == __name__,
             "strict_forms": all(serde.ALL_SERDE[k].__module__ == __name__ for k in _FORM_TYPES),
-            "drain_in_order": Arbiter._stop_watchers.__module__ == __name__}
+            "drain_in_order": Arbiter._stop_watchers.__module__ == __name__,
+            "private_control": circus.create_standalone_arbiter.__module__ == __name__,
+            "quiet_refusals": app.log_exception.__module__ == __name__,
+            "header_timeout": AutoHTTPProtocol is H11Protocol
+            and H11Protocol.on_response_complete.__module__ == __name__}

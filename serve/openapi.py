@@ -23,8 +23,9 @@ ERRORS = {
            "file, or the upload is empty",
     "413": "the upload is larger than TIFFIN_MAX_UPLOAD_MB",
     "415": "a request content type the API does not take (send multipart/form-data)",
-    "422": "the upload is not media FFmpeg or libsndfile decodes, or longer or larger than the limits "
-           "(TIFFIN_MAX_VIDEO_SECONDS, TIFFIN_MAX_VIDEO_PIXELS, TIFFIN_MAX_AUDIO_SECONDS)",
+    "422": "the upload is not media in a container tiffin reads, or costs more to decode than the limits "
+           "(TIFFIN_MAX_VIDEO_SECONDS, TIFFIN_MAX_VIDEO_PIXELS, TIFFIN_MAX_DECODE_PIXELS, TIFFIN_MAX_AUDIO_SECONDS, "
+           "TIFFIN_MAX_DECODE_SECONDS)",
     "500": "a bug in tiffin (the server log has the traceback)",
     "503": "the model worker restarted while the request was in it; send it again",
     "504": "no answer within TIFFIN_TIMEOUT_S",
@@ -60,6 +61,12 @@ def truthful(spec: dict[str, Any]) -> dict[str, Any]:
                 for field in form.get("properties", {}).values():
                     if field.get("format") == "binary":
                         field["minLength"] = 1
+                    # pydantic leaves an annotated field's bounds as its own `ge`/`le` (top_k):
+                    # JSON Schema's words, so clients and testers see the bounds the API enforces
+                    for theirs, ours in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"),
+                                         ("lt", "exclusiveMaximum")):
+                        if theirs in field:
+                            field[ours] = field.pop(theirs)
         operation["responses"] = {
             "200": {"description": "the answer", "content": {"application/json": {"schema": answer}}},
             **{status: {"description": when, "content": {"application/json": {"schema": ERROR_BODY}}}

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from tiffin.errors import TiffinError
+from tiffin.limits import LIMITS, Limits, read_limits
 
 # name -> (default, meaning); README's serving table is this table
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -26,11 +27,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_MAX_BATCH": ("16", "largest batch (>= 2) the model is called with (clips or audio windows)"),
     "TIFFIN_MAX_LATENCY_MS": ("60000", "longest a batched model call may wait and run before it fails (BentoML's max_latency_ms)"),
     "TIFFIN_MAX_UPLOAD_MB": ("100", "largest upload accepted, checked while the body streams in (413 above)"),
-    "TIFFIN_MAX_VIDEO_SECONDS": ("600", "longest video accepted (422 above)"),
-    "TIFFIN_MAX_VIDEO_PIXELS": ("33177600", "largest frame accepted, width x height (8K = 7680x4320)"),
-    "TIFFIN_MAX_AUDIO_SECONDS": ("1800", "longest recording accepted (422 above)"),
     "TIFFIN_CLIPS": ("1", "video: clips spread over each video, scores averaged (as `tiffin predict --clips`)"),
     "TIFFIN_TIMEOUT_S": ("300", "request timeout"),
+    "TIFFIN_HEADER_TIMEOUT_S": ("10", "seconds a connection has to send a request's head (request line and headers; the body is not timed) after it opens or its last response ends, else it is closed (slowloris)"),
+    # what one upload may cost to decode (422 above): tiffin.limits' table, shared with the CLI
+    **{limit.env: (limit.default, limit.meaning) for limit in LIMITS.values()},
 }
 
 
@@ -47,11 +48,10 @@ class Settings:
     max_batch: int
     max_latency_ms: int
     max_upload_bytes: int
-    max_video_seconds: float
-    max_video_pixels: int
-    max_audio_seconds: float
+    limits: Limits
     clips: int
     timeout_s: int
+    header_timeout_s: int
 
 
 def model_service_options(settings: Settings) -> dict:
@@ -94,8 +94,7 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
         batching=batching == "1", max_batch=int(_number("TIFFIN_MAX_BATCH", int, 2, env)),
         max_latency_ms=int(_number("TIFFIN_MAX_LATENCY_MS", int, 1, env)),
         max_upload_bytes=int(_number("TIFFIN_MAX_UPLOAD_MB", float, 0.001, env) * 1024 * 1024),
-        max_video_seconds=_number("TIFFIN_MAX_VIDEO_SECONDS", float, 0.01, env),
-        max_video_pixels=int(_number("TIFFIN_MAX_VIDEO_PIXELS", int, 1, env)),
-        max_audio_seconds=_number("TIFFIN_MAX_AUDIO_SECONDS", float, 0.01, env),
+        limits=read_limits(env),
         clips=int(_number("TIFFIN_CLIPS", int, 1, env)), timeout_s=int(_number("TIFFIN_TIMEOUT_S", int, 1, env)),
+        header_timeout_s=int(_number("TIFFIN_HEADER_TIMEOUT_S", int, 1, env)),
     )

@@ -26,9 +26,10 @@ from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
 )
-from tiffin.audio_io import audio_duration, audio_truncation, read_audio, resample
+from tiffin.audio_io import audio_truncation, load_audio
 from tiffin.errors import MediaError
 from tiffin.host import SpeechPredictor, WaveLogits, use_recorded_decoder
+from tiffin.limits import DecodeBudget
 from tiffin.spec import SpeechSpec
 
 TASK = "speech-recognition"
@@ -68,10 +69,12 @@ class SpeechRecognizer:
         else:
             path, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
         pre = meta["preprocessing"]
-        # every window of a recording in one call: the model worker batches them with other requests'
+        # a long recording's windows go to the model TIFFIN_MAX_BATCH at a time (the model worker
+        # batches them with other requests'): a model call's memory is bounded by the settings,
+        # not by the upload (all windows of 30 min at once were one 170 MB request)
         spec = SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]})
         self.host = SpeechPredictor(lambda waves: self.model.logits(waves), spec, meta["backbone"],
-                                    pre["conv_kernel"], pre["conv_stride"], windows_per_call=None)
+                                    pre["conv_kernel"], pre["conv_stride"], windows_per_call=self.settings.max_batch)
         self.spec = self.host.spec
         use_recorded_decoder(self.host, path, meta)  # `tiffin export --words/--lm`: transcripts in words
 
@@ -85,22 +88,16 @@ class SpeechRecognizer:
         except UploadError as err:
             return error_response(err)
 
-    def _check_duration(self, seconds: float | None) -> None:
-        limit = self.settings.max_audio_seconds
-        if seconds is not None and seconds > limit:
-            raise UploadError(422, f"audio: {seconds:.1f} s is longer than the limit of {limit:g} s "
-                                   "(TIFFIN_MAX_AUDIO_SECONDS)")
-
     def _transcribe(self, audio: Path, timestamps: bool = False) -> dict[str, Any]:
         check_upload(audio, "audio")
-        self._check_duration(audio_duration(audio))  # before decoding: a long upload costs no memory
         try:
-            wave, rate = read_audio(audio)
+            # refused before decoding when the headers declare more than TIFFIN_MAX_AUDIO_SECONDS,
+            # cut off at it when they understate; mixed down and resampled as it decodes, so the
+            # worker holds the recording at the model's rate and one block of the file
+            wave = load_audio(audio, self.spec.sample_rate, budget=DecodeBudget(str(audio), self.settings.limits))
         except MediaError as err:
             raise media_error(err, "audio") from None
-        self._check_duration(len(wave) / rate)  # headers can understate
-        cut = audio_truncation(audio, len(wave) / rate)
-        wave = resample(wave, rate, self.spec.sample_rate)
+        cut = audio_truncation(audio, len(wave) / self.spec.sample_rate)
         with model_call():
             logits = self.host.recording_logits(wave)
         answer = {"text": self.host.decode(logits), "duration_s": round(len(wave) / self.spec.sample_rate, 3),

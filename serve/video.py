@@ -31,6 +31,7 @@ from tiffin.errors import MediaError
 from tiffin.host import VideoPredictor
 from tiffin.spec import VideoSpec
 from tiffin.inference import readable_warnings
+from tiffin.limits import DecodeBudget
 from tiffin.video_io import probe
 
 TASK = "video-classification"
@@ -91,15 +92,12 @@ class VideoClassifier:
     def _classify(self, video: Path, top_k: int) -> dict[str, Any]:
         check_upload(video, "video")
         try:
-            info = probe(video)
-            if info.duration > self.settings.max_video_seconds:
-                raise UploadError(422, f"video: {info.duration:.1f} s is longer than the limit of "
-                                       f"{self.settings.max_video_seconds:g} s (TIFFIN_MAX_VIDEO_SECONDS)")
-            if info.width * info.height > self.settings.max_video_pixels:
-                raise UploadError(422, f"video: {info.width}x{info.height} frames are larger than the limit of "
-                                       f"{self.settings.max_video_pixels} pixels (TIFFIN_MAX_VIDEO_PIXELS)")
+            # one budget for the upload: frame size from the headers before decoding, then every
+            # decoded frame and the decoding time (tiffin.limits, the TIFFIN_MAX_* settings)
+            budget = DecodeBudget(str(video), self.settings.limits)
+            info = probe(video, budget)
             warnings = readable_warnings(info, self.host.spec.clip_duration)
-            clips = self.host.clips(video, self.settings.clips, duration=info.duration)
+            clips = self.host.clips(video, self.settings.clips, duration=info.duration, budget=budget)
         except MediaError as err:
             raise media_error(err, "video") from None
         with model_call():

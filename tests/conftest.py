@@ -13,6 +13,16 @@ from tests.speech_media import write_corpus
 from tiffin.train.synthetic import make_motion_dataset
 
 
+@pytest.fixture(scope="session", autouse=True)
+def config_dir(tmp_path_factory) -> Path:
+    """A config folder of the test session's own (its signing key, its trusted keys), never ~/.config."""
+    import os
+
+    folder = tmp_path_factory.mktemp("config")
+    os.environ["TIFFIN_CONFIG_DIR"] = str(folder)
+    return folder
+
+
 def tiffin(*args):
     """Run the `tiffin` CLI in-process (typer's runner); the result has exit_code and output."""
     from typer.testing import CliRunner

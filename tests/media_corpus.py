@@ -37,8 +37,13 @@ class Case:
 
     @property
     def predict_answers(self) -> bool:
-        """`tiffin predict` has no upload limits: it answers what only the services' limits refuse."""
-        return self.status == OK or self.words.startswith("TIFFIN_MAX")
+        """`tiffin predict` applies the decoding limits at their defaults (tiffin.limits) and has no
+        upload limit: it answers what only the corpus's tighter serving settings refuse."""
+        from tiffin.limits import LIMITS as DECODING
+
+        defaults = {limit.env: limit.default for limit in DECODING.values()}
+        tighter = [k for k, v in LIMITS.items() if str(v) != defaults.get(k)]
+        return self.status == OK or self.words in tighter
 
 
 def _bytes(data: bytes) -> Callable[[Path, dict[str, Path]], None]:

@@ -40,7 +40,7 @@ def test_export_check_and_predict(checkpoints, motion_dataset, tmp_path, task, f
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
     assert REQUIRED <= set(meta) and meta == read_artifact(out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([FORMATS[fmt].file, "tiffin.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([FORMATS[fmt].file, "tiffin.json", "tiffin.sig"])
     embedded = _embedded(out / FORMATS[fmt].file)
     assert embedded == {k: v for k, v in meta.items() if k not in ("parity", "sha256")}
     checked_shapes = [s["inputs"][0][0] for s in meta["parity"]["samples"]]
@@ -145,7 +145,7 @@ def test_existing_artifacts_need_force_and_bad_options_are_one_line_errors(check
     again = tiffin("export", checkpoints["speech"], "--out", out)
     assert again.exit_code == 2 and "--force" in again.output and (out / "tiffin.json").read_text() == first
     forced = tiffin("export", checkpoints["speech"], "--out", out, "--format", "torchscript", "--force")
-    assert forced.exit_code == 0 and sorted(p.name for p in out.iterdir()) == ["model.pt", "tiffin.json"]
+    assert forced.exit_code == 0 and sorted(p.name for p in out.iterdir()) == ["model.pt", "tiffin.json", "tiffin.sig"]
     for args, needle in [(["--format", "mobile", "--precision", "fp16"], "--precision fp16"),
                          (["--format", "torchscript", "--precision", "int8"], "--precision int8"),
                          (["--format", "torchscript", "--opset", "17"], "--opset 17")]:

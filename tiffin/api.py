@@ -21,9 +21,11 @@ from typing import Any, Sequence
 
 
 
-def load(path: str | Path, runtime: str | None = None) -> Any:
+def load(path: str | Path, runtime: str | None = None, trust: bool = False) -> Any:
     """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free, run on `runtime`:
-    "onnxruntime", "openvino", "openvino-bf16" or "tensorrt" for ONNX; default: the one tiffin.json records), or a checkpoint, an
+    "onnxruntime", "openvino", "openvino-bf16" or "tensorrt" for ONNX; default: the one tiffin.json
+    records; `trust=True`: you trust this TorchScript / mobile / .pt2 artifact, which is a program,
+    though no key trusted here signed it, see tiffin.trust), or a checkpoint, an
     embedded model name (`tiffin/tiny-motion`, `tiffin/tiny-en`) or a Hugging Face speech folder
     (a `tiffin.video.VideoClassifier` or `tiffin.speech.SpeechRecognition`, with torch).
 
@@ -39,7 +41,7 @@ def load(path: str | Path, runtime: str | None = None) -> Any:
 
     if Path(path).is_dir() and (Path(path) / "tiffin.json").is_file():
         read_artifact(path)  # every check of tiffin.json and the model file, now
-        return Artifact(path, runtime=runtime)
+        return Artifact(path, runtime=runtime, trust=trust)
     if runtime is not None:
         raise TiffinError(f"runtime={runtime!r}: runtimes run exported artifacts; {path} is a PyTorch model")
     from tiffin.train.predict import load_model
@@ -64,13 +66,14 @@ class Artifact:
         >>> artifact.predict(["a.mp4"]), artifact.meta["parity"]
     """
 
-    def __init__(self, path: str | Path, model: Any = None, runtime: str | None = None):
+    def __init__(self, path: str | Path, model: Any = None, runtime: str | None = None, trust: bool = False):
         """`model`: the in-memory model it was exported from, which `check()` compares against
         when tiffin.json records no source file; `runtime`: a row of tiffin.runtimes to run on
-        (default: the one tiffin.json records, else the format's first)."""
+        (default: the one tiffin.json records, else the format's first); `trust`: open it even
+        when it is a program artifact no trusted key signed (tiffin.trust)."""
         from tiffin.artifact import read_artifact
 
-        self.path, self.runtime = Path(path), runtime
+        self.path, self.runtime, self.trust = Path(path), runtime, trust
         self.meta: dict[str, Any] = read_artifact(self.path, check_model_file=False)
         self.model = model
         self._predictor = None
@@ -91,7 +94,7 @@ class Artifact:
         if self._predictor is None:
             from tiffin.host import open_artifact
 
-            self._predictor = open_artifact(self.path, runtime=self.runtime)[0]
+            self._predictor = open_artifact(self.path, runtime=self.runtime, trust=self.trust)[0]
         return self._predictor
 
     def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
@@ -121,9 +124,9 @@ class Artifact:
         recorded = self.meta.get("source") or {}
         if source is None and self.model is not None and not (recorded.get("relative") or recorded.get("embedded")):
             return check_artifact(self.path, Path(data) if data else None, loaded=self.model.loaded(),
-                                  runtime=self.runtime)
+                                  runtime=self.runtime, trust=self.trust)
         return check_artifact(self.path, Path(data) if data else None, Path(source) if source else None,
-                              runtime=self.runtime)
+                              runtime=self.runtime, trust=self.trust)
 
     def benchmark(self, batches: Sequence[int] = (1,), runs: int = 10, data: str | Path | None = None
                   ) -> list[dict[str, Any]]:
@@ -131,7 +134,8 @@ class Artifact:
         (runtime, batch) with latency, items/s and speed-up."""
         from tiffin.export.benchmark import BenchOptions, benchmark
 
-        return benchmark(BenchOptions(self.path, batches=list(batches), data=Path(data) if data else None, runs=runs))
+        return benchmark(BenchOptions(self.path, batches=list(batches), data=Path(data) if data else None, runs=runs,
+                                      trust=self.trust))
 
     def serve(self, port: int = 3000, host: str = "127.0.0.1", workers: int = 1, **settings: Any):
         """Start `bentoml serve` on this artifact as a child process, ready when it returns.

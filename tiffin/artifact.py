@@ -21,6 +21,9 @@ MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model
 # Limits of what an artifact may say: past them a tiffin.json is refused, not run (a crop of 1e9
 # would allocate until the machine fell over).
 _MAX_SIDE, _MAX_FRAMES, _MAX_RATE, _MAX_CLASSES = 4096, 1024, 384_000, 100_000
+# tiffin.json's size: 100,000 labels of 100 characters fit in 16 MB; past it the file is not one
+# an export wrote, and parsing it would only cost memory
+_MAX_META_BYTES = 16 << 20
 
 
 def _schema():
@@ -129,7 +132,8 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
                           f"({SCHEMA_VERSION}); export the model again with this version")
     from tiffin.tasks import task_named
 
-    task = task_named(meta.get("task"), where).name
+    row = task_named(meta.get("task"), where)
+    task = row.name
     schemas = _schema()
     try:
         schemas[task].model_validate(meta)
@@ -137,6 +141,12 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise TiffinError(f"{where}: {field}: {first['msg'].lower()}; export the model again") from None
+    # one name per output class: fewer would send a top score or CTC token past the list's end
+    output = meta["outputs"][0]
+    classes = output["shape"][-1]
+    if isinstance(classes, int) and classes != len(meta[row.classes_key]):
+        raise TiffinError(f"{where}: {row.classes_key} has {len(meta[row.classes_key])} entries but the model's "
+                          f"output {output['name']!r} has {classes}; export the model again")
     if MODEL_FILES.get(meta["format"]) != meta["model_file"]:
         # never a path: an artifact cannot point outside its own directory
         raise TiffinError(f"{where}: model_file {meta['model_file']!r} does not match format {meta['format']!r}")
@@ -160,11 +170,16 @@ def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, 
     meta_path = path / "tiffin.json"
     if not meta_path.is_file():
         raise TiffinError(f"{path}: not an artifact (no tiffin.json); give a folder written by `tiffin export`")
+    if meta_path.stat().st_size > _MAX_META_BYTES:
+        raise TiffinError(f"{meta_path}: {meta_path.stat().st_size} bytes is larger than any tiffin.json an export "
+                          f"writes ({_MAX_META_BYTES >> 20} MB at most); export the model again")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        validate_meta(meta, str(meta_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TiffinError(f"{meta_path}: not valid JSON ({exc})") from None
-    validate_meta(meta, str(meta_path))
+    except RecursionError:  # arrays or objects nested thousands deep: no export writes that
+        raise TiffinError(f"{meta_path}: nested too deeply to be a tiffin.json; export the model again") from None
     for key in ("words", "lm"):  # the decoder's word list and LM travel with the model, checked alike
         entry = (meta.get("decoder") or {}).get(key)
         if entry and (not (path / entry["file"]).is_file() or sha256(path / entry["file"]) != entry["sha256"]):

@@ -14,9 +14,10 @@ import typer
 
 from tiffin.ctc_beam import DECODERS
 from tiffin.errors import reported
-from tiffin.export.cli import benchmark_command, check_command, export_command
+from tiffin.export.cli import TRUST, benchmark_command, check_command, export_command
 from tiffin.serve.cli import build_command, serve_command
-from tiffin.train.cli import backbones_app, pretrain_app, synth_app, train_app
+from tiffin.trust_cli import trust_app
+from tiffin.train.cli import LIMIT, backbones_app, pretrain_app, synth_app, train_app
 
 # speech decoding options, shared by predict and evaluate (choices from tiffin.ctc_beam's table)
 Decoder = Enum("Decoder", {name: name for name in DECODERS}, type=str)
@@ -60,6 +61,7 @@ app.command("check")(check_command)
 app.command("benchmark")(benchmark_command)
 app.command("serve")(serve_command)
 app.command("build")(build_command)
+app.add_typer(trust_app, name="trust")
 
 
 @app.command()
@@ -78,15 +80,20 @@ def predict(
     timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
     start: float = typer.Option(0.0, min=0.0, help="Seconds: predict from this point of each file on."),
     end: float = typer.Option(None, min=0.0, help="Seconds: predict up to this point of each file."),
-    runtime: str = RUNTIME,
+    runtime: str = RUNTIME, limit: list[str] = LIMIT, trust: list[Path] = TRUST,
 ) -> None:
     """Top-k labels per video, or a transcript per recording; exit status 1 if any file could not be read."""
     if end is not None and end <= start:
         raise typer.BadParameter(f"--end {end:g} is not after --start {start:g}", param_hint="--end")
+    from tiffin.limits import raise_limits
+
+    raise_limits(limit or [])
     from tiffin.train.predict import load_predictor, with_decoder
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
-    predictor = with_decoder(load_predictor(model, runtime), beam)
+    from tiffin.trust import named
+
+    predictor = with_decoder(load_predictor(model, runtime, named(model, trust)), beam)
     extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
     results = predictor.predict(files, top_k=top_k, clips=clips, spans=[(start, end)] * len(files), **extra)
     if as_json:
@@ -120,14 +127,21 @@ def evaluate(
     hotword_weight: float = HOTWORD_WEIGHT, runtime: str = RUNTIME,
     tune: bool = typer.Option(False, help="Speech, beam: search --lm-weight and --word-score for the lowest WER on "
                               "DATA (a dev set, not the test set); prints the grid and the settings to export with."),
+    limit: list[str] = LIMIT, trust: list[Path] = TRUST,
 ) -> None:
     """Score a model on labelled data: CER/WER (speech) or top-1 accuracy (video), as JSON."""
+    from tiffin.limits import raise_limits
+
+    raise_limits(limit or [])
     from tiffin.train.evaluate import evaluate as run
     from tiffin.train.predict import load_predictor
 
     beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
-    subject = load_predictor(model, runtime) if runtime is not None else model
-    scores = run(subject, data, audio_column, text_column, clips, beam=beam, tune=tune)
+    from tiffin.trust import named
+
+    trusted = named(model, trust)
+    subject = load_predictor(model, runtime, trusted) if runtime is not None else model
+    scores = run(subject, data, audio_column, text_column, clips, beam=beam, tune=tune, trust=trusted)
     typer.echo(json.dumps(scores))
     if tune:
         best = scores["tuned"]

@@ -14,6 +14,8 @@ from functools import cached_property
 
 import numpy as np
 
+from tiffin.errors import TiffinError
+
 PAD, BOS, EOS, UNK, DELIMITER = "<pad>", "<s>", "</s>", "<unk>", "|"
 SPECIALS = (PAD, BOS, EOS, UNK, DELIMITER)
 
@@ -107,8 +109,16 @@ class Vocabulary:
         return " ".join("".join(chars).split())
 
     def decode_logits(self, logits: np.ndarray) -> str:
-        """Greedy transcript of one utterance's logits [frames, vocab]."""
-        return self.decode(np.asarray(logits).argmax(-1))
+        """Greedy transcript of one utterance's logits [frames, vocab].
+
+        Raises:
+            TiffinError: the model has more outputs than the vocabulary has tokens.
+        """
+        logits = np.asarray(logits)
+        if logits.shape[-1] > len(self.tokens):  # a token id past the list: a vocabulary that is not the model's
+            raise TiffinError(f"the model has {logits.shape[-1]} outputs but its vocabulary {len(self.tokens)} tokens; "
+                              "give the vocabulary it was trained with (export it again)")
+        return self.decode(logits.argmax(-1))
 
     @classmethod
     def from_texts(cls, texts: list[str]) -> "Vocabulary":

@@ -31,9 +31,10 @@ class VideoPredictor:
         self.session, self.spec, self.backbone = session, spec, backbone
 
     def clips(self, file: str | Path, clips: int = 1, duration: float | None = None,
-              span: tuple[float, float | None] = (0.0, None)) -> np.ndarray:
-        """uint8 clips [N, T, S, S, 3] of one video (of the span `start`-`end` s of it), as validation decodes them."""
-        return video_clips(file, self.spec, clips, duration, span)
+              span: tuple[float, float | None] = (0.0, None), budget=None) -> np.ndarray:
+        """uint8 clips [N, T, S, S, 3] of one video (of the span `start`-`end` s of it), as validation
+        decodes them, within `budget` (tiffin.limits.DecodeBudget: the file's, shared with its probe)."""
+        return video_clips(file, self.spec, clips, duration, span, budget)
 
     def labels(self, clips: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         """The top-k labels of one video from its clips."""
@@ -50,14 +51,16 @@ class VideoPredictor:
         """`[{"file", "labels": [{"label", "score"}]}]` in the order given, each of its span (start, end
         seconds; None: the end) when `spans` are given, and `warnings` when a file is cut short (answered
         from its readable part); an unreadable file gets `error`."""
+        from tiffin.limits import DecodeBudget
         from tiffin.video_io import probe
 
         results = []
         for file, span in zip(files, spans or [(0.0, None)] * len(files)):
             try:
-                info = probe(file)
+                budget = DecodeBudget(str(file))  # the TIFFIN_MAX_* limits, as serving applies them
+                info = probe(file, budget)
                 warnings = readable_warnings(info, self.spec.clip_duration)
-                batch = self.clips(file, clips, info.duration, span)
+                batch = self.clips(file, clips, info.duration, span, budget)
             except MediaError as err:
                 results.append({"file": str(file), "error": err.reason})
                 continue
@@ -207,14 +210,24 @@ def chosen_runtime(path: str | Path, meta: dict[str, Any], runtime: str | None =
 
 
 def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", threads: int | None = None,
-                 spinning: bool = True, runtime: str | None = None) -> Session:
+                 spinning: bool = True, runtime: str | None = None, trust: bool = False) -> Session:
     """A session over an artifact's model file, taking any batch size, on `runtime` (a row of
     tiffin.runtimes), else the one tiffin.json records (`tiffin benchmark --record`), else the
-    format's default."""
+    format's default. The one place every artifact is opened, so the one gate of trust: a
+    program artifact (TorchScript, mobile, .pt2) opens only when a trusted key signed it or
+    `trust` (the caller's explicit `--trust` / trust=True) or $TIFFIN_TRUST names it.
+
+    Raises:
+        TiffinError: an untrusted program artifact, or its runtime not installed.
+    """
     from tiffin.artifact import fixed_batch
     from tiffin.runtimes import FixedBatch
 
     chosen = chosen_runtime(path, meta, runtime)
+    if chosen.program:
+        from tiffin.trust import require_trust
+
+        require_trust(path, meta["format"], trust)
     try:
         session = chosen.open(Path(path) / meta["model_file"], device, threads, spinning)
     except ImportError as exc:
@@ -225,13 +238,16 @@ def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", t
 
 
 def open_artifact(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True,
-                  windows_per_call: int | None = 8, runtime: str | None = None) -> tuple[Predictor, dict[str, Any]]:
+                  windows_per_call: int | None = 8, runtime: str | None = None, trust: bool = False
+                  ) -> tuple[Predictor, dict[str, Any]]:
     """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact, on
-    `runtime` (open_session); a speech artifact exported with a word list / LM decodes with them."""
+    `runtime` (open_session; `trust`: the caller trusts this program artifact explicitly); a
+    speech artifact exported with a word list / LM decodes with them."""
     from tiffin.artifact import read_artifact
 
     meta = read_artifact(path)
-    predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning, runtime), windows_per_call)
+    predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning, runtime, trust),
+                              windows_per_call)
     use_recorded_decoder(predictor, path, meta)
     return predictor, meta
 

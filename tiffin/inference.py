@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tiffin.errors import MediaError
+from tiffin.errors import MediaError, TiffinError
+from tiffin.limits import DecodeBudget
 from tiffin.spec import VideoSpec
 from tiffin.video_io import VideoInfo, center_crop, decode_clip, evenly_spaced_starts, probe
 
@@ -21,20 +22,21 @@ SCORE_DIGITS = 6
 
 
 def video_clips(path: str | Path, spec: VideoSpec, clips: int, duration: float | None = None,
-                span: tuple[float, float | None] = (0.0, None)) -> np.ndarray:
+                span: tuple[float, float | None] = (0.0, None), budget: DecodeBudget | None = None) -> np.ndarray:
     """`clips` centre-cropped clips spread over the whole video (or over its span `start`-`end`
-    seconds): uint8 [N, T, S, S, 3].
+    seconds): uint8 [N, T, S, S, 3], decoded within `budget` (the file's, tiffin.limits).
 
     Raises:
-        MediaError: unreadable, or a span outside the video.
+        MediaError: unreadable, a span outside the video, or over a limit.
     """
-    duration = probe(path).duration if duration is None else duration
+    budget = budget or DecodeBudget(str(path))
+    duration = probe(path, budget).duration if duration is None else duration
     first, last = span[0], duration if span[1] is None else min(span[1], duration)
     if not 0 <= first < last:
         raise MediaError(str(path), f"has no video from {first:g} s to {last:g} s (it lasts {duration:.2f} s)")
     starts = [first + s for s in evenly_spaced_starts(last - first, spec.clip_duration, clips)]
     return np.stack([
-        center_crop(decode_clip(path, s, spec.clip_duration, spec.num_frames, spec.side_size), spec.crop_size)
+        center_crop(decode_clip(path, s, spec.clip_duration, spec.num_frames, spec.side_size, budget), spec.crop_size)
         for s in starts
     ])
 
@@ -57,6 +59,9 @@ def top_labels(logits: np.ndarray, labels: tuple[str, ...] | list[str], top_k: i
     """The `top_k` labels of one video from its clips' logits [clips, classes]: softmax per clip,
     mean over clips, highest first, scores rounded to 6 digits."""
     z = np.asarray(logits, dtype=np.float64)
+    if z.shape[-1] > len(labels):  # a class index past the list: labels that are not the model's
+        raise TiffinError(f"the model has {z.shape[-1]} outputs but {len(labels)} labels; give the labels it was "
+                          "trained with (export it again)")
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     probs = (z / z.sum(axis=-1, keepdims=True)).mean(axis=0)
     k = max(1, min(top_k, len(labels)))

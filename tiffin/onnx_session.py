@@ -112,6 +112,16 @@ class OnnxSession:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(model_file), options, providers=providers or providers_for(device))
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.run_options = None
+
+    def return_memory_after_runs(self) -> None:
+        """Give the memory arena's unused chunks back after every run (serving): ONNX Runtime keeps
+        the largest batch's buffers otherwise, so one long request set a worker's size for good."""
+        import onnxruntime as ort
+
+        self.run_options = ort.RunOptions()
+        devices = "cpu:0" + (";gpu:0" if "CUDAExecutionProvider" in self.providers else "")
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
 
     @property
     def providers(self) -> list[str]:
@@ -119,4 +129,4 @@ class OnnxSession:
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         """The first output for inputs given in the graph's input order."""
-        return self.session.run(None, dict(zip(self.input_names, inputs)))[0]
+        return self.session.run(None, dict(zip(self.input_names, inputs)), self.run_options)[0]

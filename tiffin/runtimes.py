@@ -14,6 +14,7 @@ imported only when such an artifact is opened. The first row for a format is its
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,13 +52,33 @@ class TorchScriptSession(_TorchModuleSession):
 
 
 class TorchExportSession(_TorchModuleSession):
-    """A saved torch.export program (.pt2), numpy in and out."""
+    """A saved torch.export program (.pt2), numpy in and out.
+
+    torch.export.load unpickles some payloads with `weights_only=False` (tensor-subclass weights
+    and constants, the pre-2.8 archive layout) and has no safe mode of its own; PyTorch's
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD, set while it loads, makes every such torch.load weights-only,
+    so a pickle that would run code is refused even in a trusted artifact. tiffin's own exports
+    hold no pickles. The op graph itself is still a program: trust gates it (tiffin.trust)."""
 
     def __init__(self, model_file: str | Path, device: str = "auto", threads: int | None = None,
                  spinning: bool = True):
+        import pickle
+
         import torch
 
-        self.module = torch.export.load(str(model_file)).module()
+        before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # read by torch.load on every call
+        try:
+            self.module = torch.export.load(str(model_file)).module()
+        except pickle.UnpicklingError as exc:
+            raise TiffinError(f"{model_file}: holds a pickle that weights-only loading refuses "
+                              f"({str(exc).splitlines()[-1][:200]}); tiffin does not unpickle code, "
+                              "export the model again with tiffin export") from None
+        finally:
+            if before is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
 class OpenVinoSession:
@@ -153,6 +174,9 @@ class Runtime:
     needs: Callable[[], str | None] = lambda: None  # why this machine cannot run it, else None
     fallback: str | None = None  # the row a recorded choice falls back to where `needs` says no
     device: str = "cpu"  # where it computes ("cuda": an NVIDIA GPU)
+    # whether opening the file runs its maker's code (TorchScript, .pt2): it loads only when
+    # trusted (tiffin.trust); ONNX files are data, run by an interpreter of a fixed op set
+    program: bool = False
 
     @property
     def installed(self) -> bool:
@@ -174,9 +198,9 @@ RUNTIMES: dict[str, Runtime] = {
                 fallback="openvino"),
         Runtime("tensorrt", "onnx", True, _tensorrt, "tiffin[gpu] and TensorRT's libraries", "onnxruntime",
                 computes="fp16", needs=_needs_tensorrt, fallback="onnxruntime", device="cuda"),
-        Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch"),
-        Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch"),
-        Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch"),
+        Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch", program=True),
+        Runtime("torch-lite", "mobile", False, TorchScriptSession, "tiffin[train]", "torch", program=True),
+        Runtime("torch-export", "pt2", False, TorchExportSession, "tiffin[train]", "torch", program=True),
     ]
 }
 

@@ -8,7 +8,6 @@ Exercised by `tiffin train video` and `tiffin predict`.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from tiffin.errors import MediaError, truncation_note
+from tiffin.limits import DecodeBudget
+from tiffin.media_open import open_container
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv", ".3gp", ".wmv", ".ogv")
 
@@ -54,6 +55,12 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
     return container.streams.video[0]
 
 
+def _declared_size(stream: av.video.stream.VideoStream) -> tuple[int, int]:
+    """(width, height) the headers declare; (0, 0) where no decoder knows the codec (it fails next)."""
+    context = stream.codec_context
+    return (context.width or 0, context.height or 0) if context is not None else (0, 0)
+
+
 def _stream_start(stream: av.video.stream.VideoStream) -> float:
     if stream.start_time is None or stream.time_base is None:
         return 0.0
@@ -79,10 +86,12 @@ def _header_duration(container: av.container.InputContainer, stream: av.video.st
     return None
 
 
-def _demuxed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
-    """Duration from the packets' timestamps: reads the file, decodes nothing."""
+def _demuxed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                      budget: DecodeBudget) -> float | None:
+    """Duration from the packets' timestamps: reads the file, decodes nothing (within the budget's time)."""
     end, packets = None, 0
     for packet in container.demux(stream):
+        budget.tick()
         if not packet.size:
             continue
         packets += 1
@@ -95,25 +104,28 @@ def _demuxed_duration(container: av.container.InputContainer, stream: av.video.s
     return packets / fps if fps and packets else None
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read a video's duration, rate and size, and prove its first frame decodes.
+def probe(path: str | Path, budget: DecodeBudget | None = None) -> VideoInfo:
+    """Read a video's duration, rate and size, and prove its first frame decodes: the frame size
+    the headers declare is checked against the limits before anything is decoded, the duration
+    after the packets were measured (tiffin.limits; `budget` is the file's, spent by its clips too).
 
     Raises:
-        MediaError: the file is missing, not a video, empty or undecodable.
+        MediaError: the file is missing, not a video, empty, undecodable or over a limit.
     """
     path = str(path)
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise MediaError(path, "is empty (0 bytes)")
+    budget = budget or DecodeBudget(path)
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             stream = _video_stream(container, path)
+            budget.frame_size(*_declared_size(stream))
             first = next(container.decode(stream), None)
             if first is None:
                 raise MediaError(path, "has no decodable video frames")
+            budget.frame(first.width, first.height)
             header = _header_duration(container, stream)
             fps = _frame_rate(stream)
             container.seek(0)  # measure the span the packets cover, from the top
-            readable = _demuxed_duration(container, stream)
+            readable = _demuxed_duration(container, stream, budget)
             duration, declared = header if header is not None else readable, None
             if header is not None and readable is not None and header - readable > max(3 / (fps or 30.0), 0.25):
                 duration, declared = readable, header  # cut short: the readable part is what there is
@@ -125,6 +137,7 @@ def probe(path: str | Path) -> VideoInfo:
         raise MediaError(path, f"cannot be read as video ({_reason(exc)})") from None
     if not info.duration > 0:
         raise MediaError(path, "has zero duration")
+    budget.video_seconds(info.duration)
     return info
 
 
@@ -154,6 +167,7 @@ def decode_clip(
     clip_duration: float,
     num_frames: int,
     side_size: int | None = None,
+    budget: DecodeBudget | None = None,
 ) -> np.ndarray:
     """Decode the frames of one clip, resized so the short side is `side_size`.
 
@@ -168,22 +182,24 @@ def decode_clip(
         clip_duration: clip length in seconds.
         num_frames: frames to return.
         side_size: short side after resizing; None keeps the decoded size.
+        budget: what the file may still cost to decode (tiffin.limits); None: a fresh one.
 
     Returns:
         uint8 array [num_frames, H, W, 3], upright (display rotation applied).
 
     Raises:
-        MediaError: the file cannot be opened or decoded.
+        MediaError: the file cannot be opened or decoded, or decoding it passes a limit.
     """
     path = str(path)
+    budget = budget or DecodeBudget(path)
     times = sample_times(start, clip_duration, num_frames)
     try:
-        with av.open(path) as container:
-            clip = _sample(container, path, times, side_size, seek=start > 0)
+        with open_container(path) as container:
+            clip = _sample(container, path, times, side_size, budget, seek=start > 0)
         if clip is None and start > 0:
             # The seek overshot the clip (MPEG-TS and some AVI indexes seek by bytes): decode from the top.
-            with av.open(path) as container:
-                clip = _sample(container, path, times, side_size, seek=False)
+            with open_container(path) as container:
+                clip = _sample(container, path, times, side_size, budget, seek=False)
     except MediaError:
         raise
     except _DECODE_ERRORS as exc:
@@ -194,9 +210,11 @@ def decode_clip(
 
 
 def _sample(container: av.container.InputContainer, path: str, times: list[float], side_size: int | None,
-            seek: bool) -> list[np.ndarray] | None:
-    """The frames on screen at `times`; None when nothing decodes or a seek landed past times[0]."""
+            budget: DecodeBudget, seek: bool) -> list[np.ndarray] | None:
+    """The frames on screen at `times`; None when nothing decodes or a seek landed past times[0].
+    Every decoded frame is charged to `budget` before it is converted."""
     stream = _video_stream(container, path)
+    budget.frame_size(*_declared_size(stream))
     stream.thread_type = "AUTO"
     origin = _stream_start(stream)
     fps = _frame_rate(stream) or 30.0
@@ -208,6 +226,7 @@ def _sample(container: av.container.InputContainer, path: str, times: list[float
     # frame.reformat builds one per frame (half the time of a 32-frame clip at 256 px)
     to_rgb = _RgbConverter(side_size)
     for frame in container.decode(stream):
+        budget.frame(frame.width, frame.height)
         t = frame.time - origin if frame.time is not None else count / fps
         count += 1
         if seek and prev is None and t > times[0] + 0.5 / fps:

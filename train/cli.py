@@ -82,6 +82,10 @@ SEED = typer.Option(42)
 RESUME = typer.Option(False, help="Continue the run in --out from checkpoints/last.ckpt.")
 STRICT = typer.Option(False, help="Stop at the first unreadable file instead of skipping it.")
 PROGRESS = typer.Option(True, help="Show the progress bar.")
+# what one media file may cost to decode (tiffin.limits, the TIFFIN_MAX_* variables serving reads)
+LIMIT = typer.Option(None, "--limit", help="Raise a decoding limit for this command: NAME=VALUE, repeatable; NAME "
+                     "is video-seconds, video-pixels, decode-pixels, audio-seconds or decode-seconds "
+                     "(README, Security).")
 
 
 def run_options(values: dict) -> dict:
@@ -125,10 +129,13 @@ def train_video_command(
     strategy: list[str] = STRATEGY, unfreeze_epoch: int = UNFREEZE_EPOCH, precision: Precision = PRECISION,
     accelerator: Accelerator = ACCELERATOR, devices: str = DEVICES, num_nodes: int = NUM_NODES,
     num_workers: int = NUM_WORKERS, seed: int = SEED, resume: bool = RESUME, strict: bool = STRICT,
-    progress: bool = PROGRESS,
+    progress: bool = PROGRESS, limit: list[str] = LIMIT,
 ) -> None:
     """Fine-tune a PyTorchVideo classifier on a folder or CSV of videos."""
+    from tiffin.limits import raise_limits
     from tiffin.train.video_fit import VideoTrainConfig, train_video
+
+    raise_limits(limit or [])
 
     cfg = VideoTrainConfig(
         train_folder=train_folder, train_csv=train_csv, val_folder=val_folder, val_csv=val_csv,
@@ -170,10 +177,13 @@ def train_speech_command(
     strategy: list[str] = STRATEGY, unfreeze_epoch: int = UNFREEZE_EPOCH, precision: Precision = PRECISION,
     accelerator: Accelerator = ACCELERATOR, devices: str = DEVICES, num_nodes: int = NUM_NODES,
     num_workers: int = NUM_WORKERS, seed: int = SEED, resume: bool = RESUME, strict: bool = STRICT,
-    progress: bool = PROGRESS,
+    progress: bool = PROGRESS, limit: list[str] = LIMIT,
 ) -> None:
     """Fine-tune a wav2vec2 CTC speech recogniser on transcribed recordings."""
+    from tiffin.limits import raise_limits
     from tiffin.train.speech_fit import SpeechTrainConfig, train_speech
+
+    raise_limits(limit or [])
 
     cfg = SpeechTrainConfig(
         train_csv=train_csv, train_json=train_json, train_folder=train_folder, val_csv=val_csv, val_json=val_json,

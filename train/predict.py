@@ -83,13 +83,14 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "tiffin.json").is_file()
 
 
-def load_predictor(path: str | Path, runtime: str | None = None) -> Predictor:
+def load_predictor(path: str | Path, runtime: str | None = None, trust: bool = False) -> Predictor:
     """A predictor for anything `tiffin predict` takes: artifact folder (on `runtime`, a row of
-    tiffin.runtimes), checkpoint, Hugging Face folder, embedded model name."""
+    tiffin.runtimes; `trust`: the user trusts this program artifact explicitly, tiffin.trust),
+    checkpoint, Hugging Face folder, embedded model name."""
     if is_artifact(path):
         from tiffin.host import open_artifact
 
-        return open_artifact(path, runtime=runtime)[0]
+        return open_artifact(path, runtime=runtime, trust=trust)[0]
     if runtime is not None:
         raise TiffinError(f"--runtime {runtime}: runtimes run exported artifacts; {path} is a PyTorch model "
                           "(tiffin export it first)")
@@ -150,8 +151,14 @@ def _load_model(path: str | Path) -> LoadedModel:
     checkpoint = read_checkpoint(path)
     from tiffin.tasks import task_named
 
-    return task_named(checkpoint["tiffin"].get("task", "video-classification"), str(path)).part(
-        "checkpoint_loader")(checkpoint)
+    loader = task_named(checkpoint["tiffin"].get("task", "video-classification"), str(path)).part("checkpoint_loader")
+    try:
+        return loader(checkpoint)
+    except RuntimeError as exc:  # load_state_dict: weights shaped for other labels/vocabulary than the spec lists
+        if "size mismatch" not in str(exc) and "state_dict" not in str(exc):
+            raise
+        raise TiffinError(f"{path}: its weights do not fit the model its spec describes (labels or vocabulary "
+                          "of another size?); give the checkpoint as training wrote it") from None
 
 
 def load_video_model(path: str | Path) -> LoadedVideoModel:

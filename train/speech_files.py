@@ -23,6 +23,7 @@ from tiffin.audio_io import audio_truncation, read_audio
 from tiffin.ctc import Normalised, Vocabulary
 from tiffin.errors import MediaError, TiffinError
 from tiffin.inference import output_frames
+from tiffin.train.bad_files import CHUNK, BadFiles, all_bad_so_far, early_stop_message
 from tiffin.train.table_io import open_table
 
 
@@ -150,19 +151,23 @@ def read_jsonl(path: str | Path, audio_column: str, text_column: str, option: st
 class CheckReport:
     """What checking the rows found besides the usable utterances."""
 
-    bad: list[BadRow]
+    bad: BadFiles  # the first rows kept, all counted
     punctuation: Counter
     unknown: Counter
     duplicates: int = 0  # rows naming a file an earlier row named with the same transcript, dropped
 
 
 def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: bool = False,
-               conv: tuple[list[int], list[int]] | None = None) -> tuple[list[Utterance], CheckReport]:
+               conv: tuple[list[int], list[int]] | None = None, source: str | None = None
+               ) -> tuple[list[Utterance], CheckReport]:
     """Decode every row's audio (threads) and normalise its transcript. With the model's conv
     `(kernels, strides)`, a recording too short for CTC to spell its transcript is a bad row.
+    Rows are checked in chunks, in the order listed, and bad ones kept only as the first few and
+    counts (tiffin.train.bad_files), so a table of a million wrong paths stops early and small;
+    `source` names the rows in that error (default: the file of the first row).
 
     Raises:
-        TiffinError: the first bad row, when `strict`.
+        TiffinError: the first bad row, when `strict`; none of the first EARLY_STOP rows usable.
     """
 
     rows, duplicates = drop_duplicates(rows, vocab)
@@ -190,18 +195,23 @@ def check_rows(rows: list[Row], vocab: Vocabulary, sample_rate: int, strict: boo
                                                         f"({frames} frames for {needed} needed)")
         return utterance, normalised
 
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        results = list(pool.map(one, rows))
-    report = CheckReport([r for r in results if isinstance(r, BadRow)], Counter(), Counter(), duplicates)
-    if report.bad and strict:
-        raise TiffinError(f"{report.bad[0]} (--strict)")
+    report = CheckReport(BadFiles(), Counter(), Counter(), duplicates)
     good = []
-    for r in results:
-        if isinstance(r, tuple):
-            utterance, normalised = r
-            report.punctuation.update(normalised.punctuation)
-            report.unknown.update(normalised.unknown)
-            good.append(utterance)
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        for at in range(0, len(rows), CHUNK):
+            for r in pool.map(one, rows[at : at + CHUNK]):
+                if isinstance(r, BadRow):
+                    if strict:
+                        raise TiffinError(f"{r} (--strict)")
+                    report.bad.add(r)
+                    continue
+                utterance, normalised = r
+                report.punctuation.update(normalised.punctuation)
+                report.unknown.update(normalised.unknown)
+                good.append(utterance)
+            if all_bad_so_far(report.bad.total, len(good)):
+                source = source or (rows[0].where.rsplit(" line ", 1)[0] if rows else "the rows")
+                raise TiffinError(early_stop_message(source, report.bad, len(rows), "row"))
     return good, report
 
 

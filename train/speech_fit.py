@@ -25,6 +25,7 @@ from tiffin.train.speech_data import (
     CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl,
     read_layout, read_table,
 )
+from tiffin.train.bad_files import BadFiles
 from tiffin.train.choices import VOCAB_CHOICES
 from tiffin.train.speech_layouts import FolderRead
 
@@ -89,11 +90,17 @@ def _read(cfg: SpeechTrainConfig, split: str) -> FolderRead | list[Row] | None:
     return rows
 
 
+def _source(cfg: SpeechTrainConfig, split: str) -> str | None:
+    """'--train-csv FILE': the option that gave a split's rows, for messages (None: a layout's own split)."""
+    given = [(kind, getattr(cfg, f"{split}_{kind}")) for kind in ("csv", "json", "folder")]
+    return next((f"--{split}-{kind} {path}" for kind, path in given if path is not None), None)
+
+
 def report_check(report: CheckReport, split: str) -> None:
     if report.duplicates:
         say(f"{split}: {report.duplicates} row(s) repeat a file and transcript listed before; used once")
-    for bad in report.bad:
-        say(str(bad), prefix=f"[yellow]skipped ({split})[/] ")
+    for line in report.bad.lines("row"):  # the first few and counts: a million bad rows print a dozen lines
+        say(line, prefix=f"[yellow]skipped ({split})[/] ")
     if report.unknown:
         shown = ", ".join(f"{ch!r} x{n}" for ch, n in report.unknown.most_common(12))
         say(f"{split} transcripts hold {sum(report.unknown.values())} character(s) the vocabulary lacks, left out: "
@@ -160,11 +167,12 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
 
     say(f"checking {len(train_rows) + len(val_rows or [])} recordings ...")
     conv = (model_config["conv_kernel"], model_config["conv_stride"])
-    train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict, conv)
+    train_utts, report = check_rows(train_rows, vocab, spec.sample_rate, cfg.strict, conv, _source(cfg, "train"))
     report_check(report, "train")
-    bad = list(report.bad)
+    bad = BadFiles()
+    bad += report.bad  # its counts too, not only the rows it kept
     if val_rows is not None:
-        val_utts, val_report = check_rows(val_rows, vocab, spec.sample_rate, cfg.strict, conv)
+        val_utts, val_report = check_rows(val_rows, vocab, spec.sample_rate, cfg.strict, conv, _source(cfg, "val"))
         report_check(val_report, "val")
         bad += val_report.bad
     else:
@@ -209,7 +217,8 @@ def train_speech(cfg: SpeechTrainConfig) -> SpeechRunResult:
             "val_utterances": len(val_utts), "train_hours": round(hours, 3), "padding_fraction": round(pad, 4),
             "padding_fraction_unbucketed": round(pad_random, 4),
             "unknown_characters": dict(report.unknown.most_common()),
-            "skipped_rows": [{"row": b.where, "path": b.path, "reason": b.reason} for b in bad]}
+            "skipped_rows": [{"row": b.where, "path": b.path, "reason": b.reason} for b in bad],  # the first KEPT
+            "skipped": bad.summary()}
     writer = MetricsWriter(out, cfg.resume, base, ("val_loss", "val_wer", "val_cer"), "val_cer", "min")
     trainer = build_trainer(cfg, out, "val_cer", "min", [writer], len(bucketed), use_distributed_sampler=False)
     metrics = fit(trainer, task, writer, LoaderPair(loader(train_set, train_utts, True), loader(val_set, val_utts, False)),

@@ -170,14 +170,56 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
                 "by save_pretrained, or start from the embedded pretrained --backbone tiffin/tiny-en (offline), or "
                 "--no-pretrained"
             )
+    refuse_remote_code(Path(source), backbone)
+    if pretrained:
+        refuse_pickled_weights(Path(source), backbone)
     try:
-        if pretrained:
-            model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=True)
+        if pretrained:  # use_safetensors: never fall back to unpickling a .bin beside them
+            model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=True, use_safetensors=True)
         else:
             model = Wav2Vec2ForCTC(Wav2Vec2Config.from_pretrained(source, local_files_only=True))
     except (OSError, ValueError) as exc:
         raise TiffinError(f"--backbone {backbone}: cannot load it ({str(exc).splitlines()[0][:160]})") from None
     return model, read_vocab(source), str(source)
+
+
+def refuse_pickled_weights(folder: Path, backbone: str) -> None:
+    """Refuse a model folder whose weights are only pickles (pytorch_model.bin and its shards):
+    unpickling runs whatever the file names, and torch's weights-only guard turns a hostile one
+    into a traceback at best. tiffin reads weights from safetensors only, which hold tensors and
+    nothing else.
+
+    Raises:
+        TiffinError: no *.safetensors file, but pickled weights.
+    """
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+    if pickled:
+        raise TiffinError(f"--backbone {backbone}: {folder / pickled[0]} holds pickled weights, which tiffin does "
+                          "not load (unpickling runs code); convert them to safetensors where you trust the file "
+                          "(Wav2Vec2ForCTC.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)) "
+                          "and remove the .bin")
+
+
+def refuse_remote_code(folder: Path, backbone: str) -> None:
+    """Refuse a model folder (or Hub snapshot) whose config.json names code of its own (`auto_map`,
+    what transformers runs under trust_remote_code). tiffin builds transformers' own
+    Wav2Vec2ForCTC and never passes trust_remote_code, so such a model could only load as
+    something other than what its maker wrote; and its code is a program no signature vouches for.
+
+    Raises:
+        TiffinError: the config names custom code.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # transformers reports an unreadable config itself, with the file's name
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise TiffinError(f"--backbone {backbone}: {folder / 'config.json'} names model code of its own (auto_map), "
+                          "which only loads with trust_remote_code, and tiffin runs no model folder's code; "
+                          "give a wav2vec2 CTC model that transformers' own classes load (save_pretrained of "
+                          "Wav2Vec2ForCTC)")
 
 
 def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | None) -> bool:

@@ -111,9 +111,9 @@ class VideoClassificationData(pl.LightningDataModule):
             if samples[split] is None:
                 self.videos[split] = None
                 continue
-            videos, bad = probe_all(samples[split], strict, clip_duration)
-            for err in bad:
-                say(str(err), prefix="[yellow]skipped[/] ")
+            videos, bad = probe_all(samples[split], strict, clip_duration, origin.get(split, split))
+            for line in bad.lines("video"):  # the first few and counts, however many there are
+                say(line, prefix="[yellow]skipped[/] ")
             say_truncated(videos)
             self.skipped += bad
             self.videos[split] = videos

@@ -23,6 +23,7 @@ from tiffin.video_io import (
     probe,
 )
 from tiffin.train.choices import CLIP_SAMPLERS  # noqa: F401  re-exported
+from tiffin.train.bad_files import CHUNK, BadFiles, all_bad_so_far, early_stop_message
 from tiffin.train.table_io import open_table
 
 log = logging.getLogger("tiffin")
@@ -144,16 +145,19 @@ def check_classes(samples: list[Sample], option: str) -> list[str]:
     return labels
 
 
-def probe_all(samples: list[Sample], strict: bool = False, clip_duration: float | None = None
-              ) -> tuple[list[Video], list[MediaError]]:
-    """Probe every file (threads: PyAV releases the GIL); split into usable videos and errors.
+def probe_all(samples: list[Sample], strict: bool = False, clip_duration: float | None = None,
+              source: str = "the video list") -> tuple[list[Video], BadFiles]:
+    """Probe every file (threads: PyAV releases the GIL); split into usable videos and errors
+    (a BadFiles: the first ones kept, all counted, so a million bad rows cost little memory).
 
     A file cut short of its header (a scraped download) is used for the part that can be read
     when a `clip_duration` clip fits in it, and is an error otherwise; a segment must lie in
-    the readable part.
+    the readable part. Files are probed in chunks, in the order listed, so a list whose first
+    EARLY_STOP files are all bad stops there (`source` names the list in that error).
 
     Raises:
         MediaError: the first bad file, when `strict`.
+        TiffinError: none of the first EARLY_STOP files is usable.
     """
 
     def one(sample: Sample) -> Video | MediaError:
@@ -168,12 +172,20 @@ def probe_all(samples: list[Sample], strict: bool = False, clip_duration: float 
             return MediaError(str(sample.path), f"is {info.truncation}, too little for one {clip_duration:g} s clip")
         return Video(sample.path, sample.label, end - sample.start, sample.start, info.declared)
 
+    videos, bad = [], BadFiles()
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        results = list(pool.map(one, samples))
-    bad = [r for r in results if isinstance(r, MediaError)]
-    if bad and strict:
-        raise bad[0]
-    return [r for r in results if isinstance(r, Video)], bad
+        for at in range(0, len(samples), CHUNK):
+            for result in pool.map(one, samples[at : at + CHUNK]):
+                if isinstance(result, Video):
+                    videos.append(result)
+                    continue
+                # without its traceback: a kept error must not hold the probing frames alive
+                bad.add(result.with_traceback(None))
+                if strict:
+                    raise result
+            if all_bad_so_far(bad.total, len(videos)):
+                raise TiffinError(early_stop_message(source, bad, len(samples), "video"))
+    return videos, bad
 
 
 def drop_duplicates(samples: list[Sample], option: str) -> tuple[list[Sample], int]:

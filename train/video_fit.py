@@ -118,11 +118,12 @@ def _gather(cfg: VideoTrainConfig):
             raise TiffinError(f"validation classes {extra} do not occur in {train_opt}; every class needs training videos")
     say(f"probing {len(train) + len(val or [])} videos ...")
     clip = cfg.clip_duration or get_video_backbone(cfg.backbone).clip_duration
-    train_videos, bad = probe_all(train, cfg.strict, clip)
-    val_videos, bad_val = probe_all(val, cfg.strict, clip) if val is not None else (None, [])
+    train_videos, bad = probe_all(train, cfg.strict, clip, f"{train_opt} {cfg.train_folder or cfg.train_csv}")
+    val_source = f"--val-folder {cfg.val_folder}" if cfg.val_folder else f"--val-csv {cfg.val_csv}"
+    val_videos, bad_val = probe_all(val, cfg.strict, clip, val_source) if val is not None else (None, [])
     bad += bad_val
-    for err in bad:
-        say(str(err), prefix="[yellow]skipped[/] ")
+    for line in bad.lines("video"):  # the first few and counts: a million bad rows print a dozen lines
+        say(line, prefix="[yellow]skipped[/] ")
     say_truncated(train_videos + (val_videos or []))
     lost = sorted(set(labels) - {v.label for v in train_videos})
     if lost:
@@ -210,7 +211,8 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
 
     base = {"task": "video-classification", "backbone": cfg.backbone, "labels": labels, "strategy": cfg.strategy,
             "precision": cfg.precision, "train_videos": len(train_videos), "val_videos": len(val_videos),
-            "skipped_files": [{"path": e.path, "reason": e.reason} for e in bad],
+            "skipped_files": [{"path": e.path, "reason": e.reason} for e in bad],  # the first KEPT
+            "skipped": bad.summary(),
             "truncated_files": cut, "listed_missing": len(missing),
             "confusion_matrix_png": "confusion_matrix.png"}
     writer = MetricsWriter(out, cfg.resume, base, ("val_loss", "val_acc", "val_acc_top5"), "val_acc", "max")
