@@ -44,6 +44,7 @@ class Trainer(pl.Trainer):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("gradient_clip_val", 1.0)
         kwargs.setdefault("use_distributed_sampler", False)
+        _lightning1_spelling(kwargs)
         precision, accelerator = str(kwargs.get("precision", "32")), str(kwargs.get("accelerator", "auto"))
         if precision == "16-mixed" and (accelerator == "cpu" or (accelerator == "auto" and not _has_gpu())):
             # Lightning refuses fp16 AMP on a CPU; bf16 autocast is its CPU mixed precision
@@ -67,7 +68,7 @@ class Trainer(pl.Trainer):
 
     def predict(self, model: pl.LightningModule | None = None, dataloaders: Any = None,
                 datamodule: pl.LightningDataModule | None = None, output: str | None = None, top_k: int = 5,
-                **kwargs: Any) -> list[Any]:
+                skip_bad_files: bool = False, **kwargs: Any) -> list[Any]:
         """Predictions for a data module's `predict_*` files, in their order, through the path
         `tiffin predict` takes (video: softmax averaged over `predict_clips` clips; speech: long
         recordings in windows):
@@ -77,8 +78,9 @@ class Trainer(pl.Trainer):
         - `"top_k"`: per video, `[{"label", "score"}]` of the `top_k` best;
         - `"transcripts"` (speech default): the transcript per recording.
 
-        An unreadable file gives None (and a line saying why). With `dataloaders=`, or a data
-        module that is not tiffin's, this is Lightning's own `predict`.
+        A file that cannot be read is a one-line TiffinError naming it (never a silent None among
+        the answers); with `skip_bad_files=True` its place holds `{"file", "error"}` instead. With
+        `dataloaders=`, or a data module that is not tiffin's, this is Lightning's own `predict`.
         """
         files = getattr(datamodule, "predict_files", None) if datamodule is not None else None
         if dataloaders is not None or model is None or not hasattr(model, "predictor") or (
@@ -98,11 +100,16 @@ class Trainer(pl.Trainer):
         clips = getattr(datamodule, "predict_clips", 1)
         top = len(model.spec.labels) if output == "probabilities" else top_k
         results = model.predict(files, top_k=top, clips=clips)
+        bad = [r for r in results if "error" in r]
+        if bad and not skip_bad_files:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise TiffinError(f"{bad[0]['file']}: {bad[0]['error']}{more}; fix or remove it, or pass "
+                              "skip_bad_files=True to get {'file', 'error'} in its place")
         answers: list[Any] = []
         for r in results:
             if "error" in r:
                 say(f"{r['file']}: {r['error']}", prefix="[yellow]not predicted[/] ")
-                answers.append(None)
+                answers.append({"file": r["file"], "error": r["error"]})
             elif output == "transcripts":
                 answers.append(r["text"])
             elif output == "labels":
@@ -113,6 +120,35 @@ class Trainer(pl.Trainer):
                 scores = {x["label"]: x["score"] for x in r["labels"]}
                 answers.append([scores[label] for label in model.spec.labels])
         return answers
+
+
+def _lightning1_spelling(kwargs: dict[str, Any]) -> None:
+    """Flash's chapters write `Trainer(gpus=N, precision=16)`, which Lightning 2 refuses: `gpus`
+    becomes accelerator/devices (0: the CPU; -1: every GPU; a GPU count where there is none: the
+    CPU, said), an integer 16 becomes "16-mixed"; each with a note of the Lightning 2 spelling."""
+    if "gpus" in kwargs:
+        gpus = kwargs.pop("gpus")
+        count = _gpu_count()
+        wanted = count if gpus in (-1, "-1") else int(gpus or 0)
+        if wanted == 0 or count == 0:
+            kwargs.setdefault("accelerator", "cpu")
+            kwargs.setdefault("devices", "auto")
+            where = "the CPU" + (" (no GPU here)" if gpus not in (0, "0", None) else "")
+        else:
+            kwargs.setdefault("accelerator", "gpu")
+            kwargs.setdefault("devices", -1 if gpus in (-1, "-1") else wanted)
+            where = f"{wanted} GPU(s)"
+        say(f"gpus={gpus!r} is Lightning 1's spelling; running on {where} as accelerator="
+            f"{kwargs['accelerator']!r}, devices={kwargs['devices']!r}", prefix="[yellow]note[/] ")
+    if kwargs.get("precision") in (16, "16"):
+        say("precision=16 is Lightning 1's spelling; Lightning 2 calls it '16-mixed'", prefix="[yellow]note[/] ")
+        kwargs["precision"] = "16-mixed"
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _has_gpu() -> bool:

@@ -97,6 +97,15 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
 
         return sorted(VIDEO_BACKBONES, key=lambda name: (not VIDEO_BACKBONES[name].embedded, name))
 
+    @staticmethod
+    def get_backbone_details(backbone: str) -> dict:
+        """One backbone's name, family, params, frames x rate, crop, GFLOPs, Kinetics-400 top-1, where
+        its weights come from (and whether they are here) and its preprocessing (Flash's call; the
+        rows of `tiffin backbones video --json`)."""
+        from tiffin.train.backbones import video_backbone_details
+
+        return video_backbone_details(backbone)
+
     @property
     def labels(self) -> list[str]:
         return list(self.spec.labels)

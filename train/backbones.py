@@ -118,6 +118,30 @@ def get_video_backbone(name: str) -> VideoBackbone:
         ) from None
 
 
+def video_backbone_details(name: str) -> dict:
+    """Everything about one video backbone, as `tiffin backbones video --json` lists it and
+    `VideoClassifier.get_backbone_details(name)` returns it: size, zoo input, cost, Kinetics-400
+    top-1, where its weights come from and whether they are here, and its preprocessing.
+
+    Raises:
+        TiffinError: unknown name, with the list of known ones.
+    """
+    from tiffin.spec import KINETICS_MEAN, KINETICS_STD
+
+    b = get_video_backbone(name)
+    weights = embedded_dir(b.name) / b.weights_file if b.embedded else hub_checkpoint_dir() / b.weights_file
+    return {
+        "name": b.name, "family": b.hub_fn.split("_")[0], "embedded": b.embedded, "params": b.params,
+        "frames": b.frames, "sampling_rate": b.sampling_rate, "clip_duration": b.clip_duration, "side": b.side,
+        "crop": b.crop, "gflops_per_view": b.gflops, "kinetics400_top1": None if b.embedded else b.top1,
+        "weights_path": str(weights), "weights_present": weights.is_file(),
+        "weights_url": None if b.embedded else b.weights_url,
+        "preprocessing": {"num_frames": b.frames, "clip_duration": b.clip_duration, "side_size": b.side,
+                          "crop_size": b.crop, "mean": list(KINETICS_MEAN), "std": list(KINETICS_STD),
+                          "slowfast_alpha": b.slowfast_alpha},
+    }
+
+
 @dataclass(frozen=True)
 class SpeechBackbone:
     """A wav2vec2 CTC backbone: a Hugging Face model id, or a config tiffin builds itself.

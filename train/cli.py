@@ -203,19 +203,10 @@ def backbones_video(as_json: bool = typer.Option(False, "--json", help="Print JS
     from rich.console import Console
     from rich.table import Table
 
-    from tiffin.train.backbones import VIDEO_BACKBONES, embedded_dir, hub_checkpoint_dir
+    from tiffin.train.backbones import VIDEO_BACKBONES, hub_checkpoint_dir, video_backbone_details
 
-    rows = []
-    # embedded (pretrained, shipped, offline) first
-    for b in sorted(VIDEO_BACKBONES.values(), key=lambda b: not b.embedded):
-        weights = embedded_dir(b.name) / b.weights_file if b.embedded else hub_checkpoint_dir() / b.weights_file
-        rows.append({
-            "name": b.name, "embedded": b.embedded, "params": b.params, "frames": b.frames,
-            "sampling_rate": b.sampling_rate, "clip_duration": b.clip_duration, "side": b.side, "crop": b.crop,
-            "gflops_per_view": b.gflops, "kinetics400_top1": None if b.embedded else b.top1,
-            "weights_path": str(weights), "weights_present": weights.is_file(),
-            "weights_url": None if b.embedded else b.weights_url,
-        })
+    # embedded (pretrained, shipped, offline) first; the rows VideoClassifier.get_backbone_details gives
+    rows = [video_backbone_details(b.name) for b in sorted(VIDEO_BACKBONES.values(), key=lambda b: not b.embedded)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tiffin.audio_io import is_audio_file
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from tiffin.train.video_datamodule import media_files_in
+from tiffin.train.video_datamodule import media_files_in, one_or_many
 from tiffin.train.speech_files import json_lines as read_json_lines
 from tiffin.train.speech_data import (
     LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl, read_layout, read_table,
@@ -91,7 +91,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
         for split, rows in self.rows.items():
             if rows is not None and not rows:
                 raise TiffinError(f"the {split} data has no rows")
-        self.predict_files = [Path(p) for p in predict] if predict is not None else None
+        self.predict_files = one_or_many(predict)
         self.sampling_rate, self.batch_size, self.num_workers = sampling_rate, batch_size, num_workers
         self.val_split, self.strict, self.seed = val_split, strict, seed
         self.utterances: dict[str, list[Utterance]] = {}

@@ -28,6 +28,14 @@ from tiffin.train.video_files import (
 )
 from tiffin.video_io import is_video_file
 
+
+def one_or_many(files: str | Path | Sequence[str | Path] | None) -> list[Path] | None:
+    """Files to predict: a str or Path is one file (Flash's chapter writes `predict_files="a.wav"`;
+    iterating it would give one "file" per character), a sequence each of its items."""
+    if files is None:
+        return None
+    return [Path(files)] if isinstance(files, (str, Path)) else [Path(p) for p in files]
+
 SPLITS = ("train", "val", "test")
 
 
@@ -125,7 +133,7 @@ class VideoClassificationData(pl.LightningDataModule):
                 if not 0 < val_split < 1:
                     raise TiffinError(f"val_split={val_split}: give a fraction between 0 and 1")
                 self.videos["train"], self.videos["val"] = stratified_split(self.videos["train"], val_split, seed)
-        self.predict_files = [Path(p) for p in predict] if predict is not None else None
+        self.predict_files = one_or_many(predict)
         self.datasets: dict[str, VideoClipDataset] = {}
 
     # --- the ways in (Lightning Flash's names) -----------------------------------------------
