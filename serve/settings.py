@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from tiffin.errors import TiffinError
-from tiffin.limits import LIMITS, Limits, read_limits
+from tiffin.limits import LIMITS, Limits, env_number, read_limits
 
 # name -> (default, meaning); README's serving table is this table
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -62,14 +62,7 @@ def model_service_options(settings: Settings) -> dict:
 
 
 def _number(name: str, kind: type, minimum: float, env: dict[str, str]) -> int | float:
-    raw = env.get(name, VARIABLES[name][0])
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise TiffinError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number >= {minimum}")
-    return value
+    return env_number(name, kind, minimum, VARIABLES[name][0], env)
 
 
 def read_settings(env: dict[str, str] | None = None) -> Settings:

@@ -317,6 +317,10 @@ class Resampler:
         if self.new * (2 * width + self.orig) <= _MAX_TABLE:
             self.kernel, self.width = _sinc_kernel(self.orig, self.new)
             self.pending = np.zeros(self.width, np.float32)  # the left zero padding
+            # blocks pushed since the last run, joined only once a whole block of windows is there:
+            # joining on every push copied the pending input (up to 7 MB) once per decoded frame
+            self.waiting: list[np.ndarray] = []
+            self.waiting_len = 0
         else:
             import soxr
 
@@ -330,7 +334,10 @@ class Resampler:
             return self.stream.resample_chunk(wave, last=False)
         if self.kernel is None:
             return wave
-        self.pending = np.concatenate([self.pending, wave])
+        self.waiting.append(wave)
+        self.waiting_len += len(wave)
+        if len(self.pending) + self.waiting_len < (self.block - 1) * self.orig + self.kernel.shape[1]:
+            return np.zeros(0, np.float32)  # not a whole block of windows yet
         return self._windows()
 
     def flush(self) -> np.ndarray:
@@ -339,11 +346,14 @@ class Resampler:
             return self.stream.resample_chunk(np.zeros(0, np.float32), last=True)
         if self.kernel is None:
             return np.zeros(0, np.float32)
-        self.pending = np.concatenate([self.pending, np.zeros(self.width + self.orig, np.float32)])
+        self.waiting.append(np.zeros(self.width + self.orig, np.float32))
         before = self.emitted
         return self._windows(last=True)[: max(0, math.ceil(self.new * self.seen / self.orig) - before)]
 
     def _windows(self, last: bool = False) -> np.ndarray:
+        if self.waiting:
+            self.pending = np.concatenate([self.pending, *self.waiting])
+            self.waiting, self.waiting_len = [], 0
         taps = self.kernel.shape[1]
         n = (len(self.pending) - taps) // self.orig + 1 if len(self.pending) >= taps else 0
         if not last:

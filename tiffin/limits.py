@@ -51,16 +51,26 @@ class Limits:
     decode_seconds: float
 
 
-def _value(name: str, env: dict[str, str]) -> int | float:
-    limit = LIMITS[name]
-    raw = env.get(limit.env, limit.default)
+def env_number(name: str, kind: type, minimum: float, default: str, env: dict[str, str]) -> int | float:
+    """The number the variable `name` sets in `env` (else `default`): the one parser of tiffin's
+    numeric settings, the serving ones (tiffin.serve.settings) included.
+
+    Raises:
+        TiffinError: not a number of `kind`, or below `minimum`, naming the variable.
+    """
+    raw = env.get(name, default)
     try:
-        value = limit.kind(raw)
+        value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value < limit.minimum:
-        raise TiffinError(f"{limit.env}={raw!r}: give a {'whole ' if limit.kind is int else ''}number >= {limit.minimum:g}")
+    if value is None or value < minimum:
+        raise TiffinError(f"{name}={raw!r}: give a {'whole ' if kind is int else ''}number >= {minimum:g}")
     return value
+
+
+def _value(name: str, env: dict[str, str]) -> int | float:
+    limit = LIMITS[name]
+    return env_number(limit.env, limit.kind, limit.minimum, limit.default, env)
 
 
 def read_limits(env: dict[str, str] | None = None) -> Limits:
