@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tiffin.ctc_beam import BeamDecoder, BeamOptions
-    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.exporting import ExportOptions, export_model
     from tiffin.host import open_artifact
     from tiffin.ngram import build
 

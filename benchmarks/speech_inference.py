@@ -115,7 +115,7 @@ def main() -> None:
 
     from transformers import pipeline
 
-    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.exporting import ExportOptions, export_model
     from tiffin.export.parity import ParityError
     from tiffin.ctc import Vocabulary
     from tiffin.host import open_artifact
@@ -155,7 +155,7 @@ def main() -> None:
         timers[key] = tiffin_run(model)
     # the ONNX fp32 artifact on the table's other runtimes (OpenVINO, and its bf16 hint where the
     # CPU has bf16), each behind the gate on its own outputs (bf16's tolerances for the hint)
-    from tiffin.export.artifact import check_artifact
+    from tiffin.export.recheck import check_artifact
     from tiffin.runtimes import runtimes_for
 
     onnx = work / "tiffin-onnx-fp32"

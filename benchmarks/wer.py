@@ -62,7 +62,7 @@ def main() -> None:
     from tiffin.ctc_beam import BeamOptions
     from tiffin.ngram import build
     from tiffin.train.evaluate import TUNE_GRID, evaluate, tune_decoder
-    from tiffin.train.predict import load_predictor
+    from tiffin.api import open_predictor
 
     work = Path(tempfile.mkdtemp(prefix="tiffin-wer-"))
     started = time.perf_counter()
@@ -105,7 +105,7 @@ def main() -> None:
         results["sets"][name] = {"lm_sentences": s["lm_sentences"], "lm_vocabulary": s["lm_vocabulary"],
                                  "word_list": sum(1 for _ in open(s["words"]))}
     for model_name, source in models.items():
-        predictor = load_predictor(source)
+        predictor = open_predictor(source)
         for name, s in sets.items():
             def score(data: Path, **options) -> dict:
                 beam = BeamOptions(**options) if options else None

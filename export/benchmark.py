@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tiffin.cpu import precision_warning
-from tiffin.export.formats import FORMATS
+from tiffin.export.formats import FORMATS, PRECISIONS
 from tiffin.errors import TiffinError
 from tiffin.tasks import TASKS
 
@@ -54,8 +54,8 @@ def parse_targets(formats: str, precisions: str) -> list[tuple[str, str]]:
         if name not in known:
             raise TiffinError(f"--formats {name}: choose from {', '.join(known)}")
     for p in wanted:
-        if p not in ("fp32", "fp16", "bf16", "int8"):
-            raise TiffinError(f"--precisions {p}: choose from fp32, fp16, bf16, int8")
+        if p not in PRECISIONS:
+            raise TiffinError(f"--precisions {p}: choose from {', '.join(PRECISIONS)}")
     targets = [(n, p) for n in (["pytorch"] + [n for n in names if n != "pytorch"]) for p in known[n] if p in wanted]
     if ("pytorch", "fp32") not in targets:
         targets.insert(0, ("pytorch", "fp32"))  # the baseline of every speed-up
@@ -148,7 +148,8 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
     failed, skipped) and
     why, size, latency, throughput, speed-up, GFLOP/s, share of peak, parity and the task metric
     on `opts.data`. An export refused by the parity gate leaves no artifact, so it is not timed."""
-    from tiffin.export.artifact import ExportOptions, check_artifact, export_model
+    from tiffin.export.exporting import ExportOptions, export_model
+    from tiffin.export.recheck import check_artifact
     from tiffin.export.parity import CheckTooSlow, ParityError
     from tiffin.host import open_artifact
     from tiffin.runtimes import runtimes_for
@@ -157,8 +158,8 @@ def benchmark(opts: BenchOptions, progress: Callable[[int, int, str], None] = la
     given_artifact = None
     if Path(opts.model).is_dir() and (Path(opts.model) / "tiffin.json").is_file():
         # an artifact: time it as it is, against the PyTorch model it was exported from
-        from tiffin.artifact import read_artifact
-        from tiffin.export.artifact import source_model
+        from tiffin.artifact_json import read_artifact
+        from tiffin.export.source_model import source_model
 
         given_artifact, artifact_meta = Path(opts.model), read_artifact(Path(opts.model))
         source = source_model(given_artifact, artifact_meta,
@@ -263,13 +264,13 @@ def _timed(row: dict[str, Any], runner: Callable | None, scored, opts: BenchOpti
 
 def record_fastest(artifact: Path, rows: list[dict[str, Any]]) -> str:
     """Write the fastest runtime at batch 1 (else the smallest batch) that passed parity into
-    `artifact`'s tiffin.json (atomically), and return its name.
+    `artifact`'s tiffin.json (through its one writer, tiffin.artifact_json.write_meta), and
+    return its name.
 
     Raises:
         TiffinError: no runtime of the artifact's format ran it.
     """
-    import json
-    import os
+    from tiffin.artifact_json import read_artifact, write_meta
 
     timed = [r for r in rows if r["format"] != "pytorch" and r["status"] == "ok" and r.get("latency_ms")]
     if not timed:
@@ -282,12 +283,7 @@ def record_fastest(artifact: Path, rows: list[dict[str, Any]]) -> str:
         signed = bool(verify_artifact(artifact))
     except SignatureError:
         signed = False
-    path = Path(artifact) / "tiffin.json"
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["runtime"] = best["runtime"]
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_meta(artifact, {**read_artifact(artifact, check_model_file=False), "runtime": best["runtime"]})
     if signed:
         sign_artifact(artifact)
     return best["runtime"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from tiffin.errors import reported
+from tiffin.runtimes import runtime_help
 
 
 from tiffin.export.formats import FORMATS, PRECISIONS
@@ -50,7 +51,7 @@ def export_command(
                                  "dev set (CSV/TSV, JSON lines or a speech folder; not the test set) and record them."),
 ) -> None:
     """Export a model to ONNX, TorchScript or mobile; refused (nothing written) unless it matches PyTorch."""
-    from tiffin.export.artifact import ExportOptions, export_model
+    from tiffin.export.exporting import ExportOptions, export_model
     from tiffin.errors import TiffinError
 
     if batch != "dynamic" and not batch.isdigit():
@@ -85,11 +86,11 @@ def _tuned(model: Path, dev: Path, beam):
     """`beam` with the lm_weight / word_score that decode `dev` best (tiffin.train.evaluate.tuned_beam)."""
     from tiffin.errors import TiffinError
     from tiffin.train.evaluate import tuned_beam
-    from tiffin.train.predict import load_predictor
+    from tiffin.api import open_predictor
 
     if beam is None:
         raise TiffinError("--tune-on: give --words (and --lm): it tunes the beam decoder's weights")
-    beam, got = tuned_beam(load_predictor(model), dev, beam)
+    beam, got = tuned_beam(open_predictor(model), dev, beam)
     typer.echo(f"tuned on {dev} ({got['utterances']} recordings): --lm-weight {beam.lm_weight:g} --word-score "
                f"{beam.word_score:g}, WER {got['wer']} (given settings: {got['given']['wer']})", err=True)
     return beam
@@ -101,13 +102,13 @@ def check_command(
     data: Path = typer.Option(None, help="Real videos or recordings to check on too."),
     source: Path = typer.Option(None, help="The checkpoint or folder it was exported from [default: the one "
                                 "tiffin.json records, relative to the artifact]."),
-    runtime: str = typer.Option(None, help="Check it as this runtime runs it (onnxruntime, openvino, openvino-bf16, tensorrt) [default: "
+    runtime: str = typer.Option(None, help=f"Check it as this runtime runs it ({runtime_help()}) [default: "
                                 "the one tiffin.json records, else the format's first]."),
     check_budget: float = typer.Option(900, min=0.001, help="Seconds the check may take (judged after each batch)."),
     trust: list[Path] = TRUST,
 ) -> None:
     """Re-run an artifact's parity check against the model it came from; exit 2 if it fails."""
-    from tiffin.export.artifact import check_artifact
+    from tiffin.export.recheck import check_artifact
     from tiffin.trust import named
 
     report = check_artifact(artifact, data, source, runtime=runtime, budget_s=check_budget,

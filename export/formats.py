@@ -1,8 +1,11 @@
-"""The one table of export formats: name -> file, precisions, exporter.
+"""The exporter of each format of the formats table (tiffin.artifact_formats.ARTIFACT_FORMATS).
 
-Export, `tiffin check`, the benchmark and the CLI's choices all read this table; the runtime
-that runs each format's file is tiffin.runtimes' table. A new format is one module plus one row.
-The exporters are imported when called, so reading the table (the CLI does) imports no torch.
+The table itself (name, model file, precisions) is the contract's, so the schema and serving
+read it without tiffin.export; this module gives each row its exporter. Export, `tiffin check`,
+the benchmark and the CLI's choices all read FORMATS. An exporter takes (network, export spec,
+path, precision, opset, metadata to embed, calibration=) and returns the tiffin.json fields it
+adds (ONNX int8: `quantization`), never changing the metadata it was given. The exporters are
+imported when called, so reading the table (the CLI does) imports no torch.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from tiffin.artifact import MODEL_FILES
+from tiffin.artifact_formats import ARTIFACT_FORMATS, PRECISIONS
+
+__all__ = ["FORMATS", "Format", "PRECISIONS"]
 
 
-def _exporter(module: str, name: str) -> Callable:
-    """The exporter `name` of tiffin.export.`module`, imported on the first call."""
+def _exporter(target: str) -> Callable:
+    """The exporter a "module:function" names, imported on the first call."""
+    module, _, name = target.partition(":")
 
     def export(*args, **kwargs):
         from importlib import import_module
 
-        return getattr(import_module(f"tiffin.export.{module}"), name)(*args, **kwargs)
+        return getattr(import_module(module), name)(*args, **kwargs)
 
     export.__name__ = name
     return export
@@ -35,15 +41,6 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in [
-        Format("onnx", MODEL_FILES["onnx"], ("fp32", "fp16", "int8"), _exporter("onnx_format", "export_onnx"),
-               uses_opset=True),
-        Format("torchscript", MODEL_FILES["torchscript"], ("fp32", "bf16"),
-               _exporter("torchscript_format", "export_torchscript")),
-        Format("mobile", MODEL_FILES["mobile"], ("fp32",), _exporter("torchscript_format", "export_mobile")),
-        Format("pt2", MODEL_FILES["pt2"], ("fp32",), _exporter("pt2_format", "export_pt2")),
-    ]
+    row.name: Format(row.name, row.file, row.precisions, _exporter(row.exporter), row.uses_opset)
+    for row in ARTIFACT_FORMATS.values()
 }
-# every precision some format exports, in the table's order
-PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for f in FORMATS.values() for p in f.precisions))

@@ -1,7 +1,11 @@
-"""ONNX export (torch.onnx, TorchScript-based exporter) and its ONNX Runtime runner.
+"""ONNX export (torch.onnx, TorchScript-based exporter): the graph, its fp16 and int8 variants,
+and tiffin.json embedded in the file's metadata_props (the runtimes that run it are
+tiffin/runtimes.py's rows).
 
 fp16 converts the graph's float weights and ops to half with float32 inputs and outputs kept
-(onnxruntime's float16 converter), so callers feed and read the same arrays as for fp32.
+(onnxruntime's float16 converter), so callers feed and read the same arrays as for fp32. int8
+is ONNX Runtime quantization, recorded in tiffin.json's `quantization`, which the exporter
+returns rather than writing into the metadata it was given.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ DEFAULT_OPSET = 17
 
 
 def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                metadata: dict, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> None:
-    """Trace `net` on the spec's sample and write `path` with `metadata` in metadata_props.
+                metadata: dict, calibration: list[tuple[torch.Tensor, ...]] | None = None) -> dict:
+    """Trace `net` on the spec's sample and write `path` with `metadata`, and what this adds to
+    it, in metadata_props; return what it adds to tiffin.json (int8: `quantization`).
 
     int8 is ONNX Runtime quantization of the fp32 graph, by the method measured to pay off per
     task: speech, dynamic int8 on the MatMuls (about 1.7x on CPU for wav2vec2); video, static
@@ -36,12 +41,13 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
             output_names=[o.name for o in spec.outputs], dynamic_axes=spec.dynamic_axes(),
             opset_version=opset or DEFAULT_OPSET, dynamo=False, do_constant_folding=True,
         )
+    added = {}
     if precision == "int8":
         from tiffin.tasks import TASKS
 
-        metadata["quantization"] = {**int8_settings(),
-                                    "method": "static QDQ" if TASKS[spec.task].static_int8 else "dynamic MatMul"}
-        _quantize(path, spec, calibration, metadata["quantization"]["reduce_range"])
+        added["quantization"] = {**int8_settings(),
+                                 "method": "static QDQ" if TASKS[spec.task].static_int8 else "dynamic MatMul"}
+        _quantize(path, spec, calibration, added["quantization"]["reduce_range"])
     model = onnx.load(str(path))
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -49,8 +55,9 @@ def export_onnx(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: s
         model = _topologically_sorted(convert_float_to_float16(model, keep_io_types=True))
     onnx.checker.check_model(model)
     entry = model.metadata_props.add()
-    entry.key, entry.value = "tiffin", json.dumps(metadata)
+    entry.key, entry.value = "tiffin", json.dumps({**metadata, **added})
     onnx.save(model, str(path))
+    return added
 
 
 def _quantize(path: Path, spec: ExportSpec, calibration: list[tuple[torch.Tensor, ...]] | None,

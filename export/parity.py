@@ -162,3 +162,21 @@ def check_parity(
             f"+ rtol {tolerance['rtol']:g} x |value|")
     agreement.check(report[agreement.key], tolerance)
     return report
+
+
+def conv_of(loaded) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A loaded speech network's conv kernels and strides (how many frames each utterance owns:
+    `check_parity`'s `conv`); None for a video network."""
+    return (loaded.net.kernels, loaded.net.strides) if getattr(loaded.net, "kernels", None) else None
+
+
+def slow_hint(precision: str, exporting: bool = True) -> str:
+    """What to do about a check past its budget (`check_parity`'s `slow_hint`): the precision's
+    own reason first, where there is one."""
+    from tiffin.cpu import precision_warning
+
+    wrote = "; nothing was written" if exporting else ""
+    reason = precision_warning(precision)
+    if reason:
+        return f"{reason}{wrote}. Export fp32, or give --check-budget more seconds"
+    return f"give --check-budget more seconds (or fewer --check-data files){wrote}"

@@ -21,9 +21,12 @@ from tiffin.export.specs import ExportSpec
 
 
 def export_pt2(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-               metadata: dict, calibration=None) -> None:
+               metadata: dict, calibration=None) -> dict:
+    """Export the whole network with torch.export and save it with `metadata` as tiffin.json in its
+    extra files; adds nothing to tiffin.json."""
     dynamic = tuple({axis: torch.export.Dim.AUTO for axis in io.dynamic()} or None for io in spec.inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tensor-to-scalar notes from pytorchvideo's heads
         program = torch.export.export(net.eval(), tuple(spec.trace_sample()), dynamic_shapes=dynamic)
     torch.export.save(program, str(path), extra_files={"tiffin.json": json.dumps(metadata)})
+    return {}

@@ -52,13 +52,18 @@ def _trace(net: torch.nn.Module, spec: ExportSpec, precision: str) -> torch.jit.
 
 
 def export_torchscript(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                       metadata: dict, calibration=None) -> None:
+                       metadata: dict, calibration=None) -> dict:
+    """Trace (bf16: behind float32 boundaries), freeze and save with `metadata` as tiffin.json in
+    its extra files; adds nothing to tiffin.json."""
     traced = _trace(_channels_last(net), spec, precision).eval()
     torch.jit.save(torch.jit.freeze(traced), str(path), _extra_files={"tiffin.json": json.dumps(metadata)})
+    return {}
 
 
 def export_mobile(net: torch.nn.Module, spec: ExportSpec, path: Path, precision: str, opset: int | None,
-                  metadata: dict, calibration=None) -> None:
+                  metadata: dict, calibration=None) -> dict:
+    """The fp32 trace through `optimize_for_mobile`, saved for the lite interpreter with `metadata`
+    as tiffin.json in its extra files; adds nothing to tiffin.json."""
     from torch.utils.mobile_optimizer import MobileOptimizerType, optimize_for_mobile
 
     # Conv-BatchNorm fusion is skipped: on X3D (BatchNorm after depthwise 3-D convs) it changed the
@@ -66,3 +71,4 @@ def export_mobile(net: torch.nn.Module, spec: ExportSpec, path: Path, precision:
     optimized = optimize_for_mobile(_trace(net, spec, precision),
                                     optimization_blocklist={MobileOptimizerType.CONV_BN_FUSION})
     optimized._save_for_lite_interpreter(str(path), _extra_files={"tiffin.json": json.dumps(metadata)})
+    return {}

@@ -1,4 +1,5 @@
-"""Six fixes tiffin makes to BentoML internals, held to the exact version they were written against.
+"""The fixes tiffin makes to BentoML internals (`PATCHES`, one row each, listed below), held to
+the exact version they were written against.
 
 All replace private BentoML code, so each is written against the source of one release
 (BENTOML_VERSION, pinned in pyproject.toml and constraints.txt) and fingerprinted: before a

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tiffin.serve.artifacts import onnx_artifact
+from tiffin.serve.served_model import onnx_artifact
 from tiffin.errors import TiffinError
 from tiffin.tasks import TASKS
 
@@ -107,19 +107,21 @@ def bento_options(bentofile: Path, meta: dict[str, Any], model_tag: str, name: s
     python = {**(config.get("python") or {}), "wheels": [str(wheel.relative_to(context))]}
     if meta.get("decoder"):  # beam search in the service: flashlight-text, at the tested version
         python["packages"] = [*python.get("packages", []), _pinned("flashlight-text")]
-    from tiffin.runtimes import RUNTIMES
+    from tiffin.runtimes import RUNTIMES, runtime_for
 
-    if meta.get("runtime") and RUNTIMES[meta["runtime"]].device != "cpu":
-        # TensorRT's libraries are not what onnxruntime-gpu's pip extras bring: not bundled yet
-        raise TiffinError(f"this artifact records runtime {meta['runtime']}, which bentos do not bundle yet: remove "
+    # the runtime `tiffin benchmark --record` chose; its row says what a bento installs to run it
+    runtime = RUNTIMES[meta["runtime"]] if meta.get("runtime") else None
+    if runtime is not None and runtime.bento is None:
+        raise TiffinError(f"this artifact records runtime {runtime.name}, which bentos do not bundle yet: remove "
                           "\"runtime\" from its tiffin.json (ONNX Runtime; CUDA with --gpu)")
-    openvino = meta.get("runtime") and RUNTIMES[meta["runtime"]].module == "openvino"
-    if gpu and openvino:
-        raise TiffinError(f"--gpu: this artifact records runtime {meta['runtime']} (CPU); a GPU bento runs ONNX Runtime "
-                          "CUDA: remove \"runtime\" from its tiffin.json, or build without --gpu")
-    if openvino:  # the runtime `tiffin benchmark --record` chose, in place of ONNX Runtime
-        python["packages"] = [*(p for p in python.get("packages", []) if not p.startswith("onnxruntime")),
-                              _pinned("openvino")]
+    default = runtime_for("onnx").bento  # the package of the default row, which the bentofile lists
+    if runtime is not None and runtime.bento != default:
+        if gpu:
+            raise TiffinError(f"--gpu: this artifact records runtime {runtime.name} ({runtime.device.upper()}); a "
+                              "GPU bento runs ONNX Runtime CUDA: remove \"runtime\" from its tiffin.json, or build "
+                              "without --gpu")
+        python["packages"] = [*(p for p in python.get("packages", []) if not p.startswith(default)),
+                              _pinned(runtime.bento)]
     if gpu:  # the CUDA build of ONNX Runtime, with CUDA and cuDNN from pip (no CUDA base image needed)
         python["packages"] = [p if not p.startswith("onnxruntime") else f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_GPU}"
                               for p in python.get("packages", [])]

@@ -90,10 +90,17 @@ def start(artifact: str | Path, host: str = "127.0.0.1", port: int = 3000, worke
     with open(log, "w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(process, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", log, cleanup)
+    try:
+        return _ready(server, artifact, log, ready_timeout)
+    except BaseException:  # not ready, or interrupted while waiting (Ctrl-C): no server left running
+        server.stop()
+        raise
+
+
+def _ready(server: "Server", artifact: str | Path, log: Path, ready_timeout: float) -> "Server":
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            server.stop()
+        if server.process.poll() is not None:
             lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
             raise TiffinError(f"{artifact}: the server exited ({lines[-1].strip() if lines else 'no output'}); "
                               f"its log is {log}")
@@ -103,5 +110,4 @@ def start(artifact: str | Path, host: str = "127.0.0.1", port: int = 3000, worke
                     return server
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             time.sleep(0.3)
-    server.stop()
     raise TiffinError(f"{artifact}: the server was not ready in {ready_timeout:.0f} s; its log is {log}")

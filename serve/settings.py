@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 from tiffin.errors import TiffinError
 from tiffin.limits import LIMITS, Limits, env_number, read_limits
+from tiffin.runtimes import names, runtime_for, serving_runtimes
 
 # name -> (default, meaning); README's serving table is this table
 VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_ARTIFACT": ("", "artifact folder to serve (local runs); else the BentoML model TIFFIN_MODEL"),
     "TIFFIN_MODEL": ("", "BentoML model tag [default: the bento's own model, else tiffin-video:latest or tiffin-speech:latest]"),
     "TIFFIN_DEVICE": ("auto", "ONNX Runtime provider: auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda"),
-    "TIFFIN_RUNTIME": ("", "runtime of the model: onnxruntime, openvino, openvino-bf16 or tensorrt [default: the artifact's recorded one, else onnxruntime]"),
+    "TIFFIN_RUNTIME": ("", f"runtime of the model: {names(serving_runtimes())} [default: the artifact's recorded one, else "
+                           f"{runtime_for('onnx').name}]"),
     "TIFFIN_GPUS": ("0", "GPUs the model service declares to BentoML (its resources: BentoML gives it those devices); `tiffin build --gpu` bentos set 1"),
     "TIFFIN_THREADS": ("0", "ONNX Runtime intra-op threads per session; 0 = all cores (batching off: shared by the API workers)"),
     "TIFFIN_WORKERS": ("1", "API workers (decoding); the model runs in one worker of its own (batching off: in each API worker)"),
@@ -75,12 +77,8 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     if batching not in ("0", "1"):
         raise TiffinError(f"TIFFIN_BATCHING={batching!r}: give 1 (on) or 0 (off)")
     runtime = env.get("TIFFIN_RUNTIME", "") or None
-    if runtime is not None:
-        from tiffin.runtimes import RUNTIMES
-
-        if runtime not in RUNTIMES or not RUNTIMES[runtime].torch_free:
-            torch_free = [name for name, r in RUNTIMES.items() if r.torch_free]
-            raise TiffinError(f"TIFFIN_RUNTIME={runtime!r}: the services run on {', '.join(torch_free)}")
+    if runtime is not None and runtime not in [r.name for r in serving_runtimes()]:
+        raise TiffinError(f"TIFFIN_RUNTIME={runtime!r}: the services run on {names(serving_runtimes(), ', ')}")
     return Settings(
         artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device, runtime=runtime,
         gpus=int(_number("TIFFIN_GPUS", int, 0, env)), threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),

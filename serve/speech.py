@@ -18,7 +18,7 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from tiffin.serve.artifacts import ServedModel, served_artifact
+from tiffin.serve.served_model import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
 from tiffin.serve.openapi import TruthfulOpenApi
 from tiffin.serve.settings import model_service_options, read_settings
@@ -26,10 +26,8 @@ from tiffin.serve.uploads import (
     UploadError, UploadLimit, check_upload, error_response, media_error,
     model_call,
 )
-from tiffin.audio_io import audio_truncation, load_audio
 from tiffin.errors import MediaError
 from tiffin.host import SpeechPredictor, WaveLogits, use_recorded_decoder
-from tiffin.limits import DecodeBudget
 from tiffin.spec import SpeechSpec
 
 TASK = "speech-recognition"
@@ -73,10 +71,15 @@ class SpeechRecognizer:
         # batches them with other requests'): a model call's memory is bounded by the settings,
         # not by the upload (all windows of 30 min at once were one 170 MB request)
         spec = SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]})
-        self.host = SpeechPredictor(lambda waves: self.model.logits(waves), spec, meta["backbone"],
+        self.host = SpeechPredictor(self._logits, spec, meta["backbone"],
                                     pre["conv_kernel"], pre["conv_stride"], windows_per_call=self.settings.max_batch)
         self.spec = self.host.spec
         use_recorded_decoder(self.host, path, meta)  # `tiffin export --words/--lm`: transcripts in words
+
+    def _logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """The model worker's (or this worker's own) logits, a 503 when the model worker is lost."""
+        with model_call():
+            return self.model.logits(waves)
 
     @bentoml.api
     def transcribe(self, audio: Path, timestamps: bool = False) -> dict[str, Any]:
@@ -91,20 +94,15 @@ class SpeechRecognizer:
     def _transcribe(self, audio: Path, timestamps: bool = False) -> dict[str, Any]:
         check_upload(audio, "audio")
         try:
-            # refused before decoding when the headers declare more than TIFFIN_MAX_AUDIO_SECONDS,
-            # cut off at it when they understate; mixed down and resampled as it decodes, so the
-            # worker holds the recording at the model's rate and one block of the file
-            wave = load_audio(audio, self.spec.sample_rate, budget=DecodeBudget(str(audio), self.settings.limits))
+            # what `tiffin predict` runs per file: refused before decoding when the headers declare
+            # more than TIFFIN_MAX_AUDIO_SECONDS, cut off at it when they understate; mixed down and
+            # resampled as it decodes, so the worker holds the recording at the model's rate and one
+            # block of the file
+            got = self.host.predict_file(audio, timestamps=timestamps, limits=self.settings.limits)
         except MediaError as err:
             raise media_error(err, "audio") from None
-        cut = audio_truncation(audio, len(wave) / self.spec.sample_rate)
-        with model_call():
-            logits = self.host.recording_logits(wave)
-        answer = {"text": self.host.decode(logits), "duration_s": round(len(wave) / self.spec.sample_rate, 3),
-                  "backbone": self.host.backbone, **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})}
-        if timestamps and self.host.decoder is not None:
-            answer["words"] = self.host.decoder.words(logits, self.host.seconds_per_frame)
-        return answer
+        return {"text": got["text"], "duration_s": got["duration_s"], "backbone": self.host.backbone,
+                **{key: got[key] for key in ("warnings", "words") if key in got}}
 
 
 SpeechRecognizer.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

@@ -19,7 +19,7 @@ import bentoml
 import numpy as np
 from pydantic import BeforeValidator, Field
 
-from tiffin.serve.artifacts import ServedModel, served_artifact
+from tiffin.serve.served_model import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
 from tiffin.serve.openapi import TruthfulOpenApi
 from tiffin.serve.settings import model_service_options, read_settings
@@ -30,9 +30,6 @@ from tiffin.serve.uploads import (
 from tiffin.errors import MediaError
 from tiffin.host import VideoPredictor
 from tiffin.spec import VideoSpec
-from tiffin.inference import readable_warnings
-from tiffin.limits import DecodeBudget
-from tiffin.video_io import probe
 
 TASK = "video-classification"
 # what BentoML needs when it builds the classes; each instance reads the rest when it starts
@@ -79,7 +76,12 @@ class VideoClassifier:
         else:
             _, meta = served_artifact(self.settings, TASK, check_model_file=False)  # the model worker hashes it
         spec = VideoSpec.from_dict({**meta["preprocessing"], "labels": meta["labels"]})
-        self.host = VideoPredictor(lambda clips: self.model.logits(clips), spec, meta["backbone"])
+        self.host = VideoPredictor(self._logits, spec, meta["backbone"])
+
+    def _logits(self, clips: np.ndarray) -> np.ndarray:
+        """The model worker's (or this worker's own) logits, a 503 when the model worker is lost."""
+        with model_call():
+            return self.model.logits(clips)
 
     @bentoml.api
     def classify(self, video: Path, top_k: TopK = 5) -> dict[str, Any]:
@@ -92,18 +94,12 @@ class VideoClassifier:
     def _classify(self, video: Path, top_k: int) -> dict[str, Any]:
         check_upload(video, "video")
         try:
-            # one budget for the upload: frame size from the headers before decoding, then every
-            # decoded frame and the decoding time (tiffin.limits, the TIFFIN_MAX_* settings)
-            budget = DecodeBudget(str(video), self.settings.limits)
-            info = probe(video, budget)
-            warnings = readable_warnings(info, self.host.spec.clip_duration)
-            clips = self.host.clips(video, self.settings.clips, duration=info.duration, budget=budget)
+            # what `tiffin predict` runs per file, within the upload's decoding budget (the TIFFIN_MAX_* settings)
+            got = self.host.predict_file(video, top_k, self.settings.clips, limits=self.settings.limits)
         except MediaError as err:
             raise media_error(err, "video") from None
-        with model_call():
-            labels = self.host.labels(clips, top_k)
-        return {"labels": labels, "clips": len(clips), "duration_s": round(info.duration, 3),
-                "backbone": self.host.backbone, **({"warnings": warnings} if warnings else {})}
+        return {"labels": got["labels"], "clips": got["clips"], "duration_s": got["duration_s"],
+                "backbone": self.host.backbone, **({"warnings": got["warnings"]} if "warnings" in got else {})}
 
 
 VideoClassifier.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)

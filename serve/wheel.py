@@ -2,9 +2,11 @@
 
 A bento installs tiffin the way every other environment has it, as the package `tiffin`
 (imported as `tiffin.serve.video`, never as a loose `serve/` folder), but only the part that
-serving runs: no `tiffin.train`, no `tiffin.export`, no CLI, no embedded weights. The wheel is
-written from the installed package's own files, so `tiffin build` works the same from a source
-checkout and from an installed wheel.
+serving runs: no `tiffin.train`, no `tiffin.export`, no CLI, no training API (tiffin.video,
+tiffin.speech, tiffin.trainer: torch), no embedded weights. Every module it ships imports with
+what a bento installs (`LEFT_OUT` says why each other one is left out; tests/test_imports.py
+imports each, both ways). The wheel is written from the installed package's own files, so
+`tiffin build` works the same from a source checkout and from an installed wheel.
 
 Run: `python -m tiffin.serve.wheel OUT_DIR` (what `make bento` does before `bentoml build`).
 """
@@ -17,20 +19,37 @@ import sys
 import zipfile
 from pathlib import Path
 
-# what serving imports of the contract: every torch-free module but the CLI (it wires train/export)
-_LEFT_OUT = {"cli.py", "__main__.py"}
+# package -> {module file: why a bento cannot import it}: the wheel ships every other module of
+# the contract and of tiffin.serve (a bento has neither torch nor typer, nor tiffin.train/.export)
+LEFT_OUT: dict[str, dict[str, str]] = {
+    "tiffin": {
+        "cli.py": "the `tiffin` command: typer, and it wires tiffin.train and tiffin.export",
+        "__main__.py": "`python -m tiffin`: the `tiffin` command",
+        "trust_cli.py": "`tiffin trust`: typer",
+        "video.py": "the training API (`from tiffin.video import VideoClassifier`): torch, Lightning, tiffin.train",
+        "speech.py": "the training API (`from tiffin.speech import SpeechRecognition`): torch, Lightning, tiffin.train",
+        "trainer.py": "the training API (`from tiffin import Trainer`): torch, Lightning, tiffin.train",
+    },
+    "tiffin.serve": {"cli.py": "`tiffin serve` and `tiffin build`: typer"},
+}
 
 
 def _files() -> list[tuple[str, Path]]:
-    """(path inside the wheel, file on disk) for the contract modules and tiffin.serve."""
-    import tiffin
-    import tiffin.serve
+    """(path inside the wheel, file on disk) for the contract modules and tiffin.serve, but LEFT_OUT."""
+    from importlib import import_module
 
-    contract = Path(tiffin.__file__).parent
-    stage = Path(tiffin.serve.__file__).parent
-    files = [(f"tiffin/{p.name}", p) for p in sorted(contract.glob("*.py")) if p.name not in _LEFT_OUT]
-    files += [(f"tiffin/serve/{p.name}", p) for p in sorted(stage.glob("*.py"))]
+    files = []
+    for package, left_out in LEFT_OUT.items():
+        folder = Path(import_module(package).__file__).parent
+        inside = package.replace(".", "/")
+        files += [(f"{inside}/{p.name}", p) for p in sorted(folder.glob("*.py")) if p.name not in left_out]
     return files
+
+
+def shipped_modules() -> list[str]:
+    """The dotted names of the modules the wheel ships (`tiffin.host`, `tiffin.serve.video`, ...)."""
+    return [name[: -len("/__init__.py")].replace("/", ".") if name.endswith("/__init__.py")
+            else name[: -len(".py")].replace("/", ".") for name, _ in _files()]
 
 
 def _record_hash(data: bytes) -> str:

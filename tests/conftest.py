@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
-from tests.speech_media import write_corpus
-from tiffin.train.synthetic import make_motion_dataset
+pytest.register_assert_rewrite("tests.helpers")  # its asserts explain themselves as a test module's do
+
+from tests.helpers import tiffin  # noqa: E402
+from tests.speech_media import write_corpus  # noqa: E402
+from tiffin.train.synthetic import make_motion_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,15 +21,6 @@ def config_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("config")
     os.environ["TIFFIN_CONFIG_DIR"] = str(folder)
     return folder
-
-
-def tiffin(*args):
-    """Run the `tiffin` CLI in-process (typer's runner); the result has exit_code and output."""
-    from typer.testing import CliRunner
-
-    from tiffin.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="session")
@@ -101,33 +92,3 @@ def corpus_predictions(artifacts, media_corpus) -> dict[Path, dict]:
         answers.update({Path(entry["file"]): entry for entry in json.loads(result.stdout)})
     return answers
 
-
-def write_frames(path: Path, frames: np.ndarray, fps: int = 10, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                 gop: int | None = None, pts_ms: list[int] | None = None) -> Path:
-    """Encode RGB frames with PyAV; `pts_ms` gives explicit (variable) frame times."""
-    _, height, width, _ = frames.shape
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if gop:
-            stream.codec_context.gop_size = gop
-        if pts_ms is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            if pts_ms is not None:
-                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def numbered_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
-    """Frames whose grey level encodes their index (index * 8), robust to lossy coding."""
-    return np.stack([np.full((height, width, 3), i * 8, dtype=np.uint8) for i in range(n)])
-
-
-def frame_index(frame: np.ndarray) -> int:
-    return int(round(float(frame.mean()) / 8))

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import write_frames
+from tests.helpers import write_frames
 
 OK = 200
 # The limits the services run with when they are tried with this corpus (the 8K frame cap is the default).

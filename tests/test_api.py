@@ -15,8 +15,8 @@ import psutil
 import pytest
 import pytorch_lightning as pl
 
-from tests.conftest import tiffin as run_cli
-from tests.test_serve import post_multipart
+from tests.helpers import tiffin as run_cli
+from tests.helpers import post_multipart
 from tiffin.ctc import error_counts
 from tiffin.errors import TiffinError
 from tiffin.train.synthetic import make_motion_dataset, make_speech_dataset
@@ -73,7 +73,15 @@ def test_video_listing_learns_predicts_and_saves(video_listing):
     checkpoint = __import__("torch").load(video_listing["checkpoint"], weights_only=False)
     assert checkpoint["tiffin"]["task"] == "video-classification"
     assert checkpoint["tiffin"]["spec"]["labels"] == CLASSES and checkpoint["tiffin"]["spec"]["clip_duration"] == 1.6
-    assert video_listing["trainer"].callback_metrics["val_acc"] >= 0
+    # default_root_dir= made it a run folder, as `tiffin train --out` keeps one
+    root, trainer = video_listing["root"], video_listing["trainer"]
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics == trainer.run_metrics and [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2]
+    assert metrics["val_acc"] == pytest.approx(float(trainer.callback_metrics["val_acc"]))
+    assert metrics["strategy"] == "freeze" and metrics["labels"] == CLASSES and metrics["val_videos"] == 8
+    assert (root / "checkpoints" / "best.ckpt").is_file() and (root / "confusion_matrix.png").is_file()
+    best = __import__("torch").load(root / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == metrics["best_epoch"] and metrics["best_val_acc"] == max(e["val_acc"] for e in metrics["epochs"])
 
 
 def test_the_cli_reads_what_the_api_saved_and_the_api_reads_the_cli(video_listing, checkpoints, videos):

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from tests.conftest import numbered_frames, write_frames
+from tests.helpers import numbered_frames, write_frames
 from tiffin.audio_io import load_audio, read_audio, resample
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary, edit_distance, error_rates
 from tiffin.errors import MediaError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tiffin
+from tests.helpers import tiffin
 from tests.media_corpus import CASES, OK
 from tests.speech_media import write_corpus
 from tiffin.ctc import Vocabulary

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.test_serve import post_multipart, predict_json, slow_video
+from tests.helpers import post_multipart, predict_json, slow_video
 
 pytestmark = pytest.mark.docker
 HEAVY = ("torch", "lightning", "pytorch-lightning", "transformers", "pytorchvideo", "torchaudio")

@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from tiffin.ctc import Vocabulary
+from tests.helpers import VOCAB, frames, spell
 from tiffin.ctc_beam import BeamDecoder, BeamOptions, arpa_unigrams, read_words
 from tiffin.errors import TiffinError
-
-VOCAB = Vocabulary()  # wav2vec2-base-960h's: upper case, "|" between words, "<pad>" the blank
-
-
-def frames(path: list[str | dict[str, float]], peak: float = 6.0) -> np.ndarray:
-    """Logits [frames, vocab]: each step one token at `peak` (or several, {token: logit}), a blank
-    frame after each so repeated letters stay apart."""
-    rows = []
-    for step in path:
-        for choice in (step if isinstance(step, dict) else {step: peak}, {"<pad>": peak}):
-            row = np.zeros(len(VOCAB), dtype=np.float32)
-            for token, value in choice.items():
-                row[VOCAB.index[token]] = value
-            rows.append(row)
-    return np.stack(rows)
-
-
-def spell(*words: str, ambiguous: dict[int, dict[str, float]] | None = None) -> list:
-    """The frame path of `words` (letters, "|" between), with steps replaced by `ambiguous`."""
-    path = [c for w in words for c in list(w) + ["|"]][:-1]
-    for k, choice in (ambiguous or {}).items():
-        path[k] = choice
-    return path
 
 
 def test_the_lexicon_turns_a_misspelling_into_its_word(tmp_path):
@@ -98,7 +74,7 @@ def test_predict_and_evaluate_decode_in_words_from_an_artifact(artifacts, checkp
     evaluate scores the same transcripts."""
     import json
 
-    from tests.conftest import tiffin
+    from tests.helpers import tiffin
     from tests.speech_media import WORDS
 
     words = _words(tmp_path, " ".join(WORDS))
@@ -136,7 +112,7 @@ def test_tune_finds_the_settings_evaluate_then_scores_alike(artifacts, checkpoin
     reproduces its score exactly (the model ran once, decoding repeated)."""
     import json
 
-    from tests.conftest import tiffin
+    from tests.helpers import tiffin
     from tests.speech_media import WORDS
     from tiffin.ngram import build
     from tiffin.train.evaluate import TUNE_GRID
@@ -185,9 +161,9 @@ def test_an_artifact_carries_its_word_list_and_decodes_with_it(checkpoints, reco
     import json
     import shutil
 
-    from tests.conftest import tiffin
+    from tests.helpers import tiffin
     from tests.speech_media import WORDS
-    from tiffin.artifact import sha256
+    from tiffin.artifact_json import sha256
 
     words = _words(tmp_path, " ".join(WORDS))
     out = tmp_path / "a"
@@ -261,7 +237,7 @@ def test_hotwords_change_the_output_and_can_be_words_the_list_lacks(tmp_path):
 def test_hotwords_from_the_cli_and_in_an_artifact(artifacts, checkpoints, recordings, tmp_path):
     import json
 
-    from tests.conftest import tiffin
+    from tests.helpers import tiffin
     from tests.speech_media import WORDS
 
     words = _words(tmp_path, " ".join(WORDS))

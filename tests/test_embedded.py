@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiffin
-from tiffin.artifact import sha256
+from tests.helpers import tiffin
+from tiffin.artifact_json import sha256
 from tiffin.train.backbones import EMBEDDED_MODELS, embedded_dir
 
 # Measured on the shipped tiny-en: CER 0.40 on the sentence below ("VIOLD MAN WOKES HOMINVAER RANN"); margin above.

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiffin.artifact import sha256
-from tiffin.export.artifact import ExportOptions, export_model, read_artifact
+from tiffin.artifact_json import read_artifact, sha256
+from tiffin.export.exporting import ExportOptions, export_model
 from tiffin.export.formats import FORMATS
 from tiffin.export.onnx_format import read_onnx_metadata
 from tiffin.export.parity import ParityError
 from tiffin.export.specs import TOLERANCES
-from tests.conftest import tiffin
+from tests.helpers import tell_cpu_bf16, tiffin
 from tiffin.ctc import error_rates
 
 CASES = [(task, fmt, precision) for task in ("video", "speech") for fmt in FORMATS for precision in FORMATS[fmt].precisions]
@@ -159,10 +159,26 @@ def test_existing_artifacts_need_force_and_bad_options_are_one_line_errors(check
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
-def test_default_output_sits_in_the_run_folder(checkpoints):
-    result = tiffin("export", checkpoints["video"], "--format", "torchscript")
-    run = checkpoints["video"].parent.parent
-    assert result.exit_code == 0 and (run / "export" / "torchscript-fp32" / "model.pt").is_file()
+def test_default_output_sits_in_the_run_folder(checkpoints, tmp_path):
+    """Without --out, a checkpoint's RUN/checkpoints/X.ckpt exports to RUN/export/FORMAT-PRECISION.
+    The checkpoint is copied into a run folder of the test's own: the session's run, which other
+    tests read, is left as it was."""
+    import shutil
+
+    shared = checkpoints["video"].parent.parent
+    before = sorted(str(p.relative_to(shared)) for p in shared.rglob("*"))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model = shutil.copy2(checkpoints["video"], run / "checkpoints" / "best.ckpt")
+    result = tiffin("export", model, "--format", "torchscript")
+    assert result.exit_code == 0, result.output
+    out = run / "export" / "torchscript-fp32"
+    assert f"{out}: torchscript fp32, parity ok" in result.output, result.output  # and says where
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "tiffin.json", "tiffin.sig"]
+    meta = json.loads((out / "tiffin.json").read_text())
+    assert (meta["format"], meta["precision"]) == ("torchscript", "fp32")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "export"]  # nothing else beside the run
+    assert sorted(str(p.relative_to(shared)) for p in shared.rglob("*")) == before
 
 
 def test_calibration_data_can_be_a_csv_of_videos(checkpoints, motion_dataset, tmp_path):
@@ -184,22 +200,27 @@ def test_check_data_adds_real_inputs_to_the_parity_report(checkpoints, tmp_path)
     assert len(samples) == 3 and samples[-1]["inputs"][0][0] == 4  # 4 real recordings in the last batch
 
 
-def test_a_parity_check_past_its_time_budget_is_refused_after_the_batch_that_shows_it(checkpoints, tmp_path):
+def test_a_parity_check_past_its_time_budget_is_refused_after_the_batch_that_shows_it(checkpoints, tmp_path,
+                                                                                       monkeypatch):
     """The gate's check batches are timed as they run: once the pace so far projects the whole check
     past --check-budget, the export stops there, says how long it would take, and writes nothing."""
-    from tiffin.cpu import precision_warning
-
-    for precision in ("fp32", "bf16"):
-        out = tmp_path / precision
+    # bf16 on a CPU told it has bf16 instructions and on one told it has none (whatever this one has)
+    for precision, bf16 in (("fp32", None), ("bf16", True), ("bf16", False)):
+        if bf16 is not None:
+            tell_cpu_bf16(monkeypatch, bf16)
+        name = precision if bf16 is None else f"{precision}-{'with' if bf16 else 'without'}-bf16"
+        out = tmp_path / name
         result = tiffin("export", checkpoints["video"], "--format", "torchscript", "--precision", precision,
                         "--out", out, "--check-budget", "0.001")
         assert result.exit_code == 2, result.output
         said = result.output
         assert "parity check: 1 of " in said and "past the budget of 0.001 s (--check-budget)" in said, said
         assert "nothing was written" in said and "Traceback" not in said
-        if precision == "bf16" and precision_warning("bf16"):  # a CPU without bf16: the reason and the way out
-            assert "bf16 runs emulated" in said and "Export fp32" in said
-        assert not out.exists() and not list(tmp_path.glob(f".{precision}.partial-*"))
+        if bf16 is False:  # a CPU without bf16: the reason and the way out
+            assert "bf16 runs emulated" in said and "Export fp32" in said, said
+        else:
+            assert "emulated" not in said and "give --check-budget more seconds" in said, said
+        assert not out.exists() and not list(tmp_path.glob(f".{name}.partial-*"))
     result = tiffin("export", checkpoints["video"], "--out", tmp_path / "ok", "--check-budget", "600")
     assert result.exit_code == 0, result.output
     result = tiffin("check", tmp_path / "ok", "--check-budget", "0.001")  # tiffin check is bounded the same way

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from benchmarks.load import multipart_body
 from tests.fuzz_media import mutate, mutation
 from tests.media_corpus import LIMITS
-from tests.test_serve import running_server
+from tests.helpers import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DECODER_EXAMPLES = 3000

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiffin
+from tests.helpers import tiffin
 from tests.speech_media import write_corpus
 
 ROWS = 100_000  # the 100,000 rows took 47 s and 1.6 GB, printing a line each; a million reached 7.4 GB

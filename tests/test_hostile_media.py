@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tiffin, write_frames
-from tests.test_serve import service
+from tests.helpers import service, tiffin, write_frames
 from tiffin.errors import MediaError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,7 +315,7 @@ def test_the_model_worker_returns_memory_after_a_large_batch(artifacts):
     speech model left a worker at 3.9 GB); the served session gives them back after each run."""
     script = f"""
 import numpy as np, psutil
-from tiffin.serve.artifacts import ServedModel
+from tiffin.serve.served_model import ServedModel
 from tiffin.serve.settings import read_settings
 model = ServedModel(read_settings({{"TIFFIN_ARTIFACT": {str(artifacts["speech"])!r}}}), "speech-recognition")
 rss = lambda: psutil.Process().memory_info().rss / 2**20

@@ -2,12 +2,15 @@
 
 The stage folders sit at the repository root (the design card's layout) and install as
 tiffin.train, tiffin.export, tiffin.serve; train/ never imports export/, serve/ imports neither,
-and the contract (tiffin/*.py) imports no stage but in the CLI and the Python API that wire them.
+and the contract (tiffin/*.py) imports no stage but in the modules that wire them: the CLI, the
+Python API (inside its functions) and the training API (tiffin.video, .speech, .trainer), which the
+serving wheel leaves out (tests/test_imports.py imports every module, as a bento would).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -19,10 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("train", "export", "serve")
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at any depth (imports inside functions count too)."""
+def imported_modules(path: Path, inside_functions: bool = True) -> set[str]:
+    """Every module a file imports, at any depth (imports inside functions count too), or at
+    module level only."""
+    def walk(node: ast.AST):
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if inside_functions or not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                yield from walk(child)
+
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -54,10 +64,22 @@ def test_dependencies_point_one_way():
     assert not importers(("train",), ("tiffin.export", "tiffin.serve"))
     assert not importers(("export",), ("tiffin.serve",))
     assert not importers(("serve",), ("tiffin.train", "tiffin.export"))
-    contract = [p for p in (ROOT / "tiffin").glob("*.py")]
-    # the CLI and the Python API (tiffin.api, .video, .speech, .trainer) wire the stages together
-    wiring = ("cli.py", "__main__.py", "api.py", "video.py", "speech.py", "trainer.py")
-    assert contract and not importers(("tiffin",), tuple(f"tiffin.{s}" for s in STAGES), wiring)
+    from tiffin.serve.wheel import LEFT_OUT
+
+    # what the serving wheel ships of the contract imports no stage, but for the Python API, which
+    # wires them: each imported inside the function that uses it, never at module level. The
+    # modules that import stages at module level (the CLI, the training API) are the ones the wheel
+    # leaves out, each with its reason (serve/wheel.py)
+    wiring = {"api.py": "tiffin.load, Artifact.check/benchmark/serve/build",
+              "model_api.py": "what a trained model adds: predict, evaluate, export, serve"}
+    stages = tuple(f"tiffin.{s}" for s in STAGES)
+    shipped = {p.name: p for p in (ROOT / "tiffin").glob("*.py") if p.name not in LEFT_OUT["tiffin"]}
+    assert shipped and set(wiring) <= set(shipped)
+    assert not {(name, m) for name, p in shipped.items() if name not in wiring for m in imported_modules(p)
+                if any(m == f or m.startswith(f + ".") for f in stages)}
+    for name in wiring:
+        lazily = {m for m in imported_modules(shipped[name]) if m.startswith(stages)}
+        assert lazily and not lazily & imported_modules(shipped[name], inside_functions=False), name
 
 
 def test_a_wheel_of_the_repository_has_tiffin_as_its_only_top_level_package(tmp_path):
@@ -95,3 +117,68 @@ def test_every_task_row_names_parts_that_exist():
         module, _, cls = task.service.partition(":")
         assert (ROOT / module.replace("tiffin.serve", "serve").replace(".", "/")).with_suffix(".py").is_file()
         assert task.predictor.task == task.name and task.spec.__name__.lower().startswith(task.short)
+
+
+def test_no_file_but_the_runtimes_table_lists_runtime_names():
+    """Choices and help are read from tiffin.runtimes.RUNTIMES: a string (help, docstring, message)
+    that names two runtimes or more elsewhere is a list that a new row would leave out of date."""
+    from tiffin.runtimes import RUNTIMES
+
+    # a whole name: not onnxruntime-gpu, a package
+    name = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, RUNTIMES), key=len, reverse=True))
+                      + r")(?![\w-])")
+    lists = {}
+    for path in sources("tiffin", *STAGES):
+        if path == ROOT / "tiffin" / "runtimes.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = sorted(set(name.findall(node.value)))
+                if len(named) > 1:
+                    lists[f"{path.relative_to(ROOT)}:{node.lineno}"] = named
+    assert not lists
+    # and the check sees a list where there is one
+    assert len(set(name.findall("(onnxruntime, openvino or tensorrt; not onnxruntime-gpu)"))) == 3
+
+
+FAKE_ROW = """
+import json
+from tiffin.runtimes import RUNTIMES, Runtime
+
+RUNTIMES["fake-rt"] = Runtime("fake-rt", "onnx", True, lambda *a, **k: None, "tiffin[fake]", "rich", bento="rich")
+RUNTIMES["fake-torch"] = Runtime("fake-torch", "pt2", False, lambda *a, **k: None, "tiffin[train]", "torch")
+
+import typer.main
+from tiffin.cli import app
+from tiffin.serve.settings import VARIABLES, read_settings
+
+cli = typer.main.get_command(app)
+helps = {command: next(p.help for p in cli.commands[command].params if p.name == "runtime")
+         for command in ("predict", "evaluate", "check", "serve")}
+print(json.dumps({"helps": helps, "setting": VARIABLES["TIFFIN_RUNTIME"][1],
+                  "reads": read_settings({"TIFFIN_RUNTIME": "fake-rt"}).runtime}))
+"""
+
+
+def test_a_runtime_is_one_row(tmp_path, monkeypatch):
+    """A row added to RUNTIMES is in every --runtime help, TIFFIN_RUNTIME's check and help (torch-free
+    rows only) and the bento's requirements, with nothing else edited."""
+    out = subprocess.run([sys.executable, "-c", FAKE_ROW], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    for command, text in found["helps"].items():
+        assert "fake-rt" in text, (command, text)
+        assert ("fake-torch" in text) == (command != "serve"), (command, text)  # the services run torch-free rows
+    assert "fake-rt" in found["setting"] and "fake-torch" not in found["setting"] and found["reads"] == "fake-rt"
+
+    from importlib.metadata import version
+
+    from tiffin.runtimes import RUNTIMES, Runtime
+    from tiffin.serve.commands import BENTOFILE, bento_options
+
+    monkeypatch.setitem(RUNTIMES, "fake-rt", Runtime("fake-rt", "onnx", True, lambda *a, **k: None, "tiffin[fake]",
+                                                     "rich", bento="rich"))
+    meta = {"task": "video-classification", "backbone": "tiffin/tiny-motion", "precision": "fp32", "runtime": "fake-rt"}
+    (tmp_path / "context").mkdir()
+    packages = bento_options(BENTOFILE, meta, "m:1", "n", False, tmp_path / "context")["python"]["packages"]
+    assert f"rich=={version('rich')}" in packages and not any(p.startswith("onnxruntime") for p in packages)

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from tests.conftest import tiffin
-from tests.test_ctc_beam import VOCAB, frames, spell
+from tests.helpers import VOCAB, frames, spell, tiffin
 from tiffin.ctc_beam import BeamDecoder, BeamOptions
 from tiffin.errors import TiffinError
 from tiffin.ngram import build, build_arpa, sentences

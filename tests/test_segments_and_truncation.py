@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import frame_index, numbered_frames, tiffin, write_frames
+from tests.helpers import frame_index, numbered_frames, tiffin, write_frames
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
 from tiffin.train.video_data import VideoClipDataset

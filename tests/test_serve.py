@@ -13,48 +13,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-import uuid
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tiffin
+from tests.helpers import (ROOT, SERVER_PIDS, concurrently, post_multipart, predict_json, running_server,
+                           send_request, service, slow_video, tiffin, wait_until)
 from tests.media_corpus import LIMITS as CORPUS_LIMITS, OK
 from tests.speech_media import utterance
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(condition, seconds: float) -> bool:
-    """Whether `condition()` came true within `seconds` (polled)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def predict_json(artifact: Path, files: list[Path], *args) -> list[dict]:
-    result = tiffin("predict", artifact, *files, "--json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def service(monkeypatch, name: str, artifact: Path, **env):
-    """A service instance as BentoML creates it in a worker, configured through the environment."""
-    monkeypatch.setenv("TIFFIN_ARTIFACT", str(artifact))
-    for key, value in env.items():
-        monkeypatch.setenv(key, str(value))
-    from tiffin.serve import speech, video
-
-    return {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]()
 
 
 # --- torch-free ------------------------------------------------------------------------------
@@ -173,7 +143,7 @@ def test_serving_preprocessing_equals_training(monkeypatch, artifacts, motion_da
     waveform is the one the speech dataset gives; the served logits equal PyTorch's on them."""
     import torch
 
-    from tiffin.export.artifact import load_source, source_model
+    from tiffin.export.source_model import load_source, source_model
     from tiffin.serve.speech import SpeechModel
     from tiffin.serve.video import VideoModel
     from tiffin.audio_io import read_audio, resample
@@ -291,56 +261,6 @@ def test_bad_settings_are_one_line_errors(artifacts, checkpoints, tmp_path):
 
 # --- a real server -----------------------------------------------------------------------------
 
-SERVER_PIDS: dict[str, int] = {}  # url -> pid of the running `tiffin serve` (then `bentoml serve`)
-
-
-@contextmanager
-def running_server(artifact: Path, tmp_path: Path, **env):
-    """`tiffin serve ARTIFACT` in a process group of its own, ready, then stopped; yields its URL."""
-    from benchmarks.load import started_server
-
-    settings = {"BENTOML_HOME": str(tmp_path / "bentoml"), **{k: str(v) for k, v in env.items()}}
-    log = tmp_path / f"server-{len(SERVER_PIDS)}.log"
-    with started_server(["tiffin", "serve", str(artifact)], log, settings) as (url, pid):
-        SERVER_PIDS[url] = pid
-        yield url
-
-
-def post_multipart(url: str, field: str, data: bytes, filename: str = "upload.bin",
-                   fields: dict[str, str] | None = None) -> tuple[int, dict]:
-    """A multipart POST written by hand with urllib, as a client that is not BentoML's would."""
-    from benchmarks.load import multipart_body
-
-    boundary = uuid.uuid4().hex
-    body = multipart_body(boundary, [(k, None, v.encode()) for k, v in (fields or {}).items()] + [(field, filename, data)])
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    return _send(request)
-
-
-def _send(request: urllib.request.Request) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
-
-
-def concurrently(url: str, field: str, files: list[Path], fields: dict[str, str] | None = None) -> list[tuple]:
-    """POST every file at once, one thread each; the (status, body) answers in file order."""
-    answers: list[tuple] = [()] * len(files)
-
-    def send(i: int) -> None:
-        answers[i] = post_multipart(url, field, files[i].read_bytes(), files[i].name, fields)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return answers
-
-
 def send_corpus(url: str, field: str, media_corpus: list, predictions: dict, fields: dict[str, str] | None = None) -> int:
     """POST every corpus case meant for `field`; each must be answered as predict answers it or
     refused with its status and reason. How many were sent."""
@@ -396,7 +316,7 @@ def test_video_server_over_http(artifacts, videos, media_corpus, corpus_predicti
             (urllib.request.Request(url + "/classify", data=b"\x80\x04N.", method="POST",
                                     headers={"Content-Type": "application/vnd.bentoml+pickle"}), 415),  # never pickle
         ]:
-            assert _send(request)[0] == status
+            assert send_request(request)[0] == status
         assert post_multipart(url + "/classify", "wrong_field", b"x")[0] == 400
         assert post_multipart(url + "/classify", "video", videos[0].read_bytes(), fields={"top_k": "0"})[0] == 400
         # a JSON `true` is not a count (pydantic alone took it as top_k=1; schemathesis found it)
@@ -469,17 +389,6 @@ def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(artifacts, r
         short = recordings[0].read_bytes()
         answered = lambda: post_multipart(url + "/transcribe", "audio", short, "a.wav")[1].get("text") == expected  # noqa: E731
         assert wait_until(answered, seconds=120)
-
-
-def slow_video(path: Path) -> Path:
-    """A video whose classification takes a second or more with TIFFIN_CLIPS=48: many clips, each
-    decoded from a 320x240 stream with few key frames."""
-    from tests.conftest import write_frames
-
-    frames = np.zeros((150, 240, 320, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        frame[:, (i * 4) % 280:(i * 4) % 280 + 40] = 255
-    return write_frames(path, frames, fps=10, gop=150)
 
 
 def test_requests_in_flight_at_sigterm_finish_with_200(artifacts, tmp_path):

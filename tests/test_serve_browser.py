@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.test_serve import running_server
+from tests.helpers import running_server
 
 pytestmark = pytest.mark.browser
 

@@ -79,7 +79,7 @@ def test_length_buckets_cover_every_utterance_and_cut_padding():
     sampler = LengthBucketSampler(lengths, batch_size=8, seed=1)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler)
-    from tiffin.train.speech_fit import padding_fraction
+    from tiffin.train.speech_datamodule import padding_fraction
 
     unbucketed = [list(range(i, min(i + 8, 203))) for i in range(0, 203, 8)]
     assert padding_fraction(lengths, batches) < 0.1 < padding_fraction(lengths, unbucketed)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import tiffin
+from tests.helpers import tiffin
 from tests.speech_media import WORDS, utterance
 from tiffin.ctc import Vocabulary
 from tiffin.errors import TiffinError

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 import tiffin as tiffin_api
-from tests.conftest import tiffin
-from tiffin.artifact import sha256
+from tests.helpers import tiffin
+from tiffin.artifact_json import sha256
 from tiffin.errors import TiffinError
 from tiffin.signing import sign_artifact, verify_artifact
 

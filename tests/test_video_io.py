@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import frame_index, numbered_frames, write_frames
+from tests.helpers import frame_index, numbered_frames, write_frames
 from tiffin.errors import MediaError
 from tiffin.video_io import (
     center_crop,

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import tiffin, write_frames
+from tests.helpers import tiffin, write_frames
 from tiffin.errors import TiffinError
 from tiffin.train.video_layouts import read_split_layout
 

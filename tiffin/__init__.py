@@ -1,9 +1,12 @@
 """tiffin: fine-tune ready-made video and speech models, export them, serve them.
 
 One import name for everything: this folder is the shared contract (torch-free: CLI root, task
-table, specs, tiffin.json schema, runtimes, the host inference path, media decoding), and the
-stages, kept in the repository's top-level folders train/, export/ and serve/, install as
-`tiffin.train`, `tiffin.export` and `tiffin.serve` (pyproject.toml maps them).
+table, specs, tiffin.json schema, runtimes, the predictors, media decoding, the Python API's
+artifact side) plus the training API's entry points (tiffin.video, tiffin.speech,
+tiffin.trainer: torch and Lightning, never shipped in a bento; tests/test_imports.py checks
+which module pulls in what), and the stages, kept in the repository's top-level folders
+train/, export/ and serve/, install as `tiffin.train`, `tiffin.export` and `tiffin.serve`
+(pyproject.toml maps them).
 """
 
 __version__ = "0.1.0"

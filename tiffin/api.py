@@ -1,5 +1,5 @@
-"""The Python API past training: `tiffin.load`, `Artifact`, and what every model adds
-(`predict`, `export`, `serve`). The CLI's commands call the same functions.
+"""The Python API past training: `tiffin.load` and `Artifact` (what every model adds, `predict`,
+`export`, `serve`, is tiffin.model_api's). The CLI's commands call the same functions.
 
 Like the CLI, this module wires the stages together (tiffin.train, tiffin.export,
 tiffin.serve); each is imported where it is used, so opening and serving an ONNX artifact
@@ -15,15 +15,14 @@ Example:
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 
 
 def load(path: str | Path, runtime: str | None = None, trust: bool = False) -> Any:
-    """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free, run on `runtime`:
-    "onnxruntime", "openvino", "openvino-bf16" or "tensorrt" for ONNX; default: the one tiffin.json
+    """Open what tiffin reads: an artifact folder (an `Artifact`, torch-free, run on `runtime`: a
+    row of tiffin.runtimes.RUNTIMES that runs its format; default: the one tiffin.json
     records; `trust=True`: you trust this TorchScript / mobile / .pt2 artifact, which is a program,
     though no key trusted here signed it, see tiffin.trust), or a checkpoint, an
     embedded model name (`tiffin/tiny-motion`, `tiffin/tiny-en`) or a Hugging Face speech folder
@@ -36,24 +35,63 @@ def load(path: str | Path, runtime: str | None = None, trust: bool = False) -> A
     Raises:
         TiffinError: not something tiffin reads, with what to give instead.
     """
-    from tiffin.artifact import read_artifact
+    from tiffin.tasks import TASKS
+
+    loaded = _open(path, runtime, trust)
+    if isinstance(loaded, Artifact):
+        return loaded
+    # the task's model class (tiffin.video, tiffin.speech: torch), named by its row: they build on this module
+    return TASKS[loaded.task].part("model_class").from_loaded(loaded, source=path)
+
+
+def open_predictor(path: str | Path, runtime: str | None = None, trust: bool = False, *,
+                   option: str | None = None):
+    """The host predictor (tiffin.host) of anything `load` opens, opened now: an artifact on its
+    runtime, else the PyTorch model. What `tiffin predict` and `tiffin evaluate` run, through the
+    same `_predict` / `_evaluate` as `Artifact.predict` and `model.predict`. `option`: how the
+    caller's door spells the runtime in an error (the CLI's `--runtime openvino`).
+
+    Raises:
+        TiffinError: not something tiffin reads, or a runtime given for a PyTorch model.
+    """
+    return _open(path, runtime, trust, option=option, check=False).predictor()
+
+
+def _open(path: str | Path, runtime: str | None = None, trust: bool = False, *, option: str | None = None,
+          check: bool = True):
+    """The one dispatch of what tiffin reads: an `Artifact` for an artifact folder (read with every
+    check of tiffin.json and the model file when `check`; opening its predictor checks them in any
+    case), else the tiffin.train.predict LoadedModel of a checkpoint, embedded model or Hugging Face
+    folder (torch)."""
     from tiffin.errors import TiffinError
 
     if Path(path).is_dir() and (Path(path) / "tiffin.json").is_file():
-        read_artifact(path)  # every check of tiffin.json and the model file, now
+        if check:
+            from tiffin.artifact_json import read_artifact
+
+            read_artifact(path)  # every check of tiffin.json and the model file, now
         return Artifact(path, runtime=runtime, trust=trust)
     if runtime is not None:
+        if option is not None:
+            raise TiffinError(f"{option}: runtimes run exported artifacts; {path} is a PyTorch model "
+                              "(tiffin export it first)")
         raise TiffinError(f"runtime={runtime!r}: runtimes run exported artifacts; {path} is a PyTorch model")
     from tiffin.train.predict import load_model
 
-    loaded = load_model(path)
-    if loaded.task == "video-classification":
-        from tiffin.video import VideoClassifier
+    return load_model(path)
 
-        return VideoClassifier.from_loaded(loaded, source=path)
-    from tiffin.speech import SpeechRecognition
 
-    return SpeechRecognition.from_loaded(loaded, source=path)
+def is_pytorch_model(path: str | Path) -> bool:
+    """Whether `path` names a PyTorch model tiffin reads (an embedded model name, a file: a
+    checkpoint, or a Hugging Face folder) rather than an artifact folder, which `tiffin serve`
+    and `model.serve()` export to ONNX first. Anything else is read as an artifact, whose errors
+    say what one is."""
+    from tiffin.train.backbones import EMBEDDED_MODELS
+
+    path = Path(path)
+    if str(path) in EMBEDDED_MODELS or path.is_file():
+        return True
+    return path.is_dir() and not (path / "tiffin.json").is_file() and (path / "config.json").is_file()
 
 
 class Artifact:
@@ -71,7 +109,7 @@ class Artifact:
         when tiffin.json records no source file; `runtime`: a row of tiffin.runtimes to run on
         (default: the one tiffin.json records, else the format's first); `trust`: open it even
         when it is a program artifact no trusted key signed (tiffin.trust)."""
-        from tiffin.artifact import read_artifact
+        from tiffin.artifact_json import read_artifact
 
         self.path, self.runtime, self.trust = Path(path), runtime, trust
         self.meta: dict[str, Any] = read_artifact(self.path, check_model_file=False)
@@ -103,7 +141,8 @@ class Artifact:
         for video, `[{"file", "text", "duration_s"}]` for speech (with `words` when `timestamps` and
         a beam decoder is used); an unreadable file gets `error`. `decoding`: speech's decoder options
         as `tiffin predict` takes them (`decoder="auto"|"greedy"|"beam"`, `words`, `lm`, `beam_width`,
-        `lm_weight`, `word_score`); "auto" uses the word list / LM the artifact was exported with."""
+        `lm_weight`, `word_score`); "auto" uses the word list / LM the artifact was exported with.
+        `start=`/`end=` (seconds) predict that part of each file, as `tiffin predict --start/--end`."""
         return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
 
     def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
@@ -119,7 +158,7 @@ class Artifact:
         Raises:
             ParityError: the artifact no longer matches.
         """
-        from tiffin.export.artifact import check_artifact
+        from tiffin.export.recheck import check_artifact
 
         recorded = self.meta.get("source") or {}
         if source is None and self.model is not None and not (recorded.get("relative") or recorded.get("embedded")):
@@ -161,29 +200,49 @@ class Artifact:
 
 
 def _predict(predictor, files, top_k: int, clips: int, timestamps: bool, decoding: dict[str, Any]):
-    """`predictor.predict` with the decoder `decoding` asks for, the predictor's own restored after."""
+    """`predictor.predict` with the decoder `decoding` asks for, the predictor's own restored after:
+    the one implementation behind `Artifact.predict`, `model.predict` and `tiffin predict`.
+    `files`: paths (one str or Path is one file); `decoding`: tiffin.ctc_beam.decoder_choice's
+    options, and `start` / `end`: the seconds of each file to predict (`tiffin predict --start/--end`).
+
+    Raises:
+        TiffinError: bad decoder options, or `end` not after `start`.
+    """
     from tiffin.ctc_beam import decoder_choice
+    from tiffin.errors import TiffinError
     from tiffin.train.predict import with_decoder
 
+    decoding = dict(decoding)
+    start, end = float(decoding.pop("start", 0.0) or 0.0), decoding.pop("end", None)
+    end = None if end is None else float(end)
+    if start < 0:
+        raise TiffinError(f"start={start:g}: give the seconds of each file to start from (>= 0)")
+    if end is not None and end <= start:
+        raise TiffinError(f"end={end:g} is not after start={start:g}")
+    files = [files] if isinstance(files, (str, Path)) else files
     own = getattr(predictor, "decoder", None)
     try:
         with_decoder(predictor, decoder_choice(**decoding))
         extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
-        return predictor.predict([Path(f) for f in files], top_k=top_k, clips=clips, **extra)
+        return predictor.predict([Path(f) for f in files], top_k=top_k, clips=clips,
+                                 spans=[(start, end)] * len(files), **extra)
     finally:
         if hasattr(predictor, "decoder"):
             predictor.decoder = own
 
 
 def _evaluate(predictor, data, audio_column: str, text_column: str, clips: int, decoding: dict[str, Any],
-              tune: bool = False):
+              tune: bool = False, name: str | None = None):
+    """tiffin.train.evaluate's scores of `predictor` on `data` with the decoder `decoding` asks for,
+    the predictor's own restored after: the one implementation behind `Artifact.evaluate`,
+    `model.evaluate` and `tiffin evaluate`. `name`: the answer's `model` (default: the backbone)."""
     from tiffin.ctc_beam import decoder_choice
     from tiffin.train.evaluate import evaluate
 
     own = getattr(predictor, "decoder", None)
     try:
         return evaluate(predictor, Path(data), audio_column, text_column, clips, beam=decoder_choice(**decoding),
-                        tune=tune)
+                        tune=tune, name=name)
     finally:
         if hasattr(predictor, "decoder"):
             predictor.decoder = own
@@ -196,111 +255,3 @@ def _settings(options: dict[str, Any]) -> dict[str, str]:
         name = key.upper() if key.upper().startswith("TIFFIN_") else f"TIFFIN_{key.upper()}"
         out[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
     return out
-
-
-class ModelAPI:
-    """What tiffin's LightningModules add to training: `predict`, `export`, `serve`.
-
-    The class using it provides `loaded()` (a tiffin.train.predict LoadedModel over its network,
-    in eval mode) and `source` (the checkpoint or name it was loaded from, or None).
-    """
-
-    source: str | Path | None = None
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):
-        """A checkpoint written by `Trainer.save_checkpoint` or `tiffin train` (Lightning's loader),
-        remembered as the model's source (what `export` records in tiffin.json)."""
-        model = super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
-        model.source = Path(checkpoint_path)
-        return model
-
-    def predictor(self):
-        """The host predictor over this model in PyTorch: the path `tiffin predict` takes."""
-        return self.loaded().predictor()
-
-    def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
-                **decoding: Any) -> list[dict[str, Any]]:
-        """What `tiffin predict CHECKPOINT FILES --json` prints (see `Artifact.predict`; speech decodes
-        greedily unless `decoder="beam"` with `words=`/`lm=`)."""
-        was_training = self.training
-        try:
-            return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
-        finally:
-            self.train(was_training)
-
-    def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
-                 clips: int = 1, tune: bool = False, **decoding: Any) -> dict[str, Any]:
-        """What `tiffin evaluate CHECKPOINT DATA` prints: CER/WER on a speech CSV, accuracy on a class
-        folder; with `tune` (and `decoder="beam"`), the decoder settings with the lowest WER on DATA."""
-        was_training = self.training
-        try:
-            return _evaluate(self.predictor(), data, audio_column, text_column, clips, decoding, tune)
-        finally:
-            self.train(was_training)
-
-    def export(self, format: str = "onnx", precision: str = "fp32", out: str | Path | None = None, *,
-               force: bool = False, check_data: str | Path | None = None, calibration_data: str | Path | None = None,
-               batch: int | None = None, opset: int | None = None, words: str | Path | None = None,
-               lm: str | Path | None = None, beam_width: int = 50, lm_weight: float = 2.0, word_score: float = 0.0,
-               hotwords: Sequence[str] = (), hotword_weight: float = 5.0,
-               tune_on: str | Path | None = None) -> Artifact:
-        """Export behind the parity gate (`tiffin export`): the artifact, or nothing written.
-
-        `out` defaults to runs/BACKBONE/export/FORMAT-PRECISION. `words`/`lm`: a word list and
-        KenLM model a speech artifact decodes with, with the beam's settings (`tiffin export`'s
-        options); `tune_on`: a dev set on which lm_weight / word_score are chosen first.
-
-        Example:
-            >>> artifact = model.export(format="onnx", precision="fp32", out="exports/video")
-
-        Raises:
-            ParityError: the exported model does not match this one (its type says how:
-                ShapeMismatch, ToleranceExceeded, AgreementTooLow).
-            TiffinError: bad options.
-        """
-        from tiffin.errors import TiffinError
-        from tiffin.export.artifact import ExportOptions, export_model
-
-        beam = None
-        if words is not None or lm is not None:
-            from tiffin.ctc_beam import BeamOptions
-
-            beam = BeamOptions(Path(words) if words else None, Path(lm) if lm else None, beam_width, lm_weight,
-                               word_score, hotwords=tuple(hotwords), hotword_weight=hotword_weight)
-        elif hotwords or tune_on is not None:
-            raise TiffinError("export: hotwords= and tune_on= need words= (and lm=): they set the beam decoder")
-        if out is None:
-            out = Path("runs") / Path(str(self.hparams.backbone)).name / "export" / f"{format}-{precision}"
-        was_training = self.training
-        try:
-            if tune_on is not None:
-                from tiffin.train.evaluate import tuned_beam
-
-                beam = tuned_beam(self.predictor(), Path(tune_on), beam)[0]
-            path, _ = export_model(ExportOptions(
-                self.source, format, precision, opset, Path(out), Path(check_data) if check_data else None,
-                Path(calibration_data) if calibration_data else None, force, batch, beam), loaded=self.loaded())
-        finally:
-            self.train(was_training)
-        return Artifact(path, model=self)
-
-    def serve(self, port: int = 3000, host: str = "127.0.0.1", workers: int = 1, **settings: Any):
-        """Export to ONNX fp32 (behind the parity gate) in a temporary folder and serve that, torch-free,
-        as a child process; the folder goes when the server is stopped.
-
-        Example:
-            >>> with model.serve(port=0) as server:
-            ...     requests.post(server.url + "/classify", files={"file": open("a.mp4", "rb")})
-        """
-        from tiffin.serve.server import start
-
-        folder = Path(tempfile.mkdtemp(prefix="tiffin-serve-model-"))
-        artifact = self.export("onnx", "fp32", folder / "artifact")
-        try:
-            return start(artifact.path, host, port, workers, _settings(settings), cleanup=[folder])
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
-            raise

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from tiffin.ctc_beam import DECODERS
 from tiffin.errors import reported
 from tiffin.export.cli import TRUST, benchmark_command, check_command, export_command
+from tiffin.runtimes import runtime_help
 from tiffin.serve.cli import build_command, serve_command
 from tiffin.trust_cli import trust_app
 from tiffin.train.cli import LIMIT, backbones_app, pretrain_app, synth_app, train_app
@@ -34,16 +36,21 @@ HOTWORD = typer.Option(None, "--hotword", help="Speech, beam: a word to favour (
 HOTWORD_WEIGHT = typer.Option(5.0, help="Speech, beam: score added each time a --hotword is chosen.")
 
 
-RUNTIME = typer.Option(None, help="Artifacts: the runtime to run on (onnxruntime, openvino, openvino-bf16 or tensorrt for ONNX; see "
-                       "tiffin.runtimes) [default: the one tiffin.json records, else the format's first].")
+RUNTIME = typer.Option(None, help=f"Artifacts: the runtime to run on ({runtime_help()}; see tiffin.runtimes) "
+                       "[default: the one tiffin.json records, else the format's first].")
 
 
-def beam_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
-                 word_score: float, hotwords: list[str] | None = None, hotword_weight: float = 5.0):
-    """The decoder the options ask for (tiffin.ctc_beam.decoder_choice)."""
+def decoding_options(decoder: Enum, words: Path | None, lm: Path | None, beam_width: int, lm_weight: float,
+                     word_score: float, hotwords: list[str] | None = None, hotword_weight: float = 5.0
+                     ) -> dict[str, Any]:
+    """The decoder options as the Python API's predict/evaluate take them (tiffin.ctc_beam.decoder_choice's
+    arguments), checked now: a bad combination is refused before any model is opened."""
     from tiffin.ctc_beam import decoder_choice
 
-    return decoder_choice(decoder.value, words, lm, beam_width, lm_weight, word_score, hotwords or (), hotword_weight)
+    options = {"decoder": decoder.value, "words": words, "lm": lm, "beam_width": beam_width, "lm_weight": lm_weight,
+               "word_score": word_score, "hotwords": tuple(hotwords or ()), "hotword_weight": hotword_weight}
+    decoder_choice(**options)
+    return options
 
 
 app = typer.Typer(
@@ -88,14 +95,13 @@ def predict(
     from tiffin.limits import raise_limits
 
     raise_limits(limit or [])
-    from tiffin.train.predict import load_predictor, with_decoder
-
-    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
+    from tiffin.api import _predict, open_predictor
     from tiffin.trust import named
 
-    predictor = with_decoder(load_predictor(model, runtime, named(model, trust)), beam)
-    extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
-    results = predictor.predict(files, top_k=top_k, clips=clips, spans=[(start, end)] * len(files), **extra)
+    decoding = decoding_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
+    # the Python API's own path: what Artifact.predict and model.predict run
+    predictor = open_predictor(model, runtime, named(model, trust), option=f"--runtime {runtime}")
+    results = _predict(predictor, files, top_k, clips, timestamps, {**decoding, "start": start, "end": end})
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -133,15 +139,13 @@ def evaluate(
     from tiffin.limits import raise_limits
 
     raise_limits(limit or [])
-    from tiffin.train.evaluate import evaluate as run
-    from tiffin.train.predict import load_predictor
-
-    beam = beam_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
+    from tiffin.api import _evaluate, open_predictor
     from tiffin.trust import named
 
-    trusted = named(model, trust)
-    subject = load_predictor(model, runtime, trusted) if runtime is not None else model
-    scores = run(subject, data, audio_column, text_column, clips, beam=beam, tune=tune, trust=trusted)
+    decoding = decoding_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
+    # the Python API's own path: what Artifact.evaluate and model.evaluate run
+    predictor = open_predictor(model, runtime, named(model, trust), option=f"--runtime {runtime}")
+    scores = _evaluate(predictor, data, audio_column, text_column, clips, decoding, tune, name=str(model))
     typer.echo(json.dumps(scores))
     if tune:
         best = scores["tuned"]

@@ -77,7 +77,8 @@ def decoder_choice(decoder: str = "auto", words: str | Path | None = None, lm: s
 
 
 def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """tiffin.json's `decoder`: the settings and, per file, its name in the artifact and sha256."""
+    """tiffin.json's `decoder` (tiffin.artifact_schema.Decoder): the settings and, per file, its
+    name in the artifact and sha256; returned for the export to write (tiffin.artifact_json.write_meta)."""
     return {"kind": "beam", "beam_width": options.beam_width, "lm_weight": options.lm_weight,
             "word_score": options.word_score, "beam_threshold": options.beam_threshold,
             "hotwords": list(options.hotwords), "hotword_weight": options.hotword_weight,
@@ -86,7 +87,8 @@ def describe(options: BeamOptions, files: dict[str, tuple[str, str]]) -> dict[st
 
 
 def options_of(folder: Path, decoder: dict[str, Any]) -> BeamOptions:
-    """The BeamOptions of an artifact's recorded decoder, its files inside `folder`."""
+    """The BeamOptions of an artifact's recorded decoder (`describe`'s output, read back), its
+    files inside `folder`; absent keys take tiffin.artifact_schema.Decoder's defaults."""
     words, lm = decoder.get("words"), decoder.get("lm")
     return BeamOptions(words=Path(folder) / words["file"] if words else None,
                        lm=Path(folder) / lm["file"] if lm else None, beam_width=decoder["beam_width"],

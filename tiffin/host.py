@@ -1,10 +1,14 @@
-"""The one host inference path, torch-free: decode -> clips or windows -> session -> top-k or transcript.
+"""The predictors, and opening an artifact on its runtime; torch-free.
 
 A predictor holds a session (any callable from numpy inputs to numpy logits: an ONNX Runtime
 session, a TorchScript module, a PyTorch network wrapped by tiffin.train.predict, or a BentoML
-model service) and the artifact's or checkpoint's spec. `tiffin predict`, `tiffin evaluate`,
-the benchmark and both services all go through these classes, so an answer is the same
-wherever it is computed. `open_artifact` opens an exported model on its runtime.
+model service) and the artifact's or checkpoint's spec. Its `predict_file` does everything for
+one file (decoding budget, probe and decode, model call, top-k labels or transcript, warnings,
+word timestamps) and is the one per-file path: `predict` (what `tiffin predict`, `tiffin
+evaluate`, the Python API's `.predict`/`.evaluate` and the benchmark run) loops over it, and both
+services answer a request with it, so an answer is the same wherever it is computed.
+`open_artifact` opens an exported model on its runtime. The numpy steps around the network
+(clips, softmax averaging, padding, frame counts) are tiffin.inference's.
 """
 
 from __future__ import annotations
@@ -46,27 +50,46 @@ class VideoPredictor:
         # the labels tiffin.json's schema guarantees: its top-level list
         return cls(session, VideoSpec.from_dict({**meta["preprocessing"], "labels": meta["labels"]}), meta["backbone"])
 
-    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1,
-                spans: list[tuple[float, float | None]] | None = None) -> list[dict[str, Any]]:
-        """`[{"file", "labels": [{"label", "score"}]}]` in the order given, each of its span (start, end
-        seconds; None: the end) when `spans` are given, and `warnings` when a file is cut short (answered
-        from its readable part); an unreadable file gets `error`."""
+    def predict_file(self, file: str | Path, top_k: int = 5, clips: int = 1,
+                     span: tuple[float, float | None] = (0.0, None), limits=None) -> dict[str, Any]:
+        """Everything for one video: `{"file", "labels": [{"label", "score"}], "clips", "duration_s"}`,
+        with `start`/`end` for a span (seconds; None: the end) and `warnings` when the file is cut
+        short (answered from its readable part). Decoded within one DecodeBudget of `limits` (a
+        tiffin.limits.Limits; default: the TIFFIN_MAX_* settings), shared by the probe and every
+        clip. `clips` and `duration_s` are for a service's answer; `predict` leaves them out.
+
+        Raises:
+            MediaError: the file cannot be read, a span outside it, or over a limit.
+        """
         from tiffin.limits import DecodeBudget
         from tiffin.video_io import probe
 
-        results = []
-        for file, span in zip(files, spans or [(0.0, None)] * len(files)):
-            try:
-                budget = DecodeBudget(str(file))  # the TIFFIN_MAX_* limits, as serving applies them
-                info = probe(file, budget)
-                warnings = readable_warnings(info, self.spec.clip_duration)
-                batch = self.clips(file, clips, info.duration, span, budget)
-            except MediaError as err:
-                results.append({"file": str(file), "error": err.reason})
-                continue
-            results.append({"file": str(file), **_span_fields(span), "labels": self.labels(batch, top_k),
-                            **({"warnings": warnings} if warnings else {})})
-        return results
+        budget = DecodeBudget(str(file), limits)  # frame size from the headers, then every frame and the time
+        info = probe(file, budget)
+        warnings = readable_warnings(info, self.spec.clip_duration)
+        batch = self.clips(file, clips, info.duration, span, budget)
+        return {"file": str(file), **_span_fields(span), "labels": self.labels(batch, top_k), "clips": len(batch),
+                "duration_s": round(info.duration, 3), **({"warnings": warnings} if warnings else {})}
+
+    def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1,
+                spans: list[tuple[float, float | None]] | None = None, limits=None) -> list[dict[str, Any]]:
+        """`[{"file", "labels": [{"label", "score"}]}]` in the order given, each of its span (start, end
+        seconds; None: the end) when `spans` are given, and `warnings` when a file is cut short (answered
+        from its readable part); an unreadable file gets `error` (predict_file, file by file)."""
+        return [_listed(self.predict_file, file, span, ("clips", "duration_s"), top_k=top_k, clips=clips,
+                        limits=limits)
+                for file, span in zip(files, spans or [(0.0, None)] * len(files))]
+
+
+def _listed(predict_file: Callable[..., dict[str, Any]], file: str | Path, span: tuple[float, float | None],
+            service_only: tuple[str, ...], **options: Any) -> dict[str, Any]:
+    """One entry of `predict`'s list: predict_file's answer less the keys only services answer,
+    or `{"file", "error"}` for a file that cannot be read."""
+    try:
+        result = predict_file(file, span=span, **options)
+    except MediaError as err:
+        return {"file": str(file), "error": err.reason}
+    return {k: v for k, v in result.items() if k not in service_only}
 
 
 def _span_fields(span: tuple[float, float | None]) -> dict[str, float]:
@@ -154,32 +177,42 @@ class SpeechPredictor:
         return cls(WaveLogits(session, kernels, strides), SpeechSpec.from_dict({**pre, "vocab": meta["vocab"]}),
                    meta["backbone"], kernels, strides, windows_per_call)
 
+    def predict_file(self, file: str | Path, top_k: int = 5, clips: int = 1, timestamps: bool = False,
+                     span: tuple[float, float | None] = (0.0, None), limits=None) -> dict[str, Any]:
+        """Everything for one recording: `{"file", "text", "duration_s"}`, with `start`/`end` for a
+        span (seconds; None: the end), `words` (word, start, end in seconds of the file) when
+        `timestamps` and a beam decoder is set, and `warnings` when it is cut short. Decoded within a
+        DecodeBudget of `limits` (a tiffin.limits.Limits; default: the TIFFIN_MAX_* settings):
+        refused before decoding when the headers declare more audio than the limit, cut off at it
+        when they understate (`top_k` and `clips` are video options, accepted so every predictor
+        is called alike).
+
+        Raises:
+            MediaError: the file cannot be read, a span outside it, or over a limit.
+        """
+        from tiffin.audio_io import audio_truncation, load_audio
+        from tiffin.limits import DecodeBudget
+
+        wave = load_audio(file, self.spec.sample_rate, *span, budget=DecodeBudget(str(file), limits))
+        logits = self.recording_logits(wave)
+        result = {"file": str(file), **_span_fields(span), "text": self.decode(logits)}
+        if timestamps and self.decoder is not None:
+            result["words"] = [{**w, "start": round(w["start"] + span[0], 3), "end": round(w["end"] + span[0], 3)}
+                               for w in self.decoder.words(logits, self.seconds_per_frame)]
+        seconds = len(wave) / self.spec.sample_rate
+        cut = audio_truncation(file, seconds) if span == (0.0, None) else None
+        return {**result, "duration_s": round(seconds, 3),
+                **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})}
+
     def predict(self, files: list[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
-                spans: list[tuple[float, float | None]] | None = None) -> list[dict[str, Any]]:
+                spans: list[tuple[float, float | None]] | None = None, limits=None) -> list[dict[str, Any]]:
         """`[{"file", "text", "duration_s"}]` in the order given, each of its span (start, end
         seconds; None: the end) when `spans` are given, with `words` (word, start, end in seconds
         of the file) when `timestamps` and a beam decoder is set, and `warnings` when a recording is cut
-        short; an unreadable file gets `error`
-        (`top_k` and `clips` are video options, accepted so every predictor is called alike)."""
-        from tiffin.audio_io import audio_truncation, load_audio
-
-        results = []
-        for file, span in zip(files, spans or [(0.0, None)] * len(files)):
-            try:
-                wave = load_audio(file, self.spec.sample_rate, *span)
-            except MediaError as err:
-                results.append({"file": str(file), "error": err.reason})
-                continue
-            logits = self.recording_logits(wave)
-            result = {"file": str(file), **_span_fields(span), "text": self.decode(logits)}
-            if timestamps and self.decoder is not None:
-                result["words"] = [{**w, "start": round(w["start"] + span[0], 3), "end": round(w["end"] + span[0], 3)}
-                                   for w in self.decoder.words(logits, self.seconds_per_frame)]
-            seconds = len(wave) / self.spec.sample_rate
-            cut = audio_truncation(file, seconds) if span == (0.0, None) else None
-            results.append({**result, "duration_s": round(seconds, 3),
-                            **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})})
-        return results
+        short; an unreadable file gets `error` (predict_file, file by file; `top_k` and `clips` are
+        video options, accepted so every predictor is called alike)."""
+        return [_listed(self.predict_file, file, span, (), timestamps=timestamps, limits=limits)
+                for file, span in zip(files, spans or [(0.0, None)] * len(files))]
 
 
 Predictor = VideoPredictor | SpeechPredictor
@@ -220,7 +253,7 @@ def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", t
     Raises:
         TiffinError: an untrusted program artifact, or its runtime not installed.
     """
-    from tiffin.artifact import fixed_batch
+    from tiffin.artifact_json import fixed_batch
     from tiffin.runtimes import FixedBatch
 
     chosen = chosen_runtime(path, meta, runtime)
@@ -240,10 +273,10 @@ def open_session(path: str | Path, meta: dict[str, Any], device: str = "auto", t
 def open_artifact(path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True,
                   windows_per_call: int | None = 8, runtime: str | None = None, trust: bool = False
                   ) -> tuple[Predictor, dict[str, Any]]:
-    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact, on
+    """(predictor, tiffin.json) of an artifact folder, read with every check of tiffin.artifact_json, on
     `runtime` (open_session; `trust`: the caller trusts this program artifact explicitly); a
     speech artifact exported with a word list / LM decodes with them."""
-    from tiffin.artifact import read_artifact
+    from tiffin.artifact_json import read_artifact
 
     meta = read_artifact(path)
     predictor = predictor_for(meta, open_session(path, meta, device, threads, spinning, runtime, trust),

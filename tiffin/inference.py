@@ -1,9 +1,9 @@
-"""Host-side inference steps shared by `tiffin predict` and serving, in numpy.
+"""The numpy steps around the network: clips in, scores out; waveforms padded, frames counted.
 
 The network (PyTorch, ONNX Runtime) is whatever maps model inputs to logits; everything around
 it (which clips to decode, how scores are averaged and rounded, how waveforms are padded into a
-batch and logits cut back to each utterance) lives here once, so a served answer equals the
-CLI's on the same file.
+batch and logits cut back to each utterance) lives here once. The predictors that call these
+steps for a file, and opening an artifact, are tiffin.host's.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ OpenVINO's precision hint, on CPUs with AMX or AVX-512 bf16, judged by bf16's pa
 tolerances; `tensorrt` is ONNX Runtime's TensorRT provider on an NVIDIA GPU, fp16 allowed, not
 yet measured by this project). TorchScript, the lite interpreter and torch.export need torch,
 imported only when such an artifact is opened. The first row for a format is its default.
+
+A runtime is one row: the CLIs' `--runtime` help, the services' TIFFIN_RUNTIME check and help,
+and what a bento installs to run it are all read from here (`runtime_help`, `serving_runtimes`,
+`names`, `Runtime.bento`); no other file lists runtime names (tests/test_layout.py adds a row).
 """
 
 from __future__ import annotations
@@ -177,6 +181,9 @@ class Runtime:
     # whether opening the file runs its maker's code (TorchScript, .pt2): it loads only when
     # trusted (tiffin.trust); ONNX files are data, run by an interpreter of a fixed op set
     program: bool = False
+    # what a bento installs to run it (the distribution, pinned at the version installed here), in
+    # place of the default ONNX row's package that the bentofile lists; None: bentos do not bundle it
+    bento: str | None = None
 
     @property
     def installed(self) -> bool:
@@ -188,14 +195,16 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in [
-        Runtime("onnxruntime", "onnx", True, _onnx, "tiffin[cpu] (or tiffin[gpu])", "onnxruntime"),
+        Runtime("onnxruntime", "onnx", True, _onnx, "tiffin[cpu] (or tiffin[gpu])", "onnxruntime",
+                bento="onnxruntime"),
         # a recorded OpenVINO choice (`tiffin benchmark --record`) opened where OpenVINO is not
         # installed runs the same ONNX file on ONNX Runtime, with a warning
         Runtime("openvino", "onnx", True, OpenVinoSession, "tiffin[openvino]", "openvino", needs=_needs_openvino,
-                fallback="onnxruntime"),
+                fallback="onnxruntime", bento="openvino"),
         Runtime("openvino-bf16", "onnx", True, functools.partial(OpenVinoSession, precision="bf16"),
                 "tiffin[openvino]", "openvino", computes="bf16", needs=lambda: _needs_openvino() or _needs_bf16(),
-                fallback="openvino"),
+                fallback="openvino", bento="openvino"),
+        # TensorRT's libraries are not what onnxruntime-gpu's pip extras bring: bentos do not bundle it yet
         Runtime("tensorrt", "onnx", True, _tensorrt, "tiffin[gpu] and TensorRT's libraries", "onnxruntime",
                 computes="fp16", needs=_needs_tensorrt, fallback="onnxruntime", device="cuda"),
         Runtime("torchscript", "torchscript", False, TorchScriptSession, "tiffin[train]", "torch", program=True),
@@ -228,6 +237,23 @@ def runtime_for(format: str, name: str | None = None) -> Runtime:
 def runtimes_for(format: str) -> list[Runtime]:
     """Every runtime of the table that runs `format`, the default first."""
     return [r for r in RUNTIMES.values() if r.format == format]
+
+
+def names(runtimes: list[Runtime] | None = None, last: str = " or ") -> str:
+    """The runtimes' names as a phrase, "a, b, c or d" [default: every row of the table]."""
+    found = [r.name for r in (RUNTIMES.values() if runtimes is None else runtimes)]
+    return ", ".join(found[:-1]) + last + found[-1] if len(found) > 1 else "".join(found)
+
+
+def serving_runtimes() -> list[Runtime]:
+    """The rows serving runs on (no torch installed): TIFFIN_RUNTIME takes these."""
+    return [r for r in RUNTIMES.values() if r.torch_free]
+
+
+def runtime_help() -> str:
+    """Every runtime by the format it runs, for `--runtime`'s help: "a, b or c for onnx; d for torchscript; ..."."""
+    formats = dict.fromkeys(r.format for r in RUNTIMES.values())
+    return "; ".join(f"{names(runtimes_for(f))} for {f}" for f in formats)
 
 
 class FixedBatch:

@@ -149,7 +149,7 @@ def add_trusted_key(path: str | Path) -> str:
 
 def manifest(folder: str | Path) -> dict[str, str]:
     """name -> sha256 of every file under `folder` but the signature, names relative with '/'."""
-    from tiffin.artifact import sha256
+    from tiffin.artifact_json import sha256
 
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != SIGNATURE_FILE)

@@ -19,11 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from tiffin.api import ModelAPI
 from tiffin.ctc import BASE_960H_TOKENS, Vocabulary
 from tiffin.errors import TiffinError
+from tiffin.model_api import ModelAPI
 from tiffin.spec import SpeechSpec
-from tiffin.train.run_folder import say
+from tiffin.console import say
 from tiffin.train.speech_datamodule import SpeechRecognitionData
 from tiffin.train.speech_task import TASK, ErrorRate, SpeechRecognitionTask
 
@@ -78,7 +78,8 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
                     "head (vocab='from-data' learns your alphabet)")
             else:
                 chosen = backbone_vocab
-            fit_head(model, chosen, backbone_vocab)
+            if fit_head(model, chosen, backbone_vocab):
+                say(f"new CTC head for a vocabulary of {len(chosen.tokens)} tokens")
             rate, normalize = feature_settings(source)
             spec = SpeechSpec(sample_rate=sampling_rate or 16000, normalize=normalize, vocab=chosen.tokens).to_dict()
             model_config = json.loads(model.config.to_json_string())

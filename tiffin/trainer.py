@@ -7,10 +7,16 @@ model from scratch needs it), and the data modules shard their own batches acros
 sampler would break). `save_checkpoint` writes the self-describing checkpoint `tiffin train`
 writes: `tiffin predict`, `tiffin export` and `tiffin.load` read it.
 
+Given a folder (`default_root_dir=D`, which `tiffin train --out D` passes), a fit keeps the
+run folder `tiffin train` keeps there (train/run_folder.py): best/last checkpoints written
+atomically, metrics.json, logs, the confusion matrix or the Hugging Face export, and an exact
+resume with `finetune(..., ckpt_path="last")`. Without it, Lightning's defaults apply.
+
 Example:
     >>> trainer = tiffin.Trainer(max_epochs=3, accelerator="gpu", devices=1, precision="16-mixed")
     >>> trainer.finetune(model, datamodule=dm, strategy=("freeze_unfreeze", 1))
     >>> trainer.predict(model, datamodule=predict_dm, output="labels")
+    >>> tiffin.Trainer(max_epochs=3, default_root_dir="runs/mine").finetune(model, datamodule=dm)  # a run folder
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+from tiffin.console import say
 from tiffin.errors import TiffinError
-from tiffin.train.run_folder import FINETUNE_STRATEGIES, say
+from tiffin.train.finetuning import FINETUNE_STRATEGIES
 
 OUTPUTS = {"video-classification": ("labels", "probabilities", "top_k"), "speech-recognition": ("transcripts",)}
 
@@ -51,7 +59,33 @@ class Trainer(pl.Trainer):
             say("precision='16-mixed' on a CPU runs as 'bf16-mixed' (fp16 autocast is GPU-only)",
                 prefix="[yellow]note[/] ")
             kwargs["precision"] = "bf16-mixed"
-        super().__init__(*args, **kwargs)
+        self.run_folder = None
+        if kwargs.get("default_root_dir") is not None:  # the user chose a folder: keep a run there
+            from tiffin.train.run_folder import RunFolder
+
+            self.run_folder = RunFolder(kwargs["default_root_dir"], {**kwargs, "precision": precision})
+            kwargs = self.run_folder.trainer_kwargs(kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except (MisconfigurationException, ValueError) as exc:
+            # devices/accelerator/precision/num_nodes that Lightning cannot honour on this machine
+            raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
+
+    @property
+    def run_metrics(self) -> dict[str, Any] | None:
+        """metrics.json of the last fit in a run folder (None without one)."""
+        return self.run_folder.metrics if self.run_folder is not None else None
+
+    def fit(self, model: pl.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: pl.LightningDataModule | None = None, ckpt_path: str | Path | None = None, **kwargs: Any) -> None:
+        """Lightning's `fit`; with a run folder (`default_root_dir=`) also its metrics.json and outputs,
+        and `ckpt_path="last"` resumes the run there exactly."""
+        if self.run_folder is None:
+            return super().fit(model, train_dataloaders, val_dataloaders, datamodule=datamodule, ckpt_path=ckpt_path,
+                               **kwargs)
+        loaders = {k: v for k, v in (("train_dataloaders", train_dataloaders), ("val_dataloaders", val_dataloaders))
+                   if v is not None}
+        self.run_folder.fit(self, super().fit, model, datamodule, ckpt_path, **loaders, **kwargs)
 
     def finetune(self, model: pl.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
                  datamodule: pl.LightningDataModule | None = None, strategy: str | tuple[str, int] = "no_freeze",
@@ -64,6 +98,11 @@ class Trainer(pl.Trainer):
         model.hparams["strategy"] = name
         if epoch is not None:
             model.hparams["unfreeze_epoch"] = epoch
+        ddp_kwargs = getattr(self.strategy, "_ddp_kwargs", None)
+        if name != "no_freeze" and isinstance(ddp_kwargs, dict):
+            # DDP registers every parameter when it wraps the model, and a frozen one then gets no
+            # gradient, which plain DDP treats as an error: freezing needs find_unused_parameters
+            ddp_kwargs["find_unused_parameters"] = True
         self.fit(model, train_dataloaders, val_dataloaders, datamodule=datamodule, ckpt_path=ckpt_path)
 
     def predict(self, model: pl.LightningModule | None = None, dataloaders: Any = None,

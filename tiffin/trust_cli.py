@@ -50,7 +50,7 @@ def list_command() -> None:
 @reported
 def sign_command(artifact: Path = typer.Argument(..., help="An artifact folder you vouch for.")) -> None:
     """Sign an artifact with your key, as `tiffin export` does (after you have checked it)."""
-    from tiffin.artifact import read_artifact
+    from tiffin.artifact_json import read_artifact
     from tiffin.signing import sign_artifact
 
     read_artifact(artifact)  # only a complete artifact, its model file as tiffin.json says

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from tiffin.api import ModelAPI
 from tiffin.errors import TiffinError
+from tiffin.model_api import ModelAPI
 from tiffin.spec import VideoSpec
 from tiffin.train.video_datamodule import VideoClassificationData
 from tiffin.train.video_task import TASK, VideoClassificationTask
@@ -63,8 +63,7 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
         `clip_duration`: clip size, default the backbone's. `spec` is how a checkpoint rebuilds
         the model (what `tiffin train` checkpoints hold); with it the other model options are unused."""
         from tiffin.train.backbones import get_video_backbone
-        from tiffin.train.video_fit import VideoTrainConfig, make_spec
-        from tiffin.train.video_model import check_clip_size, find_pretrained_weights
+        from tiffin.train.video_model import check_clip_size, find_pretrained_weights, make_spec
 
         info = get_video_backbone(backbone)
         init_weights = None
@@ -78,10 +77,8 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
                 labels, self_labels_from_data = [str(i) for i in range(num_classes)], True
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise TiffinError(f"VideoClassifier: labels={list(labels)}: give two or more distinct labels")
-            config = VideoTrainConfig(backbone=backbone, clip_duration=clip_duration, num_frames=num_frames,
-                                      crop_size=crop_size)
             check_clip_size(info, num_frames or info.frames, crop_size or info.crop)
-            spec = make_spec(config, [str(label) for label in labels]).to_dict()
+            spec = make_spec(backbone, [str(label) for label in labels], num_frames, crop_size, clip_duration).to_dict()
             if pretrained or weights is not None:
                 init_weights = str(find_pretrained_weights(info, weights))
         super().__init__(backbone=backbone, spec=spec, strategy=strategy, unfreeze_epoch=unfreeze_epoch,

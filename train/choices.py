@@ -4,5 +4,5 @@ choice checks it against the same tuple."""
 
 # how training clips are drawn from a video (train/video_data.py, `--clip-sampler`)
 CLIP_SAMPLERS = ("random", "uniform", "constant_clips_per_video")
-# where a fine-tuned speech model's vocabulary comes from (train/speech_fit.py, `--vocab`)
+# where a fine-tuned speech model's vocabulary comes from (tiffin.speech.SpeechRecognition, `--vocab`)
 VOCAB_CHOICES = ("from-backbone", "from-data")

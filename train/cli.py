@@ -48,7 +48,7 @@ def split_strategies(values: list[str]) -> tuple[str, str]:
     """
     from pytorch_lightning.strategies import StrategyRegistry
 
-    from tiffin.train.run_folder import FINETUNE_STRATEGIES
+    from tiffin.train.finetuning import FINETUNE_STRATEGIES
 
     finetune, distributed = [], []
     for value in (v.strip() for item in values for v in item.split(",") if v.strip()):
@@ -92,7 +92,7 @@ def run_options(values: dict) -> dict:
     """The RunOptions fields of a command's arguments, with enums and --strategy resolved."""
     from dataclasses import fields
 
-    from tiffin.train.run_folder import RunOptions
+    from tiffin.train.run_options import RunOptions
 
     names = {f.name for f in fields(RunOptions)}
     kwargs = {k: v.value if isinstance(v, Enum) else v for k, v in values.items() if k in names and v is not None}

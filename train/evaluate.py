@@ -21,20 +21,20 @@ from tiffin.host import Predictor, SpeechPredictor, VideoPredictor
 TUNE_GRID = {"lm_weight": (0.5, 1.0, 2.0, 3.0, 4.0), "word_score": (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0)}
 
 
-def evaluate(model: Path | Predictor, data: Path, audio_column: str = "speech_files", text_column: str = "targets",
-             clips: int = 1, beam=None, tune: bool = False, trust: bool = False) -> dict[str, Any]:
-    """Metrics of `model` (a path, or a predictor already opened) on `data`, decoded with beam
-    search when `beam` (tiffin.ctc_beam.BeamOptions) is given; files that cannot be read are
-    counted, not scored. With `tune`, the beam's lm_weight and word_score with the lowest WER
-    on `data` (tune_decoder). `trust`: the user trusts the artifact `model` names (tiffin.trust)."""
+def evaluate(predictor: Predictor, data: Path, audio_column: str = "speech_files", text_column: str = "targets",
+             clips: int = 1, beam=None, tune: bool = False, name: str | None = None) -> dict[str, Any]:
+    """Metrics of `predictor` (tiffin.api.open_predictor opens one from a path) on `data`, decoded
+    with beam search when `beam` (tiffin.ctc_beam.BeamOptions) is given; files that cannot be
+    read are counted, not scored. With `tune`, the beam's lm_weight and word_score with the
+    lowest WER on `data` (tune_decoder). `name`: the answer's `model` [default: the predictor's
+    backbone]."""
     from tiffin.ctc_beam import BeamOptions
     from tiffin.tasks import TASKS
-    from tiffin.train.predict import load_predictor, with_decoder
+    from tiffin.train.predict import with_decoder
 
     if tune and not isinstance(beam, BeamOptions):
         raise TiffinError("--tune: give --decoder beam with --words (and --lm) to tune")
-    predictor = model if isinstance(model, (VideoPredictor, SpeechPredictor)) else load_predictor(model, trust=trust)
-    name = str(model) if isinstance(model, (str, Path)) else predictor.backbone
+    name = name or predictor.backbone
     if tune:  # tune_decoder builds a decoder per grid point: none on the predictor
         if not isinstance(predictor, SpeechPredictor):
             raise TiffinError("--tune: tunes the beam decoder of a speech model; this is a video model")

@@ -83,20 +83,6 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "tiffin.json").is_file()
 
 
-def load_predictor(path: str | Path, runtime: str | None = None, trust: bool = False) -> Predictor:
-    """A predictor for anything `tiffin predict` takes: artifact folder (on `runtime`, a row of
-    tiffin.runtimes; `trust`: the user trusts this program artifact explicitly, tiffin.trust),
-    checkpoint, Hugging Face folder, embedded model name."""
-    if is_artifact(path):
-        from tiffin.host import open_artifact
-
-        return open_artifact(path, runtime=runtime, trust=trust)[0]
-    if runtime is not None:
-        raise TiffinError(f"--runtime {runtime}: runtimes run exported artifacts; {path} is a PyTorch model "
-                          "(tiffin export it first)")
-    return load_model(path).predictor()
-
-
 def with_decoder(predictor: Predictor, beam=None) -> Predictor:
     """`predictor`, decoding with beam search when `beam` (tiffin.ctc_beam.BeamOptions) is given,
     greedily when it is "greedy", as it came (an artifact's recorded decoder, else greedy) when None."""
@@ -146,7 +132,7 @@ def _load_model(path: str | Path) -> LoadedModel:
     if not path.is_file():
         raise TiffinError(f"{path}: no such checkpoint; give one written by `tiffin train` or "
                           "`Trainer.save_checkpoint`, or a Hugging Face model folder")
-    from tiffin.train.run_folder import read_checkpoint
+    from tiffin.train.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(path)
     from tiffin.tasks import task_named

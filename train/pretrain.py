@@ -22,7 +22,7 @@ from typing import Any
 from tiffin.errors import TiffinError
 from tiffin.train.backbones import EMBEDDED_DIR
 from tiffin.train.recipes import SpeechRecipe, VideoRecipe
-from tiffin.train.run_folder import say
+from tiffin.console import say
 
 
 def check_out(out: Path) -> None:
@@ -55,6 +55,7 @@ def pretrain_speech(out: Path, recipe: SpeechRecipe, install: bool = False) -> d
     """Generate the corpus, train tiny-en from scratch, evaluate, package. Returns the card."""
     import numpy as np
 
+    from tiffin.api import open_predictor
     from tiffin.train.evaluate import evaluate
     from tiffin.train.speech_fit import SpeechTrainConfig, train_speech
     from tiffin.train.synthetic import HELD_OUT_VOICE, VOICE_VARIANTS, make_speech_dataset
@@ -83,7 +84,8 @@ def pretrain_speech(out: Path, recipe: SpeechRecipe, install: bool = False) -> d
     package = out / "tiny-en"
     shutil.rmtree(package, ignore_errors=True)
     shutil.copytree(result.hf_dir, package)
-    val, scottish = evaluate(package, corpus / "val" / "train.csv"), evaluate(package, corpus / "scottish" / "train.csv")
+    predictor = open_predictor(package)
+    val, scottish = evaluate(predictor, corpus / "val" / "train.csv"), evaluate(predictor, corpus / "scottish" / "train.csv")
     metrics = {"val_cer": val["cer"], "val_wer": val["wer"], "scottish_zero_shot_cer": scottish["cer"],
                "scottish_zero_shot_wer": scottish["wer"]}
     card = {
@@ -158,7 +160,7 @@ def recipe_flags(recipe: Any, default: Any) -> str:
 
 def finish_package(package: Path, card: dict[str, Any], install: bool) -> dict[str, Any]:
     """sha256 of every weight file into card.json and MODEL_CARD.md; copy into the package when asked."""
-    from tiffin.artifact import sha256
+    from tiffin.artifact_json import sha256
 
     card["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(package.iterdir()) if p.suffix in (".safetensors", ".json") and p.name != "card.json"}

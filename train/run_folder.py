@@ -1,9 +1,13 @@
-"""What every training recipe shares: run options, the run folder, the Trainer, metrics.json.
+"""The run folder `tiffin.Trainer` keeps when it is given one (`default_root_dir=`, `tiffin train --out`).
 
-A run folder OUT holds checkpoints/best.ckpt and last.ckpt (self-describing: a `tiffin`
-entry with task, backbone and spec), metrics.json (final and per-epoch figures, rewritten
-after every epoch), and logs/version_N/ (CSV + TensorBoard, one version per session).
-Used by `tiffin train video` and `tiffin train speech`.
+OUT/checkpoints/best.ckpt (by the task's monitored figure) and last.ckpt, written atomically;
+OUT/metrics.json, rewritten after every epoch: what the data module and the model report
+(counts, skipped files, labels or vocabulary), per-epoch figures, the best epoch with the
+task's extras, final figures; OUT/logs/version_N/ (CSV + TensorBoard, one version per
+session); and what the task adds when the run ends (video: confusion_matrix.png; speech: hf/).
+A resumed run (`ckpt_path="last"`, `tiffin train --resume`) continues exactly: every epoch
+draws what an uninterrupted run draws. A logger or ModelCheckpoint the user passes is used
+instead of tiffin's.
 """
 
 from __future__ import annotations
@@ -11,180 +15,130 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.plugins import TorchCheckpointIO
-from rich.console import Console
+from pytorch_lightning.plugins.io import CheckpointIO
 
+from tiffin.console import say
 from tiffin.errors import TiffinError
-
-# soft_wrap: paths stay whole on one line; highlight off: no colours guessed from file names.
-console = Console(stderr=True, soft_wrap=True, highlight=False)
+from tiffin.train.checkpoints import AtomicCheckpointIO, read_checkpoint, resumed_epoch
 
 
-FINETUNE_STRATEGIES = ("no_freeze", "freeze", "freeze_unfreeze")
+class RunCheckpoint(ModelCheckpoint):
+    """best.ckpt by the figure the task monitors (its `run_monitor`, known once the model is),
+    and last.ckpt."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename="best", save_top_k=1, save_last=True, enable_version_counter=False)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        monitor = getattr(pl_module, "run_monitor", None)
+        # a fit without validation data keeps the latest weights as best.ckpt (nothing to monitor)
+        validates = getattr(trainer.datamodule, "has_validation", True) if trainer.datamodule is not None else True
+        if monitor is not None and self.monitor is None and validates:
+            self.monitor, self.mode = monitor[0], monitor[1]
+            self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        super().setup(trainer, pl_module, stage)
 
 
-def backbone_frozen(strategy: str, epoch: int, unfreeze_epoch: int) -> bool:
-    """Whether a fine-tuning strategy keeps the pretrained backbone frozen during `epoch`.
+class RunFolder:
+    """What a Trainer given a folder adds: loggers, atomic checkpoints, exact resume, metrics.json."""
 
-    Derived from the epoch alone, so a resumed run picks the strategy up exactly.
-    """
-    return strategy == "freeze" or (strategy == "freeze_unfreeze" and epoch < unfreeze_epoch)
+    def __init__(self, out: str | Path, kwargs: dict[str, Any]):
+        self.out = Path(out)
+        self.precision = str(kwargs.get("precision", "32"))  # as asked: 16-mixed stays 16-mixed in metrics.json
+        self.last = self.out / "checkpoints" / "last.ckpt"
+        self.checkpoint: RunCheckpoint | None = None
+        self.metrics: dict[str, Any] | None = None
 
+    def trainer_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Lightning's arguments with the run folder's loggers, checkpoints and plugins, where the user gave none."""
+        # One log folder per session (a resumed run adds version_1, ...): Lightning's loggers would
+        # otherwise overwrite the earlier session's files.
+        version = f"version_{len(list((self.out / 'logs').glob('version_*')))}"
+        if kwargs.get("logger", True) is True:
+            kwargs["logger"] = [CSVLogger(self.out, name="logs", version=version),
+                                TensorBoardLogger(self.out, name="logs", version=version)]
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks) and kwargs.get("enable_checkpointing", True):
+            self.checkpoint = RunCheckpoint(self.out / "checkpoints")
+            callbacks.append(self.checkpoint)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))  # pl.seed_everything's
+        kwargs["callbacks"] = [ResumableRandomness(seed), *callbacks]
+        plugins = kwargs.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        # sharded strategies (FSDP, DeepSpeed) write checkpoints their own way
+        if not str(kwargs.get("strategy", "auto")).startswith(("fsdp", "deepspeed")) and not any(
+                isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return kwargs
 
-def params_outside(module: torch.nn.Module, head: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters of `module` that are not the new head's: the pretrained backbone."""
-    own = {id(p) for p in head.parameters()}
-    return [p for p in module.parameters() if id(p) not in own]
+    def resume_path(self, ckpt_path: str | Path | None) -> Path | None:
+        """The checkpoint a fit resumes from (`"last"`: this folder's last.ckpt); refuses to start
+        over a run that is there without resuming it.
 
+        Raises:
+            TiffinError: "last" with no last.ckpt yet, or a run in the folder and no ckpt_path.
+        """
+        if ckpt_path == "last":
+            if not self.last.is_file():
+                raise TiffinError(f"ckpt_path='last': {self.last} does not exist; start a new run without it")
+            return self.last
+        if ckpt_path is None and self.last.is_file() and self.metrics is None:
+            raise TiffinError(f"default_root_dir {self.out}: already holds a run; pass ckpt_path='last' to continue "
+                              "it or choose another folder")
+        return Path(ckpt_path) if ckpt_path is not None else None
 
-@dataclass
-class RunOptions:
-    """Options of every `tiffin train` command that are about the run, not the model."""
+    def fit(self, trainer: pl.Trainer, fit: Callable[..., None], model: pl.LightningModule, datamodule: Any,
+            ckpt_path: str | Path | None, **loaders: Any) -> dict[str, Any] | None:
+        """Lightning's `fit` (from `ckpt_path` when resuming), keeping metrics.json and the run's outputs."""
+        resume = self.resume_path(ckpt_path)
+        monitor = getattr(model, "run_monitor", None)
+        if monitor is None:  # not a tiffin task: Lightning's own fit, with the run folder's loggers
+            fit(model, datamodule=datamodule, ckpt_path=resume, **loaders)
+            return None
+        if datamodule is not None and hasattr(datamodule, "first_epoch"):
+            datamodule.first_epoch = resumed_epoch(read_checkpoint(resume)) if resume is not None else None
 
-    batch_size: int = 4
-    max_epochs: int = 10
-    max_steps: int = -1
-    strategy: str = "no_freeze"
-    unfreeze_epoch: int = 1
-    learning_rate: float = 1e-3
-    precision: str = "32"
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    distributed: str = "auto"
-    num_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
-    seed: int = 42
-    out: Path | None = None
-    resume: bool = False
-    strict: bool = False
-    progress: bool = True
+        def base() -> dict[str, Any]:
+            report = datamodule.run_report() if hasattr(datamodule, "run_report") else {}
+            return {**model.run_report(), "precision": self.precision, **report}
 
-
-def is_rank_zero() -> bool:
-    """True on the global-zero process (and before any launcher has started others)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-
-
-def say(message: str, prefix: str = "") -> None:
-    """Print a line on the global-zero process only; `message` is plain text, `prefix` markup."""
-    from rich.markup import escape
-
-    if is_rank_zero():
-        console.print(prefix + escape(message))
-
-
-def prepare_out(opts: RunOptions, default_name: str) -> Path:
-    """The run folder; refuses to overwrite a run unless resuming it.
-
-    Raises:
-        TiffinError: --resume without a last.ckpt, or an existing run without --resume.
-    """
-    out = Path(opts.out) if opts.out else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    last = out / "checkpoints" / "last.ckpt"
-    if opts.resume:
-        if not last.is_file():
-            raise TiffinError(f"--resume: {last} does not exist; start a new run without --resume")
-    elif out.exists() and any(out.iterdir()) and is_rank_zero():
-        raise TiffinError(f"--out {out}: already holds a run; pass --resume to continue it or choose another --out")
-    return out
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a tiffin checkpoint with `weights_only=True`: no code in the file runs.
-
-    Raises:
-        TiffinError: missing, corrupt, not a tiffin checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TiffinError(f"{path}: no such checkpoint; give a .ckpt written by `tiffin train`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated, corrupt or pickled files
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-        raise TiffinError(f"{path}: not a readable checkpoint ({reason}); give a .ckpt written by `tiffin train` "
-                          "or Trainer.save_checkpoint") from None
-    if not isinstance(checkpoint, dict) or "tiffin" not in checkpoint or "state_dict" not in checkpoint:
-        raise TiffinError(f"{path}: not a tiffin checkpoint; give a .ckpt written by `tiffin train`")
-    return checkpoint
-
-
-def _distributed_strategy(name: str, finetune: str) -> str:
-    """DDP registers every parameter when it wraps the model; frozen ones then get no gradient,
-    which plain DDP treats as an error. Freezing strategies need its find-unused-parameters mode."""
-    from pytorch_lightning.strategies import StrategyRegistry
-
-    unused = f"{name}_find_unused_parameters_true"
-    if finetune != "no_freeze" and unused in StrategyRegistry.available_strategies():
-        return unused
-    return name
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file beside the target, then renamed over it.
-
-    Lightning 2.6 writes through an fsspec transaction: a temporary file in the system temp
-    folder, then a move. When that folder is on another filesystem (a tmpfs /tmp, containers)
-    the move is a copy into the target, and a run killed mid-copy leaves a truncated last.ckpt
-    and nothing to --resume from. A rename within the run folder is atomic: the previous
-    checkpoint stays whole until the new one is complete.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        name, mode, keys = monitor
+        writer = MetricsWriter(self.out, resume is not None, base, keys, name, mode)
+        # before the checkpoint: Lightning runs ModelCheckpoint last, and so must this list
+        at = trainer.callbacks.index(self.checkpoint) if self.checkpoint in trainer.callbacks else len(trainer.callbacks)
+        trainer.callbacks.insert(at, writer)
+        started = time.time()
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
+            fit(model, datamodule=datamodule, ckpt_path=resume, **loaders)
+            if writer.epochs and writer.epochs[-1].get(writer.monitor) is None:
+                # max_steps stopped inside an epoch, before its validation: validate the final
+                # weights so the run still has its figures and a best.ckpt
+                trainer.validate(model, datamodule=datamodule, verbose=False, **(
+                    {"dataloaders": loaders["val_dataloaders"]} if loaders.get("val_dataloaders") is not None else {}))
+                if writer.record(trainer, model, epoch_index=writer.epochs[-1]["epoch"]) and self.checkpoint:
+                    trainer.save_checkpoint(self.out / "checkpoints" / "best.ckpt")
         finally:
-            tmp.unlink(missing_ok=True)
-
-
-def build_trainer(opts: RunOptions, out: Path, monitor: str, mode: str, callbacks: list[Callback],
-                  steps_per_epoch: int, use_distributed_sampler: bool = True) -> pl.Trainer:
-    """A Trainer writing best.ckpt (by `monitor`), last.ckpt and versioned logs into `out`.
-
-    Raises:
-        TiffinError: trainer options Lightning cannot honour on this machine.
-    """
-    # One log folder per session (a resumed run adds version_1, ...): Lightning's loggers would
-    # otherwise overwrite the earlier session's files.
-    version = f"version_{len(list((out / 'logs').glob('version_*')))}"
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [checkpoint, ResumableRandomness(opts.seed), *callbacks] + ([RichProgressBar()] if opts.progress else [])
-    devices: int | str = int(opts.devices) if str(opts.devices).isdigit() else opts.devices
-    try:
-        return pl.Trainer(
-            max_epochs=opts.max_epochs, max_steps=opts.max_steps, precision=opts.precision,
-            accelerator=opts.accelerator, devices=devices, num_nodes=opts.num_nodes,
-            strategy=_distributed_strategy(opts.distributed, opts.strategy), callbacks=callbacks,
-            enable_progress_bar=opts.progress, enable_model_summary=False, gradient_clip_val=1.0,
-            logger=[CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version=version)],
-            log_every_n_steps=max(1, min(50, steps_per_epoch)), use_distributed_sampler=use_distributed_sampler,
-            # sharded strategies (FSDP, DeepSpeed) write checkpoints their own way
-            plugins=[] if opts.distributed.startswith(("fsdp", "deepspeed")) else [AtomicCheckpointIO()],
-        )
-    except (MisconfigurationException, ValueError) as exc:
-        # --devices/--accelerator/--precision/--num-nodes that Lightning cannot honour here
-        raise TiffinError(f"Lightning refused the trainer options: {str(exc).splitlines()[0]}") from None
-
-
-def resumed_epoch(checkpoint: dict[str, Any]) -> int:
-    """The epoch a run resumed from `checkpoint` starts with. Samplers are built with it: Lightning
-    primes a loader's first iterator before any epoch hook can set the epoch."""
-    return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+            trainer.callbacks.remove(writer)
+        final = writer.finish(trainer, time.time() - started)
+        if trainer.is_global_zero:
+            writer.write(final)
+        self.metrics = writer.document(final)
+        skipped = self.metrics.get("skipped", {}).get("total", 0) if isinstance(self.metrics.get("skipped"), dict) else 0
+        if skipped:
+            what = "row(s)" if "skipped_rows" in self.metrics else "unreadable video(s)"
+            key = "skipped_rows" if "skipped_rows" in self.metrics else "skipped_files"
+            say(f"{skipped} {what} were skipped; see {key} in {self.out / 'metrics.json'}", prefix="[yellow]note[/] ")
+        if trainer.is_global_zero and hasattr(model, "finish_run"):
+            model.finish_run(self.out, self.metrics)
+        return self.metrics
 
 
 class ResumableRandomness(Callback):
@@ -208,42 +162,6 @@ class ResumableRandomness(Callback):
         torch.manual_seed(hash((self.seed, trainer.global_step, trainer.global_rank)) % 2**63)
 
 
-class LoaderPair(pl.LightningDataModule):
-    """Training and validation loaders, made when the Trainer asks (then its world size is known)."""
-
-    def __init__(self, make_train, make_val):
-        super().__init__()
-        self.make_train, self.make_val = make_train, make_val
-
-    def train_dataloader(self):
-        return self.make_train(self.trainer)
-
-    def val_dataloader(self):
-        return self.make_val(self.trainer)
-
-
-def finetune_optimizer(module: pl.LightningModule, head: list[torch.nn.Parameter], backbone: list[torch.nn.Parameter],
-                       strategy: str, learning_rate: float, backbone_lr_scale: float, weight_decay: float):
-    """AdamW over the new head and (unless `freeze`) the backbone, linear warm-up then cosine decay.
-
-    Frozen parameters get no gradient and AdamW skips them (no weight decay either), so the
-    backbone can sit in the optimizer from the start and `freeze_unfreeze` only flips requires_grad.
-    """
-    import math
-
-    groups = [{"params": head, "lr": learning_rate}]
-    if strategy != "freeze":
-        scale = backbone_lr_scale if strategy == "freeze_unfreeze" else 1.0
-        groups.append({"params": backbone, "lr": learning_rate * scale})
-    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    warmup = min(max(1, total // 20), 100)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
 class MetricsWriter(Callback):
     """Keeps metrics.json current after every epoch.
 
@@ -251,9 +169,12 @@ class MetricsWriter(Callback):
     best epoch by `monitor` with the module's `best_extras()` (e.g. a confusion matrix), kept
     for that epoch only. Only the global-zero process writes. A resumed run keeps the epochs
     before the resume point. The module sets `validated_epoch` when its validation finishes.
+    `base()` gives the run's description (data counts, labels), asked at each write: a
+    vocabulary learnt from the data is known only once training has set up.
     """
 
-    def __init__(self, out: Path, resume: bool, base: dict[str, Any], keys: tuple[str, ...], monitor: str, mode: str):
+    def __init__(self, out: Path, resume: bool, base: Callable[[], dict[str, Any]], keys: tuple[str, ...],
+                 monitor: str, mode: str):
         self.path = out / "metrics.json"
         self.base, self.keys, self.monitor, self.mode = base, keys, monitor, mode
         self.epochs: list[dict[str, Any]] = []
@@ -297,7 +218,7 @@ class MetricsWriter(Callback):
         return final
 
     def document(self, final: dict[str, Any]) -> dict[str, Any]:
-        return {**self.base, **final, "best": self.best, "epochs": self.epochs}
+        return {**self.base(), **final, "best": self.best, "epochs": self.epochs}
 
     def write(self, final: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,18 +227,12 @@ class MetricsWriter(Callback):
         os.replace(tmp, self.path)
 
 
-def fit(trainer: pl.Trainer, task: pl.LightningModule, writer: MetricsWriter, data: pl.LightningDataModule,
-        out: Path, resume: bool) -> dict[str, Any]:
-    """Train (from last.ckpt when resuming), make sure the final weights were validated, write metrics."""
-    started = time.time()
-    trainer.fit(task, datamodule=data, ckpt_path=str(out / "checkpoints" / "last.ckpt") if resume else None)
-    if writer.epochs and writer.epochs[-1].get(writer.monitor) is None:
-        # --max-steps stopped inside an epoch, before its validation: validate the final weights so
-        # the run still has its figures and a best.ckpt.
-        trainer.validate(task, datamodule=data, verbose=False)
-        if writer.record(trainer, task, epoch_index=writer.epochs[-1]["epoch"]):
-            trainer.save_checkpoint(out / "checkpoints" / "best.ckpt")
-    final = writer.finish(trainer, time.time() - started)
-    if trainer.is_global_zero:
-        writer.write(final)
-    return writer.document(final)
+def distributed_strategy(name: str, finetune: str) -> str:
+    """DDP registers every parameter when it wraps the model; frozen ones then get no gradient,
+    which plain DDP treats as an error. Freezing strategies need its find-unused-parameters mode."""
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    unused = f"{name}_find_unused_parameters_true"
+    if finetune != "no_freeze" and unused in StrategyRegistry.available_strategies():
+        return unused
+    return name

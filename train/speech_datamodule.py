@@ -18,13 +18,59 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from tiffin.audio_io import is_audio_file
+from tiffin.console import say
 from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
+from tiffin.train.bad_files import BadFiles
 from tiffin.train.video_datamodule import media_files_in, one_or_many
 from tiffin.train.speech_files import json_lines as read_json_lines
 from tiffin.train.speech_data import (
-    LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl, read_layout, read_table,
+    CheckReport, LengthBucketSampler, Row, SpeechDataset, Utterance, check_rows, collate_speech, read_jsonl,
+    read_layout, read_table,
 )
+
+READERS = {"csv": read_table, "json": read_jsonl}  # a table of recordings and transcripts, by kind
+
+
+def list_rows(kind: str, path: str | Path, option: str, audio_column: str = "speech_files",
+              text_column: str = "targets", audio_root: str | Path | None = None) -> dict[str, list[Row]]:
+    """The rows one source gives, by split: a CSV/TSV or JSON-lines table ({"train": rows}), or a
+    folder in a layout tiffin reads, with the validation and test splits the layout defines.
+
+    Raises:
+        TiffinError: no such file or folder, a missing column, no rows.
+    """
+    if kind == "folder":
+        read = read_layout(path, option, audio_root)
+        say(f"{option} {path}: {read.layout} layout, {len(read.splits['train'])} utterances"
+            + (f" (splits: {read.counts()})" if len(read.splits) > 1 else ""))
+        return read.splits
+    rows = READERS[kind](path, audio_column, text_column, option, audio_root)
+    if not rows:
+        raise TiffinError(f"{option} {path}: has no rows")
+    return {"train": rows}
+
+
+def report_check(report: CheckReport, split: str) -> None:
+    """The checks' findings in a few lines: repeated rows, the first bad rows and counts, characters
+    the vocabulary lacks, punctuation removed."""
+    if report.duplicates:
+        say(f"{split}: {report.duplicates} row(s) repeat a file and transcript listed before; used once")
+    for line in report.bad.lines("row"):  # the first few and counts: a million bad rows print a dozen lines
+        say(line, prefix=f"[yellow]skipped ({split})[/] ")
+    if report.unknown:
+        shown = ", ".join(f"{ch!r} x{n}" for ch, n in report.unknown.most_common(12))
+        say(f"{split} transcripts hold {sum(report.unknown.values())} character(s) the vocabulary lacks, left out: "
+            f"{shown}; use --vocab from-data to learn them", prefix="[yellow]note[/] ")
+    if report.punctuation:
+        say(f"{split}: removed {sum(report.punctuation.values())} punctuation mark(s) the vocabulary lacks "
+            f"({''.join(sorted(report.punctuation))})")
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of a padded batch tensor that is padding, over all batches."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / padded if padded else 0.0
 
 
 
@@ -64,7 +110,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: Sequence[Row] | None = None,
+        train: Sequence[Row] | dict[str, list[Row]] | None = None,
         val: Sequence[Row] | None = None,
         test: Sequence[Row] | None = None,
         predict: Sequence[str | Path] | None = None,
@@ -75,16 +121,27 @@ class SpeechRecognitionData(pl.LightningDataModule):
         val_split: float | None = None,
         strict: bool = False,
         seed: int = 42,
+        origin: dict[str, str] | None = None,
     ):
-        """Rows as the readers of tiffin.train.speech_files give them; the `from_*` methods are the
-        usual way in. `sampling_rate`: the rate audio is resampled to, which the model then
-        records (default: the model's, 16 kHz for wav2vec2). `val_split` holds out that fraction
-        of the training rows when no validation set is given."""
+        """Rows as the readers of tiffin.train.speech_files give them, or a layout's splits
+        (list_rows: its validation and test splits are used where `val`/`test` are not given);
+        the `from_*` methods are the usual way in. `sampling_rate`: the rate audio is resampled
+        to, which the model then records (default: the model's, 16 kHz for wav2vec2).
+        `val_split` holds out that fraction of the training rows when no validation set is
+        given. `origin` names where each split came from (for messages)."""
         super().__init__()
         if batch_size < 1:
             raise TiffinError(f"batch_size={batch_size}: give 1 or more")
         if val_split is not None and not 0 < val_split < 1:
             raise TiffinError(f"val_split={val_split}: give a fraction between 0 and 1")
+        if isinstance(train, dict):  # a layout's splits
+            splits, train = train, train["train"]
+            if val is None and splits.get("validation"):
+                val = splits["validation"]
+                say(f"validating on the layout's own validation split ({len(val)} utterances)")
+            if test is None and splits.get("test"):
+                test = splits["test"]
+        self.origin = origin or {}
         self.rows: dict[str, list[Row] | None] = {"train": list(train) if train is not None else None,
                                                   "val": list(val) if val is not None else None,
                                                   "test": list(test) if test is not None else None}
@@ -95,7 +152,9 @@ class SpeechRecognitionData(pl.LightningDataModule):
         self.sampling_rate, self.batch_size, self.num_workers = sampling_rate, batch_size, num_workers
         self.val_split, self.strict, self.seed = val_split, strict, seed
         self.utterances: dict[str, list[Utterance]] = {}
-        self.skipped: list[Any] = []
+        self.skipped = BadFiles()
+        self.unknown: dict[str, int] = {}
+        self.first_epoch: int | None = None  # a resumed run's (tiffin.Trainer sets it)
 
     # --- the ways in (Lightning Flash's names) -----------------------------------------------
 
@@ -111,10 +170,10 @@ class SpeechRecognitionData(pl.LightningDataModule):
         """
         audio_root = options.pop("audio_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        rows = {k: read_table(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
-                for k, v in files.items()}
+        rows = {k: list_rows("csv", v, f"{k}_file", input_field, target_field, audio_root)["train"] if v is not None
+                else None for k, v in files.items()}
         predict = listed_files(predict_file, input_field, audio_root) if predict_file is not None else None
-        return cls(**rows, predict=predict, **options)
+        return cls(**rows, predict=predict, origin={k: f"{k}_file {v}" for k, v in files.items() if v}, **options)
 
     @classmethod
     def from_json(cls, input_field: str = "speech_files", target_field: str = "targets",
@@ -128,10 +187,10 @@ class SpeechRecognitionData(pl.LightningDataModule):
         """
         audio_root = options.pop("audio_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        rows = {k: read_jsonl(v, input_field, target_field, f"{k}_file", audio_root) if v is not None else None
-                for k, v in files.items()}
+        rows = {k: list_rows("json", v, f"{k}_file", input_field, target_field, audio_root)["train"] if v is not None
+                else None for k, v in files.items()}
         predict = None if predict_file is None else listed_files(predict_file, input_field, audio_root, json_lines=True)
-        return cls(**rows, predict=predict, **options)
+        return cls(**rows, predict=predict, origin={k: f"{k}_file {v}" for k, v in files.items() if v}, **options)
 
     @classmethod
     def from_files(cls, train_files: Sequence[str | Path] | None = None, train_targets: Sequence[str] | None = None,
@@ -169,14 +228,11 @@ class SpeechRecognitionData(pl.LightningDataModule):
             >>> SpeechRecognitionData.from_folders(train_folder="LibriSpeech")  # train-*, dev-*, test-* inside
         """
         folders = {"train": train_folder, "val": val_folder, "test": test_folder}
-        reads = {k: read_layout(v, f"{k}_folder", audio_root) if v is not None else None for k, v in folders.items()}
-        rows = {k: read.splits["train"] if read is not None else None for k, read in reads.items()}
-        if reads["train"] is not None:
-            for split, key in (("validation", "val"), ("test", "test")):
-                if rows[key] is None and reads["train"].splits.get(split):
-                    rows[key] = reads["train"].splits[split]
+        reads = {k: list_rows("folder", v, f"{k}_folder", audio_root=audio_root) if v is not None else None
+                 for k, v in folders.items()}
+        rows = {"train": reads["train"], **{k: reads[k]["train"] if reads[k] else None for k in ("val", "test")}}
         predict = media_files_in(predict_folder, "predict_folder", is_audio_file, "audio") if predict_folder is not None else None
-        return cls(**rows, predict=predict, **options)
+        return cls(**rows, predict=predict, origin={k: f"{k}_folder {v}" for k, v in folders.items() if v}, **options)
 
     # --- Lightning ---------------------------------------------------------------------------
 
@@ -192,9 +248,12 @@ class SpeechRecognitionData(pl.LightningDataModule):
             model.use_spec(replace(model.spec, sample_rate=int(self.sampling_rate)))
         return model.spec
 
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.rows["val"]) or bool(self.val_split)
+
     def setup(self, stage: str) -> None:
         from tiffin.ctc import Vocabulary
-        from tiffin.train.speech_fit import report_check
 
         if stage == "predict":
             return
@@ -207,12 +266,16 @@ class SpeechRecognitionData(pl.LightningDataModule):
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
         if stage == "fit" and self.rows["train"] is None:
             raise TiffinError("this data module has no training rows; give train_file/train_files/train_folder")
-        for split in needed:
-            if split in self.utterances or self.rows[split] is None:
-                continue
-            utterances, report = check_rows(self.rows[split], vocab, spec.sample_rate, self.strict, conv)
+        todo = [s for s in needed if s not in self.utterances and self.rows[s] is not None]
+        if todo:
+            say(f"checking {sum(len(self.rows[s]) for s in todo)} recordings ...")
+        for split in todo:
+            utterances, report = check_rows(self.rows[split], vocab, spec.sample_rate, self.strict, conv,
+                                            self.origin.get(split))
             report_check(report, split)
-            self.skipped += report.bad
+            self.skipped += report.bad  # its counts too, not only the rows it kept
+            if split == "train":
+                self.unknown = dict(report.unknown.most_common())
             if not utterances:
                 raise TiffinError(f"no usable {split} recordings; fix the rows reported above")
             self.utterances[split] = utterances
@@ -220,7 +283,33 @@ class SpeechRecognitionData(pl.LightningDataModule):
             shuffled = random.Random(self.seed).sample(self.utterances["train"], len(self.utterances["train"]))
             n_val = max(1, round(len(shuffled) * self.val_split))
             self.utterances["val"], self.utterances["train"] = shuffled[:n_val], shuffled[n_val:]
+            if not self.utterances["train"]:
+                raise TiffinError("too few usable recordings to train and validate; fix the rows reported above")
         self.spec = spec
+        if stage == "fit" and todo:
+            self._report = self._describe(len(vocab.tokens))
+
+    def _describe(self, vocab_size: int) -> dict[str, Any]:
+        """The training data in one line, and in metrics.json: hours, padding with and without length buckets."""
+        utterances, batch = self.utterances["train"], self.batch_size
+        lengths = [u.samples for u in utterances]
+        bucketed = LengthBucketSampler(lengths, batch, seed=self.seed)._batches()
+        unbucketed = [list(range(i, min(i + batch, len(lengths)))) for i in range(0, len(lengths), batch)]
+        pad, pad_random = padding_fraction(lengths, bucketed), padding_fraction(lengths, unbucketed)
+        hours = sum(lengths) / self.spec.sample_rate / 3600
+        n_val = len(self.utterances.get("val") or [])
+        say(f"{len(utterances)} training and {n_val} validation utterances ({hours:.2f} h), "
+            f"{len(self.skipped)} skipped; vocabulary of {vocab_size}; padding {pad:.1%} with length buckets "
+            f"({pad_random:.1%} without)")
+        return {"train_utterances": len(utterances), "val_utterances": n_val, "train_hours": round(hours, 3),
+                "padding_fraction": round(pad, 4), "padding_fraction_unbucketed": round(pad_random, 4),
+                "unknown_characters": self.unknown}
+
+    def run_report(self) -> dict[str, Any]:
+        """What a run folder's metrics.json records of the data (tiffin.Trainer(default_root_dir=))."""
+        return {**getattr(self, "_report", {}),
+                "skipped_rows": [{"row": b.where, "path": b.path, "reason": b.reason} for b in self.skipped],
+                "skipped": self.skipped.summary()}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
         utterances = self.utterances.get(split)
@@ -229,7 +318,8 @@ class SpeechRecognitionData(pl.LightningDataModule):
         trainer = self.trainer
         batches = LengthBucketSampler([u.samples for u in utterances], self.batch_size, shuffle, self.seed,
                                       trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1)
-        batches.set_epoch(trainer.current_epoch if trainer else 0)
+        epoch = self.first_epoch if self.first_epoch is not None else trainer.current_epoch if trainer else 0
+        batches.set_epoch(epoch)
         return DataLoader(SpeechDataset(utterances, self.spec.sample_rate), batch_sampler=batches,
                           num_workers=self.num_workers, collate_fn=collate_speech,
                           persistent_workers=self.num_workers > 0)

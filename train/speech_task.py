@@ -1,14 +1,17 @@
 """The speech recognition recipe: one LightningModule fine-tuning wav2vec2 with CTC.
 
-Fine-tuning strategies as for video (train/run_folder.py): `freeze` trains only the CTC head;
+Fine-tuning strategies as for video (train/finetuning.py): `freeze` trains only the CTC head;
 `freeze_unfreeze` releases the transformer at `unfreeze_epoch`. The convolutional feature
 encoder stays frozen throughout unless `freeze_feature_encoder` is off (the usual wav2vec2
-recipe). Validation decodes greedily and reports WER and CER.
-Exercised by `tiffin train speech`.
+recipe). Validation decodes greedily and reports WER and CER. Trained by tiffin.Trainer
+(`tiffin train speech` and tiffin.speech.SpeechRecognition, its subclass); in a run folder it
+adds OUT/hf/, the best model in Hugging Face format.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from tiffin.console import say
 from tiffin.ctc import Vocabulary, error_counts
+from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
-from tiffin.train.run_folder import backbone_frozen, finetune_optimizer, params_outside, say
+from tiffin.train.finetuning import backbone_frozen, finetune_optimizer, params_outside
 from tiffin.train.speech_model import SpeechNet, build_speech_net
 
 TASK = "speech-recognition"
@@ -46,6 +51,9 @@ class ErrorRate(Metric):
 
 class SpeechRecognitionTask(pl.LightningModule):
     """Fine-tunes a `SpeechNet`. Hyperparameters are plain values, saved in every checkpoint."""
+
+    # what a run folder monitors (best.ckpt) and records per epoch in metrics.json
+    run_monitor = ("val_cer", "min", ("val_loss", "val_wer", "val_cer"))
 
     def __init__(
         self,
@@ -156,6 +164,29 @@ class SpeechRecognitionTask(pl.LightningModule):
         """Kept in metrics.json for the best epoch only."""
         return {"samples": list(self.samples)}
 
+    # --- the run folder (tiffin.Trainer(default_root_dir=...)) ----------------------------
+    def run_report(self) -> dict[str, Any]:
+        """What metrics.json records of the model."""
+        return {"task": TASK, "backbone": self.hparams.backbone, "vocab": list(self.spec.vocab),
+                "strategy": self.hparams.strategy}
+
+    def finish_run(self, out: Path, metrics: dict[str, Any]) -> None:
+        """The best model in Hugging Face format (OUT/hf), and the run's figures in one line."""
+        hf_dir = out / "hf"
+        if (out / "checkpoints" / "best.ckpt").is_file():
+            save_hf(out / "checkpoints" / "best.ckpt", hf_dir)
+        first = metrics["epochs"][0] if metrics.get("epochs") else {}
+        if metrics.get("val_cer") is not None and first.get("val_cer") is not None:
+            say(f"val_cer {first['val_cer']:.3f} after epoch 0 -> {metrics['val_cer']:.3f} (best "
+                f"{metrics['best_val_cer']:.3f} at epoch {metrics['best_epoch']}), val_wer {first['val_wer']:.3f} -> "
+                f"{metrics['val_wer']:.3f}; run in {out}, Hugging Face model in {hf_dir}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = (checkpoint.get("tiffin") or {}).get("spec", {}).get("vocab")
+        if saved is not None and list(saved) != list(self.spec.vocab):
+            raise TiffinError(f"the checkpoint's vocabulary ({len(saved)} tokens) is not the model's "
+                              f"({len(self.spec.vocab)}); resume with the options and data it was trained with")
+
     # --- self-describing checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from tiffin import __version__
@@ -168,3 +199,23 @@ class SpeechRecognitionTask(pl.LightningModule):
             "tiffin_version": __version__,
             "torch_version": str(torch.__version__),
         }
+
+
+def save_hf(checkpoint: Path, out: Path) -> None:
+    """Write a checkpoint's model and processor in Hugging Face format (save_pretrained)."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    from tiffin.train.predict import load_speech_model
+
+    loaded = load_speech_model(checkpoint)
+    model, spec = loaded.net.model, loaded.spec
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    vocab_file = out / "vocab.json"
+    vocab_file.write_text(json.dumps({t: i for i, t in enumerate(spec.vocab)}, ensure_ascii=False, indent=1))
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
+                                     do_lower_case=False)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=spec.sample_rate, padding_value=0.0,
+                                         do_normalize=spec.normalize,
+                                         return_attention_mask=model.config.feat_extract_norm == "layer")
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)

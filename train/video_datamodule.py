@@ -10,21 +10,22 @@ built; the datasets are made in `setup()`, when the model is known, because the 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from tiffin.console import say
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
+from tiffin.train.bad_files import BadFiles
 from tiffin.train.choices import CLIP_SAMPLERS
-from tiffin.train.run_folder import say
 from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips
-from tiffin.train.video_fit import say_truncated
 from tiffin.train.video_files import (
-    Sample, Video, check_classes, discover_folder, drop_duplicates, probe_all, read_csv, stratified_split,
+    Sample, Video, check_classes, discover_folder, drop_duplicates, probe_all, read_csv, say_truncated,
+    stratified_split, truncated,
 )
 from tiffin.video_io import is_video_file
 
@@ -37,6 +38,55 @@ def one_or_many(files: str | Path | Sequence[str | Path] | None) -> list[Path] |
     return [Path(files)] if isinstance(files, (str, Path)) else [Path(p) for p in files]
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Listing:
+    """What one source of labelled videos gives: its samples, the held-out split a published
+    layout defines (UCF101's test list validates when no validation set is given), and the
+    files it lists that are not on disk."""
+
+    samples: list[Sample]
+    held_out: list[Sample] | None = None
+    held_out_name: str = ""
+    missing: list[str] = field(default_factory=list)
+
+
+def list_folder(folder: str | Path, option: str, split: int = 1, train: bool = True) -> Listing:
+    """A folder of videos: class folders (`DIR/<label>/<video>`), or, for training, a published
+    layout with its own split lists (UCF101, HMDB51, Something-Something v2; split `split`)."""
+    from tiffin.train.video_layouts import read_split_layout
+
+    layout = read_split_layout(folder, split, option) if train else None
+    if layout is None:
+        return Listing(discover_folder(folder, option))
+    say(f"{option} {folder}: {layout.summary(split)}")
+    _say_missing(layout.missing, "video(s) its split files list are not in the folder")
+    return Listing(layout.train, layout.test, layout.held_out(split), layout.missing)
+
+
+def list_csv(path: str | Path, option: str, video_root: str | Path | None = None, input_field: str | None = None,
+             target_field: str | None = None) -> Listing:
+    """A CSV/TSV of video paths and labels, or a Kinetics annotation CSV matched to the clips
+    downloaded under `video_root` (default: beside it)."""
+    from tiffin.train.video_layouts import is_kinetics_csv, read_kinetics
+
+    if not is_kinetics_csv(path):
+        return Listing(read_csv(path, option, input_field, target_field))
+    found = read_kinetics(path, option, video_root)
+    say(f"{option} {path}: Kinetics annotations, {len(found.train)} of {len(found.train) + len(found.missing)} "
+        "clips found")
+    _say_missing(found.missing, "annotated clip(s) were not downloaded")
+    if not found.train:
+        raise TiffinError(f"{option} {path}: none of its clips is on disk; give the folder of its "
+                          "<youtube_id>_<start>_<end> files (--video-root DIR, video_root=)")
+    return Listing(found.train, missing=found.missing)
+
+
+def _say_missing(missing: list[str], what: str) -> None:
+    if missing:
+        shown = "; ".join(missing[:3])
+        say(f"{len(missing)} {what} ({shown}{' ...' if len(missing) > 3 else ''})", prefix="[yellow]note[/] ")
 
 
 def media_files_in(folder: str | Path, option: str, is_media=is_video_file, kind: str = "video") -> list[Path]:
@@ -61,9 +111,9 @@ class VideoClassificationData(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: Sequence[Sample] | None = None,
-        val: Sequence[Sample] | None = None,
-        test: Sequence[Sample] | None = None,
+        train: Sequence[Sample] | Listing | None = None,
+        val: Sequence[Sample] | Listing | None = None,
+        test: Sequence[Sample] | Listing | None = None,
         predict: Sequence[str | Path] | None = None,
         *,
         clip_sampler: str = "random",
@@ -79,10 +129,11 @@ class VideoClassificationData(pl.LightningDataModule):
         seed: int = 42,
         origin: dict[str, str] | None = None,
     ):
-        """Samples as the readers of tiffin.train.video_files give them; the `from_*` methods are
-        the usual way in. `clip_duration` (seconds) overrides the backbone's; `val_split` holds out
-        that fraction of each class when no validation set is given. `origin` names where each
-        split came from (for messages)."""
+        """Samples as the readers of tiffin.train.video_files give them, or a `Listing` (list_folder,
+        list_csv); the `from_*` methods are the usual way in. `clip_duration` (seconds) overrides
+        the backbone's; `val_split` holds out that fraction of each class when no validation set
+        is given (a layout's own split validates first). `origin` names where each split came
+        from (for messages)."""
         super().__init__()
         if decode_audio:
             raise TiffinError("decode_audio=True: tiffin's video classifiers take frames only; leave it False")
@@ -96,7 +147,12 @@ class VideoClassificationData(pl.LightningDataModule):
         self.predict_clips, self.batch_size, self.num_workers = predict_clips, batch_size, num_workers
         self.flip, self.strict, self.seed = flip, strict, seed
         origin = origin or {}
-        samples = {"train": train, "val": val, "test": test}
+        listed = {"train": train, "val": val, "test": test}
+        self.missing = sum(len(x.missing) for x in listed.values() if isinstance(x, Listing))
+        samples = {k: x.samples if isinstance(x, Listing) else x for k, x in listed.items()}
+        if samples["val"] is None and isinstance(train, Listing) and train.held_out is not None:
+            samples["val"] = train.held_out  # the layout defines what validates
+            say(f"validating on the layout's own split: {train.held_out_name}")
         dropped = 0
         for split in SPLITS:
             if samples[split] is not None:
@@ -111,10 +167,11 @@ class VideoClassificationData(pl.LightningDataModule):
                 raise TiffinError(f"{origin.get(split, split)}: classes {extra} do not occur in the training data; "
                                   "every class needs training videos")
         self.videos: dict[str, list[Video] | None] = {}
-        self.skipped: list[Any] = []
-        listed = sum(len(s) for s in samples.values() if s)
-        if listed:
-            say(f"probing {listed} videos ...")
+        self.skipped = BadFiles()
+        self.first_epoch: int | None = None  # a resumed run's (tiffin.Trainer sets it)
+        count = sum(len(s) for s in samples.values() if s)
+        if count:
+            say(f"probing {count} videos ...")
         for split in SPLITS:
             if samples[split] is None:
                 self.videos[split] = None
@@ -133,6 +190,9 @@ class VideoClassificationData(pl.LightningDataModule):
                 if not 0 < val_split < 1:
                     raise TiffinError(f"val_split={val_split}: give a fraction between 0 and 1")
                 self.videos["train"], self.videos["val"] = stratified_split(self.videos["train"], val_split, seed)
+            if self.videos["val"] is not None and not self.videos["val"] and val is None:
+                raise TiffinError("no validation videos: give a validation set, or at least 2 videos in a class to "
+                                  "split off")
         self.predict_files = one_or_many(predict)
         self.datasets: dict[str, VideoClipDataset] = {}
 
@@ -149,21 +209,12 @@ class VideoClassificationData(pl.LightningDataModule):
         Example:
             >>> VideoClassificationData.from_folders(train_folder="data/train", val_split=0.2, batch_size=8)
         """
-        from tiffin.train.video_layouts import read_split_layout
-
         folders = {"train": train_folder, "val": val_folder, "test": test_folder}
         split = options.pop("split", 1)
-        layout = read_split_layout(train_folder, split, "train_folder") if train_folder is not None else None
-        samples = {k: discover_folder(v, f"{k}_folder") if v is not None and (k != "train" or layout is None) else None
-                   for k, v in folders.items()}
-        if layout is not None:  # UCF101 / HMDB51 / SSv2: the official train list; its test/validation list validates
-            samples["train"] = layout.train
-            say(f"train_folder {train_folder}: {layout.summary(split)}"
-                + (f", {len(layout.missing)} listed but missing" if layout.missing else ""))
-            if val_folder is None:
-                samples["val"] = layout.test
+        listed = {k: list_folder(v, f"{k}_folder", split, train=k == "train") if v is not None else None
+                  for k, v in folders.items()}
         predict = media_files_in(predict_folder, "predict_folder") if predict_folder is not None else None
-        return cls(**samples, predict=predict, origin={k: f"{k}_folder {v}" for k, v in folders.items()}, **options)
+        return cls(**listed, predict=predict, origin={k: f"{k}_folder {v}" for k, v in folders.items()}, **options)
 
     @classmethod
     def from_csv(cls, input_field: str | None = None, target_field: str | None = None, train_file: str | Path | None = None,
@@ -175,21 +226,10 @@ class VideoClassificationData(pl.LightningDataModule):
         Example:
             >>> VideoClassificationData.from_csv("video", "label", train_file="train.csv", val_file="val.csv")
         """
-        from tiffin.train.video_layouts import is_kinetics_csv, read_kinetics
-
         video_root = options.pop("video_root", None)
         files = {"train": train_file, "val": val_file, "test": test_file}
-        samples = {}
-        for k, v in files.items():
-            if v is None:
-                samples[k] = None
-            elif is_kinetics_csv(v):  # annotations matched to downloaded clips; the missing ones said
-                found = read_kinetics(v, f"{k}_file", video_root)
-                say(f"{k}_file {v}: Kinetics annotations, {len(found.train)} of "
-                    f"{len(found.train) + len(found.missing)} clips found")
-                samples[k] = found.train
-            else:
-                samples[k] = read_csv(v, f"{k}_file", input_field, target_field)
+        listed = {k: list_csv(v, f"{k}_file", video_root, input_field, target_field) if v is not None else None
+                  for k, v in files.items()}
         predict = None
         if predict_file is not None:
             from tiffin.train.table_io import open_table
@@ -204,7 +244,7 @@ class VideoClassificationData(pl.LightningDataModule):
                 raise TiffinError(f"predict_file {path}: has no {names[0]!r} column (found {list(fields)})")
             predict = [Path(p) if Path(p).is_absolute() else path.parent / p
                        for p in ((row.get(column) or "").strip() for row in reader) if p]
-        return cls(**samples, predict=predict, origin={k: f"{k}_file {v}" for k, v in files.items()}, **options)
+        return cls(**listed, predict=predict, origin={k: f"{k}_file {v}" for k, v in files.items()}, **options)
 
     @classmethod
     def from_files(cls, train_files: Sequence[str | Path] | None = None, train_targets: Sequence[str] | None = None,
@@ -230,6 +270,10 @@ class VideoClassificationData(pl.LightningDataModule):
         return cls(**samples, predict=predict_files, origin={k: f"{k}_files" for k in given}, **options)
 
     # --- Lightning ---------------------------------------------------------------------------
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.videos.get("val"))
 
     @property
     def num_classes(self) -> int | None:
@@ -266,12 +310,30 @@ class VideoClassificationData(pl.LightningDataModule):
             if not videos:
                 raise TiffinError(f"no readable {split} videos; fix the files reported above")
             if split == "train":
+                if stage == "fit":
+                    self._say_run(spec)
                 self.datasets[split] = VideoClipDataset(videos, list(spec.labels), spec, self.clip_sampler,
                                                         self.clips_per_video, train=True, flip=self.flip,
                                                         strict=self.strict, seed=self.seed)
             else:
                 self.datasets[split] = VideoClipDataset(videos, list(spec.labels), spec, "constant_clips_per_video",
                                                         1, strict=self.strict)
+
+    def _say_run(self, spec: VideoSpec) -> None:
+        cut = truncated(self.videos["train"] + (self.videos["val"] or []))
+        bad = len(self.skipped)
+        say(f"{len(spec.labels)} classes, {len(self.videos['train'])} training and {len(self.videos['val'] or [])} "
+            f"validation videos{f', {bad} skipped' if bad else ''}"
+            f"{f', {len(cut)} truncated (their readable part used)' if cut else ''}; clips of {spec.num_frames} "
+            f"frames over {spec.clip_duration}s at {spec.crop_size}px")
+
+    def run_report(self) -> dict[str, Any]:
+        """What a run folder's metrics.json records of the data (tiffin.Trainer(default_root_dir=))."""
+        return {"train_videos": len(self.videos.get("train") or []), "val_videos": len(self.videos.get("val") or []),
+                "skipped_files": [{"path": e.path, "reason": e.reason} for e in self.skipped],  # the first KEPT
+                "skipped": self.skipped.summary(),
+                "truncated_files": truncated((self.videos.get("train") or []) + (self.videos.get("val") or [])),
+                "listed_missing": self.missing}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
         dataset = self.datasets.get(split)
@@ -281,7 +343,8 @@ class VideoClassificationData(pl.LightningDataModule):
                                     persistent_workers=self.num_workers > 0)
         if shuffle:
             trainer = self.trainer
-            sampler = EpochShuffle(len(dataset), self.seed, trainer.current_epoch if trainer else 0,
+            epoch = self.first_epoch if self.first_epoch is not None else trainer.current_epoch if trainer else 0
+            sampler = EpochShuffle(len(dataset), self.seed, epoch,
                                    rank=trainer.global_rank if trainer else 0,
                                    world_size=trainer.world_size if trainer else 1)
             return DataLoader(dataset, sampler=sampler, drop_last=len(dataset) > self.batch_size, **args)

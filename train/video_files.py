@@ -14,6 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 from tiffin.errors import MediaError, TiffinError
@@ -217,3 +218,17 @@ def stratified_split(videos: list[Video], fraction: float, seed: int) -> tuple[l
         val += group[:n_val]
         train += group[n_val:]
     return train, val
+
+
+def truncated(videos: list[Video]) -> list[dict[str, Any]]:
+    """The videos cut short of their headers, with both spans (metrics.json's truncated_files)."""
+    return [{"path": str(v.path), "readable_s": round(v.duration + v.start, 3), "declared_s": round(v.declared, 3)}
+            for v in videos if v.declared is not None]
+
+
+def say_truncated(videos: list[Video]) -> None:
+    from tiffin.console import say
+
+    for cut in truncated(videos):
+        say(f"{cut['path']}: truncated: only {cut['readable_s']:.2f} s of the {cut['declared_s']:.2f} s its header "
+            "declares can be read; clips come from that part", prefix="[yellow]note[/] ")

@@ -259,3 +259,18 @@ def check_clip_size(info: VideoBackbone, num_frames: int, crop_size: int) -> Non
         raise TiffinError(f"--num-frames {num_frames}: {info.name} needs a multiple of {info.frame_multiple}")
     if crop_size < 32 or crop_size % 32:
         raise TiffinError(f"--crop-size {crop_size}: use a multiple of 32 (the backbones downsample 32x)")
+
+
+def make_spec(backbone: str, labels: list[str], num_frames: int | None = None, crop_size: int | None = None,
+              clip_duration: float | None = None) -> VideoSpec:
+    """The clip spec of a new model: the backbone's zoo settings, overridden where given."""
+    info = get_video_backbone(backbone)
+    crop = crop_size or info.crop
+    return VideoSpec(
+        num_frames=num_frames or info.frames,
+        clip_duration=clip_duration or info.clip_duration,
+        side_size=round(crop * info.side / info.crop),
+        crop_size=crop,
+        slowfast_alpha=info.slowfast_alpha,
+        labels=tuple(labels),
+    )

@@ -6,7 +6,8 @@ Fine-tuning strategies:
                    BatchNorm statistics stay as loaded (BatchNorm kept in eval mode).
   freeze_unfreeze  `freeze` until epoch `unfreeze_epoch`, then everything trains, the
                    backbone at `backbone_lr_scale` x the learning rate.
-Exercised by `tiffin train video`.
+Trained by tiffin.Trainer (`tiffin train video` and tiffin.video.VideoClassifier, its subclass);
+in a run folder it adds confusion_matrix.png of the best epoch.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from tiffin.console import say
+from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from tiffin.train.run_folder import backbone_frozen, finetune_optimizer, params_outside
+from tiffin.train.finetuning import backbone_frozen, finetune_optimizer, params_outside
 from tiffin.train.video_model import VideoNet, build_video_net
 
 TASK = "video-classification"
@@ -28,6 +31,9 @@ TASK = "video-classification"
 
 class VideoClassificationTask(pl.LightningModule):
     """Fine-tunes a `VideoNet`. Hyperparameters are plain values, saved in every checkpoint."""
+
+    # what a run folder monitors (best.ckpt) and records per epoch in metrics.json
+    run_monitor = ("val_acc", "max", ("val_loss", "val_acc", "val_acc_top5"))
 
     def __init__(
         self,
@@ -111,6 +117,28 @@ class VideoClassificationTask(pl.LightningModule):
         """Kept in metrics.json for the best epoch only."""
         return {"confusion": self.last_confusion}
 
+    # --- the run folder (tiffin.Trainer(default_root_dir=...)) ----------------------------
+    def run_report(self) -> dict[str, Any]:
+        """What metrics.json records of the model."""
+        return {"task": TASK, "backbone": self.hparams.backbone, "labels": list(self.spec.labels),
+                "strategy": self.hparams.strategy, "confusion_matrix_png": "confusion_matrix.png"}
+
+    def finish_run(self, out: Path, metrics: dict[str, Any]) -> None:
+        """The best epoch's confusion matrix as a PNG, and the run's figures in one line."""
+        best = metrics.get("best")
+        if best and best.get("confusion"):
+            save_confusion_png(best["confusion"], list(self.spec.labels), out / "confusion_matrix.png",
+                               f"validation, epoch {best['epoch']} (val_acc {best['val_acc']:.3f})")
+        if metrics.get("val_acc") is not None:
+            say(f"val_acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f} at epoch "
+                f"{metrics['best_epoch']}), val_acc_top5 {metrics['val_acc_top5']:.3f}; run in {out}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = (checkpoint.get("tiffin") or {}).get("spec", {}).get("labels")
+        if saved is not None and list(saved) != list(self.spec.labels):
+            raise TiffinError(f"the checkpoint was trained on classes {list(saved)}, the data has "
+                              f"{list(self.spec.labels)}; resume with the data it was trained on")
+
     # --- self-describing checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from tiffin import __version__
@@ -123,3 +151,27 @@ class VideoClassificationTask(pl.LightningModule):
             "tiffin_version": __version__,
             "torch_version": str(torch.__version__),
         }
+
+
+def save_confusion_png(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    """Draw a confusion matrix (rows: true class, columns: predicted) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.5 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

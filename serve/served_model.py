@@ -1,6 +1,9 @@
-"""Which artifact a service runs: TIFFIN_ARTIFACT (a folder, for local runs) or a BentoML model
-(TIFFIN_MODEL, else the bento's own, else tiffin-video|speech:latest), checked like every other
-read of an artifact (schema, sha256), and refused unless it is an ONNX artifact of the task."""
+"""The model a service serves: which artifact it runs and the session it holds over it.
+
+The artifact is TIFFIN_ARTIFACT (a folder, for local runs) or a BentoML model (TIFFIN_MODEL,
+else the bento's own, else tiffin-video|speech:latest), checked like every other read of an
+artifact (tiffin.artifact_json: schema, sha256), and refused unless it is an ONNX artifact of
+the task; `ServedModel` is the session a model worker holds over it."""
 
 from __future__ import annotations
 
@@ -9,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tiffin.serve.settings import Settings
-from tiffin.artifact import read_artifact
+from tiffin.artifact_json import read_artifact
 from tiffin.errors import TiffinError
 from tiffin.tasks import TASKS
-
 
 
 def served_artifact(settings: Settings, task: str, check_model_file: bool = True) -> tuple[Path, dict[str, Any]]:

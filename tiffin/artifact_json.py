@@ -1,116 +1,31 @@
-"""Reading an artifact written by `tiffin export`: tiffin.json checked, model file hash verified.
+"""An artifact's tiffin.json: reading it (checked, model file hash verified) and writing it (the
+one writer: validated, atomically).
 
-Torch-free, so serving and the bento read artifacts with the same checks as the CLI. An
-artifact is a directory holding the model file and tiffin.json; see export/artifact.py for
-what is written.
+An artifact is a folder holding the model file, tiffin.json and tiffin.sig (tiffin/signing.py);
+tiffin/artifact_schema.py says field by field what tiffin.json holds, tiffin/artifact_formats.py
+which formats (model files, precisions) it may name. Exporting (tiffin.export.exporting) and
+`tiffin benchmark --record` write it through `write_meta`; the exporters, the parity gate and
+the decoder return their parts for it. Torch-free and light (pydantic is imported on the first
+read or write, not with this module), so serving and the bento read artifacts with the same
+checks as the CLI.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from tiffin.artifact_formats import MODEL_FILES
 from tiffin.errors import TiffinError
 
-SCHEMA_VERSION = 1
-# format -> model file name: the only files an artifact's tiffin.json may point to
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "mobile": "model.ptl", "pt2": "model.pt2"}
+META_FILE = "tiffin.json"
 
-# Limits of what an artifact may say: past them a tiffin.json is refused, not run (a crop of 1e9
-# would allocate until the machine fell over).
-_MAX_SIDE, _MAX_FRAMES, _MAX_RATE, _MAX_CLASSES = 4096, 1024, 384_000, 100_000
 # tiffin.json's size: 100,000 labels of 100 characters fit in 16 MB; past it the file is not one
 # an export wrote, and parsing it would only cost memory
 _MAX_META_BYTES = 16 << 20
-
-
-def _schema():
-    """The pydantic models of tiffin.json (built on first use: pydantic imports in ~0.1 s)."""
-    from typing import Annotated, Literal, Union
-
-    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
-
-    Positive = Annotated[StrictInt, Field(ge=1)]
-    Seconds = Annotated[Union[StrictInt, StrictFloat], Field(gt=0, le=3600)]
-    Names = Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1, max_length=_MAX_CLASSES)]
-
-    class Open(BaseModel):
-        model_config = ConfigDict(extra="allow")  # newer writers may add fields; readers ignore them
-
-    class Tensor(Open):
-        name: Annotated[StrictStr, Field(min_length=1)]
-        dtype: StrictStr
-        shape: Annotated[list[Union[Positive, StrictStr]], Field(min_length=1)]
-
-    class VideoPreprocessing(Open):
-        num_frames: Annotated[StrictInt, Field(ge=1, le=_MAX_FRAMES)]
-        clip_duration: Seconds
-        side_size: Annotated[StrictInt, Field(ge=1, le=_MAX_SIDE)]
-        crop_size: Annotated[StrictInt, Field(ge=1, le=_MAX_SIDE)]
-        mean: Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=3, max_length=3)] = [0.45] * 3
-        std: Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=3, max_length=3)] = [0.225] * 3
-        slowfast_alpha: Positive | None = None
-
-        @model_validator(mode="after")
-        def crop_within_side(self):
-            if self.crop_size > self.side_size:
-                raise ValueError(f"crop_size {self.crop_size} is larger than side_size {self.side_size}")
-            return self
-
-    class SpeechPreprocessing(Open):
-        sample_rate: Annotated[StrictInt, Field(ge=1000, le=_MAX_RATE)]
-        normalize: StrictBool = True
-        chunk_seconds: Seconds = 30.0
-        stride_seconds: Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=3600)] = 5.0
-        conv_stride: Annotated[list[Positive], Field(min_length=1)]
-        conv_kernel: Annotated[list[Positive], Field(min_length=1)]
-
-        @model_validator(mode="after")
-        def one_kernel_a_stride(self):
-            if len(self.conv_stride) != len(self.conv_kernel):
-                raise ValueError("conv_stride and conv_kernel differ in length")
-            return self
-
-    class Common(Open):
-        schema_version: Literal[1]
-        backbone: StrictStr
-        format: Literal["onnx", "torchscript", "mobile", "pt2"]
-        precision: StrictStr
-        model_file: StrictStr
-        inputs: Annotated[list[Tensor], Field(min_length=1)]
-        outputs: Annotated[list[Tensor], Field(min_length=1)]
-        sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
-        runtime: StrictStr | None = None  # the runtime to open it on (tiffin benchmark --record); a row of tiffin.runtimes
-
-    class VideoArtifact(Common):
-        task: Literal["video-classification"]
-        preprocessing: VideoPreprocessing
-        labels: Names
-
-    class DecoderFile(Open):
-        file: Literal["words.txt", "lm.arpa", "lm.bin"]  # fixed names: never a path
-        sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
-
-    class Decoder(Open):
-        kind: Literal["beam"]
-        beam_width: Positive
-        lm_weight: Union[StrictInt, StrictFloat]
-        word_score: Union[StrictInt, StrictFloat]
-        beam_threshold: Union[StrictInt, StrictFloat]
-        words: DecoderFile | None = None
-        lm: DecoderFile | None = None
-        hotwords: list[StrictStr] = []
-        hotword_weight: Union[StrictInt, StrictFloat] = 0.0
-
-    class SpeechArtifact(Common):
-        task: Literal["speech-recognition"]
-        preprocessing: SpeechPreprocessing
-        vocab: Names
-        decoder: Decoder | None = None
-
-    return {"video-classification": VideoArtifact, "speech-recognition": SpeechArtifact}
 
 
 def sha256(path: Path) -> str:
@@ -121,32 +36,32 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def validate_meta(meta: Any, where: str) -> dict[str, Any]:
-    """`meta` if it is a tiffin.json this version reads, else a TiffinError naming the first problem's field."""
+def _validated(meta: Any, where: str, hint: str):
+    """The schema model of `meta` (tiffin.artifact_schema), else a TiffinError naming the first problem's field."""
     from pydantic import ValidationError
+
+    from tiffin.artifact_schema import SCHEMA_VERSION, TASK_MODELS
 
     if not isinstance(meta, dict):
         raise TiffinError(f"{where}: not a tiffin.json object (found a JSON {type(meta).__name__})")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise TiffinError(f"{where}: schema_version {meta.get('schema_version')!r} is not one this tiffin reads "
                           f"({SCHEMA_VERSION}); export the model again with this version")
-    from tiffin.tasks import task_named
-
-    row = task_named(meta.get("task"), where)
-    task = row.name
-    schemas = _schema()
+    if meta.get("task") not in TASK_MODELS:
+        raise TiffinError(f"{where}: task {meta.get('task')!r} is not one of {', '.join(TASK_MODELS)}")
+    schema = TASK_MODELS[meta["task"]]
     try:
-        schemas[task].model_validate(meta)
+        model = schema.model_validate(meta)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise TiffinError(f"{where}: {field}: {first['msg'].lower()}; export the model again") from None
+        raise TiffinError(f"{where}: {field}: {first['msg'].lower()}; {hint}") from None
     # one name per output class: fewer would send a top score or CTC token past the list's end
-    output = meta["outputs"][0]
+    output, classes_key = meta["outputs"][0], schema.classes_key
     classes = output["shape"][-1]
-    if isinstance(classes, int) and classes != len(meta[row.classes_key]):
-        raise TiffinError(f"{where}: {row.classes_key} has {len(meta[row.classes_key])} entries but the model's "
-                          f"output {output['name']!r} has {classes}; export the model again")
+    if isinstance(classes, int) and classes != len(meta[classes_key]):
+        raise TiffinError(f"{where}: {classes_key} has {len(meta[classes_key])} entries but the model's "
+                          f"output {output['name']!r} has {classes}; {hint}")
     if MODEL_FILES.get(meta["format"]) != meta["model_file"]:
         # never a path: an artifact cannot point outside its own directory
         raise TiffinError(f"{where}: model_file {meta['model_file']!r} does not match format {meta['format']!r}")
@@ -156,7 +71,44 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
         if meta["runtime"] not in [r.name for r in runtimes_for(meta["format"])]:
             raise TiffinError(f"{where}: runtime {meta['runtime']!r} does not run {meta['format']} artifacts; "
                               "record another with tiffin benchmark --record, or remove the key")
+    return model
+
+
+def validate_meta(meta: Any, where: str) -> dict[str, Any]:
+    """`meta` if it is a tiffin.json this version reads, else a TiffinError naming the first problem's field."""
+    _validated(meta, where, "export the model again")
     return meta
+
+
+def write_meta(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write `meta` as `folder`/tiffin.json, the one way tiffin.json is written: checked against
+    the schema as a reader will read it, with no key the schema does not document, and replaced
+    atomically (a reader sees the old file or the new one). Returns what was written, as a reader
+    gets it back. Re-signing is the caller's (tiffin.signing.sign_artifact).
+
+    Raises:
+        TiffinError: the dict is not a valid tiffin.json (a bug of its writer); nothing was written.
+    """
+    from tiffin.artifact_schema import undocumented
+
+    path = Path(folder) / META_FILE
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    written = json.loads(text)  # tuples become lists: validated exactly as it will be read
+    hint = "a tiffin.json writer produced it; nothing was written"
+    extra = undocumented(_validated(written, str(path), hint))
+    if extra:
+        raise TiffinError(f"{path}: {extra[0]}: not a field of tiffin/artifact_schema.py; document it there "
+                          f"(and in README) before writing it; nothing was written")
+    tmp = path.with_name(f".{META_FILE}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
 
 
 def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, Any]:
@@ -167,7 +119,7 @@ def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, 
         TiffinError: not an artifact, unknown schema, or a model file that changed since export.
     """
     path = Path(path)
-    meta_path = path / "tiffin.json"
+    meta_path = path / META_FILE
     if not meta_path.is_file():
         raise TiffinError(f"{path}: not an artifact (no tiffin.json); give a folder written by `tiffin export`")
     if meta_path.stat().st_size > _MAX_META_BYTES:
