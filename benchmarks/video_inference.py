@@ -108,7 +108,8 @@ def bench_backbone(name: str, runs: int, agreement_clips: int) -> dict:
         result["variants"][key] = {"status": status, "export_s": round(time.perf_counter() - started, 1),
                                    "size_mb": round(path.stat().st_size / 2**20, 1), "top1_agreement": agreement}
         if status == "ok":
-            timers[key] = (lambda r: lambda: r(clip))(runner)
+            # runtime sessions take numpy, as the host path feeds them
+            timers[key] = (lambda r, x: lambda: r(x))(runner, clip.numpy())
     samples = alternate(timers, runs)
     peer = statistics.median(samples["pytorchvideo eager fp32"])
     for key, times in samples.items():

@@ -5,7 +5,6 @@ tiffin.Trainer they make. The commands build the Python API's objects from their
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ def run(opts: RunOptions, out: Path, model: Any, data: Any, training_items: int)
     from tiffin.trainer import Trainer
 
     devices: int | str = int(opts.devices) if str(opts.devices).isdigit() else opts.devices
-    steps_per_epoch = max(1, math.ceil(training_items / opts.batch_size))
+    steps_per_epoch = max(1, training_items // opts.batch_size)  # full batches: training drops the last partial one
     trainer = Trainer(
         max_epochs=opts.max_epochs, max_steps=opts.max_steps, precision=opts.precision, accelerator=opts.accelerator,
         devices=devices, num_nodes=opts.num_nodes, strategy=distributed_strategy(opts.distributed, opts.strategy),
