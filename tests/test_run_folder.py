@@ -89,3 +89,19 @@ def test_python_refuses_to_start_over_a_run_and_needs_one_to_resume(motion_datas
     with pytest.raises(TiffinError, match="already holds a run; pass ckpt_path='last'"):
         Trainer(max_epochs=1, enable_progress_bar=False, default_root_dir=tmp_path / "old").finetune(model, datamodule=dm)
     assert (tmp_path / "old" / "checkpoints" / "last.ckpt").read_bytes() == b"a run is here"
+
+
+def test_weights_for_other_classes_are_refused_before_they_load(motion_dataset):
+    """A resume with other data (another class list, or another alphabet) is one line, not a
+    model silently trained on misnamed classes."""
+    from tiffin.errors import TiffinError
+    from tiffin.speech import SpeechRecognition
+    from tiffin.video import VideoClassifier
+
+    model = VideoClassifier(backbone="x3d_xs", labels=["a", "b"], pretrained=False, num_frames=4, crop_size=32)
+    model.on_load_checkpoint({"tiffin": {"spec": {"labels": ["a", "b"]}}})  # the same classes load
+    with pytest.raises(TiffinError, match=r"other classes \(3: \['a', 'b', 'c'\]\)"):
+        model.on_load_checkpoint({"tiffin": {"spec": {"labels": ["a", "b", "c"]}}})
+    speech = SpeechRecognition(backbone="tiffin/wav2vec2-tiny", pretrained=False)
+    with pytest.raises(TiffinError, match="other vocabulary tokens"):
+        speech.on_load_checkpoint({"tiffin": {"spec": {"vocab": ["<pad>", "a"]}}})

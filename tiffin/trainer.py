@@ -63,7 +63,7 @@ class Trainer(pl.Trainer):
         if kwargs.get("default_root_dir") is not None:  # the user chose a folder: keep a run there
             from tiffin.train.run_folder import RunFolder
 
-            self.run_folder = RunFolder(kwargs["default_root_dir"], {**kwargs, "precision": precision})
+            self.run_folder = RunFolder(kwargs["default_root_dir"], precision)
             kwargs = self.run_folder.trainer_kwargs(kwargs)
         try:
             super().__init__(*args, **kwargs)

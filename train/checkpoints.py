@@ -63,3 +63,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def same_classes(checkpoint: dict[str, Any], key: str, mine: Any, what: str) -> None:
+    """Refuse to load weights trained for other outputs (`key`: the spec's "labels" or "vocab")
+    than the model's: resuming with other data would otherwise train on misnamed classes.
+
+    Raises:
+        TiffinError: the checkpoint's spec lists other `what` than `mine`.
+    """
+    saved = (checkpoint.get("tiffin") or {}).get("spec", {}).get(key)
+    if saved is not None and list(saved) != list(mine):
+        raise TiffinError(f"the checkpoint was trained with other {what} ({len(saved)}: {list(saved)[:8]}) than the "
+                          f"model's ({len(mine)}: {list(mine)[:8]}); resume with the data and options it was trained with")

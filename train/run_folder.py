@@ -49,9 +49,9 @@ class RunCheckpoint(ModelCheckpoint):
 class RunFolder:
     """What a Trainer given a folder adds: loggers, atomic checkpoints, exact resume, metrics.json."""
 
-    def __init__(self, out: str | Path, kwargs: dict[str, Any]):
+    def __init__(self, out: str | Path, precision: str):
         self.out = Path(out)
-        self.precision = str(kwargs.get("precision", "32"))  # as asked: 16-mixed stays 16-mixed in metrics.json
+        self.precision = precision  # as asked: 16-mixed stays 16-mixed in metrics.json
         self.last = self.out / "checkpoints" / "last.ckpt"
         self.checkpoint: RunCheckpoint | None = None
         self.metrics: dict[str, Any] | None = None
@@ -131,11 +131,10 @@ class RunFolder:
         if trainer.is_global_zero:
             writer.write(final)
         self.metrics = writer.document(final)
-        skipped = self.metrics.get("skipped", {}).get("total", 0) if isinstance(self.metrics.get("skipped"), dict) else 0
-        if skipped:
-            what = "row(s)" if "skipped_rows" in self.metrics else "unreadable video(s)"
-            key = "skipped_rows" if "skipped_rows" in self.metrics else "skipped_files"
-            say(f"{skipped} {what} were skipped; see {key} in {self.out / 'metrics.json'}", prefix="[yellow]note[/] ")
+        skipped = getattr(datamodule, "skipped", None)
+        if skipped:  # a tiffin data module: its BadFiles, and the metrics.json key listing them
+            say(f"{skipped.total} {datamodule.skipped_what} were skipped; see {datamodule.skipped_key} in "
+                f"{self.out / 'metrics.json'}", prefix="[yellow]note[/] ")
         if trainer.is_global_zero and hasattr(model, "finish_run"):
             model.finish_run(self.out, self.metrics)
         return self.metrics

@@ -108,6 +108,8 @@ class SpeechRecognitionData(pl.LightningDataModule):
         ...                                     test_file="test.csv", batch_size=4)
     """
 
+    skipped_what, skipped_key = "row(s)", "skipped_rows"  # the run folder's note
+
     def __init__(
         self,
         train: Sequence[Row] | dict[str, list[Row]] | None = None,

@@ -21,8 +21,8 @@ from torchmetrics import Metric
 
 from tiffin.console import say
 from tiffin.ctc import Vocabulary, error_counts
-from tiffin.errors import TiffinError
 from tiffin.spec import SpeechSpec
+from tiffin.train.checkpoints import same_classes
 from tiffin.train.finetuning import backbone_frozen, finetune_optimizer, params_outside
 from tiffin.train.speech_model import SpeechNet, build_speech_net
 
@@ -182,10 +182,7 @@ class SpeechRecognitionTask(pl.LightningModule):
                 f"{metrics['val_wer']:.3f}; run in {out}, Hugging Face model in {hf_dir}")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = (checkpoint.get("tiffin") or {}).get("spec", {}).get("vocab")
-        if saved is not None and list(saved) != list(self.spec.vocab):
-            raise TiffinError(f"the checkpoint's vocabulary ({len(saved)} tokens) is not the model's "
-                              f"({len(self.spec.vocab)}); resume with the options and data it was trained with")
+        same_classes(checkpoint, "vocab", self.spec.vocab, "vocabulary tokens")
 
     # --- self-describing checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -109,6 +109,8 @@ class VideoClassificationData(pl.LightningDataModule):
         >>> dm.labels, dm.num_classes
     """
 
+    skipped_what, skipped_key = "unreadable video(s)", "skipped_files"  # the run folder's note
+
     def __init__(
         self,
         train: Sequence[Sample] | Listing | None = None,

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from tiffin.console import say
-from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
+from tiffin.train.checkpoints import same_classes
 from tiffin.train.finetuning import backbone_frozen, finetune_optimizer, params_outside
 from tiffin.train.video_model import VideoNet, build_video_net
 
@@ -134,10 +134,7 @@ class VideoClassificationTask(pl.LightningModule):
                 f"{metrics['best_epoch']}), val_acc_top5 {metrics['val_acc_top5']:.3f}; run in {out}")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = (checkpoint.get("tiffin") or {}).get("spec", {}).get("labels")
-        if saved is not None and list(saved) != list(self.spec.labels):
-            raise TiffinError(f"the checkpoint was trained on classes {list(saved)}, the data has "
-                              f"{list(self.spec.labels)}; resume with the data it was trained on")
+        same_classes(checkpoint, "labels", self.spec.labels, "classes")
 
     # --- self-describing checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
