@@ -24,8 +24,14 @@ espeak:
 		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq espeak-ng wamerican; } \
 		|| { echo "needs espeak-ng and wamerican: apt-get install espeak-ng wamerican"; exit 1; }
 
+# Two processes: one pytest process over the whole suite segfaulted at about two thirds on a fresh
+# clone (2026-12-03, in an in-process training test after ~250 others; each half passes alone and
+# the crash did not reproduce in any subset tried): a workaround until its cause is found.
+TESTS_FIRST := $(shell ls tests/test_*.py | LC_ALL=C sort | awk '$$0 < "tests/test_load.py"')
+TESTS_REST := $(shell ls tests/test_*.py | LC_ALL=C sort | awk '$$0 >= "tests/test_load.py"')
 test: $(VENV)/.installed espeak
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TESTS_FIRST)
+	$(PY) -m pytest -q $(TESTS_REST)
 
 # The slower checks that drive a headless Chromium (installed here with apt when root).
 test-browser: $(VENV)/.installed
