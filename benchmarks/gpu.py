@@ -78,7 +78,7 @@ def video(steps: int, work: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from tiffin.spec import VideoSpec
-    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_lookup import get_video_backbone
     from tiffin.train.synthetic import make_motion_dataset
     from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
     from tiffin.train.video_model import build_video_net
@@ -118,7 +118,7 @@ def inference(work: Path) -> dict:
     from tiffin.export.specs import video_export_spec
     from tiffin.onnx_session import OnnxSession
     from tiffin.spec import VideoSpec
-    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_lookup import get_video_backbone
     from tiffin.train.video_model import build_video_net
 
     info = get_video_backbone("slowfast_r50")

@@ -18,8 +18,16 @@ POSTed as a 16 kHz wav at concurrency 1 from a child process; then the pipeline 
 runtime's in-process call are timed again, so the served p50 is compared with the mean of the
 two in-process readings that bracket it, and the served transcript with the in-process one.
 
-Run: .venv/bin/python benchmarks/speech_inference.py [--runs 5] [--keep] [--serve-seconds 30]
-Writes benchmarks/results/speech_inference.json.
+`--model parakeet-ctc-0.6b`: Parakeet CTC's 0.6B architecture (transformers' default ParakeetCTCConfig:
+24 FastConformer layers of 1024, log-mel features, a 1,024-piece SentencePiece vocabulary with the blank
+last), random weights, saved with its feature extractor and a tokenizer.json. Its fp32 weights (2.4 GB)
+pass protobuf's limit, so the ONNX artifact is model.onnx + model.onnx.data. The peer is transformers'
+own ParakeetFeatureExtractor + ParakeetForCTC forward, eager fp32, greedy argmax (the ASR pipeline does
+not take this model); tiffin's candidates are ONNX fp32 and int8 and the table's other runtimes.
+
+Run: .venv/bin/python benchmarks/speech_inference.py [--model wav2vec2-base|parakeet-ctc-0.6b] [--runs 5]
+     [--keep] [--serve-seconds 30]
+Writes benchmarks/results/speech_inference.json (speech_inference_parakeet.json for Parakeet).
 """
 
 from __future__ import annotations
@@ -71,6 +79,55 @@ def base_folder(folder: Path) -> Path:
     return folder
 
 
+def parakeet_folder(folder: Path) -> Path:
+    """Parakeet-CTC-0.6B's architecture with random weights, its feature extractor, and a tokenizer.json
+    of 1,024 SentencePiece-style pieces (the blank <pad> added last, as Parakeet's tokenizer has it)."""
+    import itertools
+    import string
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import ParakeetCTCConfig, ParakeetFeatureExtractor, ParakeetForCTC, ParakeetTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    mark = "\u2581"
+    letters = string.ascii_lowercase
+    pieces = ["<unk>", mark, *letters, *(mark + c for c in letters)]
+    for a, b in itertools.product(letters, repeat=2):  # then two-letter pieces, word-initial and inside
+        pieces += [a + b] + ([mark + a + b] if len(pieces) < 900 else [])
+        if len(pieces) >= 1024:
+            break
+    pieces = pieces[:1024]
+    vocab = {t: i for i, t in enumerate(pieces)}
+    merges = generate_merges(vocab, {t: -i for t, i in vocab.items() if t != "<unk>"}, skip_tokens=["<unk>"])
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=mark, prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement=mark, prepend_scheme="always")
+    tokenizer.add_special_tokens([AddedToken("<pad>", normalized=False, special=True)])
+    torch.manual_seed(0)
+    ParakeetForCTC(ParakeetCTCConfig(vocab_size=1025, pad_token_id=1024)).eval().save_pretrained(folder)
+    ParakeetTokenizer(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>").save_pretrained(folder)
+    ParakeetFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def parakeet_peer(folder: Path):
+    """transformers' own path for Parakeet CTC: feature extractor, model forward, greedy ids, decode."""
+    from transformers import ParakeetFeatureExtractor, ParakeetForCTC, ParakeetTokenizer
+
+    extractor = ParakeetFeatureExtractor.from_pretrained(folder)
+    model = ParakeetForCTC.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = ParakeetTokenizer.from_pretrained(folder)
+
+    def run(wave: np.ndarray) -> str:
+        with torch.inference_mode():
+            inputs = extractor(wave, sampling_rate=16000, return_tensors="pt")
+            ids = model(**inputs).logits.argmax(-1)[0].tolist()
+        collapsed = [i for j, i in enumerate(ids) if i != model.config.pad_token_id and (j == 0 or ids[j - 1] != i)]
+        return tokenizer.decode(collapsed)
+
+    return run
+
+
 def cer(a: str, b: str) -> float:
     """CER between two transcripts, special tokens (`<unk>`, which the pipeline's tokenizer spells
     out and tiffin's decoder drops) and extra spaces removed from both."""
@@ -108,6 +165,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the model folder and artifacts (for serving.py --artifact)")
     parser.add_argument("--serve-seconds", type=float, default=30)
     parser.add_argument("--http", nargs=4, metavar="ARTIFACT WAV RUNTIME SECONDS", help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--model", default="wav2vec2-base", choices=["wav2vec2-base", "parakeet-ctc-0.6b"])
     args = parser.parse_args()
     if args.http:
         print(json.dumps(http(Path(args.http[0]), Path(args.http[1]), args.http[2], float(args.http[3]))))
@@ -122,10 +180,16 @@ def main() -> None:
     from tiffin.train.predict import load_speech_model
 
     work = Path(tempfile.mkdtemp())
-    folder = base_folder(work / "wav2vec2-base")
+    parakeet = args.model == "parakeet-ctc-0.6b"
+    folder = parakeet_folder(work / "parakeet") if parakeet else base_folder(work / "wav2vec2-base")
     wave = speech(work)
-    peer = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
-    vocab = Vocabulary(load_speech_model(folder).spec.vocab)
+    if parakeet:
+        peer_run = parakeet_peer(folder)
+        peer_key = "transformers ParakeetForCTC eager fp32"
+    else:
+        pipe = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+        peer_run, peer_key = (lambda w: pipe(w)["text"]), "transformers pipeline eager fp32"
+    vocab = Vocabulary.of_spec(load_speech_model(folder).spec)
 
     def tiffin_run(predictor):
         return lambda: vocab.decode_logits(predictor.recording_logits(wave))
@@ -134,11 +198,13 @@ def main() -> None:
         return predictor.recording_logits(wave).argmax(-1)
 
     eager = load_speech_model(folder).predictor()
-    timers = {"transformers pipeline eager fp32": lambda: peer(wave.copy())["text"], "tiffin eager fp32": tiffin_run(eager)}
+    timers = {peer_key: lambda: peer_run(wave.copy()), "tiffin eager fp32": tiffin_run(eager)}
     reference_frames = frames(eager)
-    results = {"model": "wav2vec2-base architecture (94M parameters), random weights", "audio_s": 10.0,
+    described = ("Parakeet-CTC-0.6B architecture (transformers' default ParakeetCTCConfig), random weights"
+                 if parakeet else "wav2vec2-base architecture (94M parameters), random weights")
+    results = {"model": described, "audio_s": 10.0, "peer": peer_key,
                "torch": torch.__version__, "threads": torch.get_num_threads(), "variants": {}}
-    for fmt, precision in CANDIDATES:
+    for fmt, precision in (CANDIDATES[:2] if parakeet else CANDIDATES):
         key = f"tiffin {fmt} {precision}"
         out = work / key.replace(" ", "-")
         started = time.perf_counter()
@@ -175,12 +241,12 @@ def main() -> None:
         timers[key] = tiffin_run(model)
     texts = {key: run() for key, run in timers.items()}
     samples = alternate(timers, args.runs)
-    peer_s = statistics.median(samples["transformers pipeline eager fp32"])
+    peer_s = statistics.median(samples[peer_key])
     for key, times in samples.items():
         entry = results["variants"].setdefault(key, {"status": "ok"})
         median = statistics.median(times)
         entry.update(median_ms=round(1000 * median, 1), rtf=round(median / 10.0, 4), speedup=round(peer_s / median, 2),
-                     cer_vs_peer=round(cer(texts["transformers pipeline eager fp32"], texts[key]), 4),
+                     cer_vs_peer=round(cer(texts[peer_key], texts[key]), 4),
                      transcript_chars=len(texts[key]))
     served = [k for k in ("tiffin onnx fp32 on openvino-bf16", "tiffin onnx fp32 on openvino", "tiffin onnx fp32")
               if results["variants"].get(k, {}).get("status") == "ok"]
@@ -194,17 +260,16 @@ def main() -> None:
         summary = json.loads(subprocess.run([sys.executable, __file__, "--http", str(onnx), str(work / "speech-16k.wav"),
                                              runtime, str(args.serve_seconds)], check=True, capture_output=True,
                                             text=True).stdout.strip().splitlines()[-1])
-        peer_key = "transformers pipeline eager fp32"
         again = alternate({peer_key: timers[peer_key], key: timers[key]}, args.runs)
         bracket = {k: (results["variants"][k]["median_ms"] + 1000 * statistics.median(again[k])) / 2 for k in again}
         results["served"] = {
             "runtime": runtime, "http": {k: v for k, v in summary.items() if k != "text"},
-            "in_process_ms": round(bracket[key], 1), "pipeline_ms": round(bracket[peer_key], 1),
+            "in_process_ms": round(bracket[key], 1), "peer_ms": round(bracket[peer_key], 1),
             "served_over_in_process": round(summary["p50_ms"] / bracket[key], 3),
-            "speedup_vs_pipeline": round(bracket[peer_key] / summary["p50_ms"], 2),
+            "speedup_vs_peer": round(bracket[peer_key] / summary["p50_ms"], 2),
             "text_equals_in_process": summary["text"] == texts[key]}
     print(json.dumps(results, indent=1))
-    save_results("speech_inference", results)
+    save_results("speech_inference_parakeet" if parakeet else "speech_inference", results)
     if args.keep:
         print(f"kept: {work} (the Hugging Face folder and each artifact)")
     else:

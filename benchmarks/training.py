@@ -58,7 +58,7 @@ def loader_alone(task: str, data: Path, workers: int, steps: int) -> dict:
     from torch.utils.data import DataLoader
 
     if task == "video":
-        from tiffin.train.backbones import get_video_backbone
+        from tiffin.train.video_lookup import get_video_backbone
         from tiffin.train.video_data import EpochShuffle, VideoClipDataset, collate_clips, discover_folder, probe_all
         from tiffin.train.video_model import embedded_spec
 

@@ -36,7 +36,7 @@ from tiffin.export.parity import ParityError, TopOneAgreement, check_parity  # n
 from tiffin.export.specs import video_export_spec  # noqa: E402
 from tiffin.runtimes import runtime_for  # noqa: E402
 from tiffin.spec import VideoSpec  # noqa: E402
-from tiffin.train.backbones import get_video_backbone  # noqa: E402
+from tiffin.train.video_lookup import get_video_backbone  # noqa: E402
 from tiffin.train.synthetic import render_motion  # noqa: E402
 from tiffin.train.video_model import build_video_net  # noqa: E402
 

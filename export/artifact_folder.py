@@ -27,12 +27,14 @@ def default_out(model: Path, format: str, precision: str) -> Path:
 
 
 def artifact_file_names() -> frozenset[str]:
-    """Every name an export writes into an artifact folder: a format's model file, tiffin.json,
-    the decoder's word list and LM, the signature."""
+    """Every name an export writes into an artifact folder: a format's model file and external
+    weights file (ONNX past 2 GB), tiffin.json, the decoder's word list and LM, the signature."""
+    from tiffin.artifact_formats import EXTERNAL_DATA_FILES
     from tiffin.ctc_beam import DECODER_FILES
     from tiffin.signing import SIGNATURE_FILE
 
-    return frozenset(set(MODEL_FILES.values()) | set(DECODER_FILES.values()) | {META_FILE, SIGNATURE_FILE})
+    return frozenset(set(MODEL_FILES.values()) | set(EXTERNAL_DATA_FILES.values()) | set(DECODER_FILES.values())
+                     | {META_FILE, SIGNATURE_FILE})
 
 
 def check_replaceable(out: Path) -> None:

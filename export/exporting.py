@@ -1,9 +1,10 @@
 """`tiffin export` as a Python function: a model in, an artifact folder out, behind the parity gate.
 
 The artifact (tiffin/artifact_json.py says what it holds) is built in a partial folder beside
-`--out` (export/artifact_folder.py): the exporter writes the model file, embedding the
-tiffin.json it is given less the parity report and the model file's hash, and returns the
-fields it adds; the parity gate (export/parity.py) runs the file as every reader opens it and
+`--out` (export/artifact_folder.py): the exporter writes the model file (and, for an ONNX
+model past protobuf's 2 GB limit, its weights file model.onnx.data), embedding the tiffin.json
+it is given less the parity report and the files' hashes, and returns the fields it adds
+(the weights file's hash among them); the parity gate (export/parity.py) runs the file as every reader opens it and
 returns its report; the decoder's files are copied in; tiffin.json is written once, by
 tiffin.artifact_json.write_meta; the folder is signed (tiffin.sig: every file, with the user's
 key, tiffin/signing.py, so that a TorchScript, mobile or .pt2 artifact, which is a program,
@@ -127,8 +128,9 @@ def export_model(opts: ExportOptions, loaded=None) -> tuple[Path, dict[str, Any]
         if opts.beam is not None and hasattr(agreement, "use_beam"):  # beam transcripts must agree too
             from tiffin.ctc_beam import BeamDecoder
 
-            agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), opts.beam))
-        # the exporter embeds `meta` in the model file and returns what it adds (ONNX int8: quantization)
+            agreement.use_beam(BeamDecoder(Vocabulary.of_artifact(meta), opts.beam))
+        # the exporter embeds `meta` in the model file and returns what it adds (ONNX int8: quantization;
+        # ONNX past 2 GB: external_data, the hash of model.onnx.data, which every read checks)
         added = fmt.export(loaded.net, spec, tmp / fmt.file, opts.precision, opts.opset, meta,
                            calibration=calibration)
         meta = {**meta, **(added or {})}
@@ -160,7 +162,7 @@ def _pack_decoder(beam, meta: dict[str, Any], folder: Path) -> dict[str, Any]:
 
     if meta["task"] != "speech-recognition":
         raise TiffinError("--words/--lm: a word list and language model decode speech; this is a video model")
-    BeamDecoder(Vocabulary(tuple(meta["vocab"])), beam)
+    BeamDecoder(Vocabulary.of_artifact(meta), beam)
     files = {}
     for key, source, name in (("words", beam.words, DECODER_FILES["words"]),
                               ("lm", beam.lm, lm_file_name(beam.lm) if beam.lm else None)):

@@ -65,7 +65,7 @@ class TranscriptAgreement:
     key = "transcript_cer"
 
     def __init__(self, meta: dict):
-        self.vocab = Vocabulary(tuple(meta["vocab"]))
+        self.vocab = Vocabulary.of_artifact(meta)
         self.errors = self.chars = 0
         self.beam = None  # a tiffin.ctc_beam.BeamDecoder: the artifact's word list / LM, scored alike
         self.beam_errors = self.beam_chars = 0

@@ -33,7 +33,7 @@ def check_artifact(path: Path, data: Path | None = None, source: Path | None = N
     if meta.get("decoder") and hasattr(agreement, "use_beam"):
         from tiffin.ctc_beam import BeamDecoder, options_of
 
-        agreement.use_beam(BeamDecoder(Vocabulary(tuple(meta["vocab"])), options_of(Path(path), meta["decoder"])))
+        agreement.use_beam(BeamDecoder(Vocabulary.of_artifact(meta), options_of(Path(path), meta["decoder"])))
     from tiffin.host import chosen_runtime
 
     row = chosen_runtime(path, meta, runtime)

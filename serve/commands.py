@@ -64,7 +64,8 @@ def serve(artifact: Path, host: str = "127.0.0.1", port: int = 3000, workers: in
 
 
 def store_model(artifact: Path, name: str | None = None):
-    """Copy an artifact (tiffin.json + model file) into the BentoML model store; the Model."""
+    """Copy an artifact (tiffin.json + model file, its external weights file past 2 GB, the
+    decoder's files) into the BentoML model store; the Model."""
     import bentoml
 
     meta = onnx_artifact(artifact)
@@ -75,8 +76,9 @@ def store_model(artifact: Path, name: str | None = None):
         metadata = {"task": meta["task"], "backbone": meta["backbone"], "sha256": meta["sha256"]}
         with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
             decoder = meta.get("decoder") or {}
-            for file in ("tiffin.json", meta["model_file"], *(decoder[k]["file"] for k in ("words", "lm")
-                                                              if decoder.get(k))):
+            data = [meta["external_data"]["file"]] if meta.get("external_data") else []
+            for file in ("tiffin.json", meta["model_file"], *data, *(decoder[k]["file"] for k in ("words", "lm")
+                                                                     if decoder.get(k))):
                 shutil.copy2(Path(artifact) / file, Path(model.path) / file)
     except bentoml.exceptions.InvalidArgument as exc:
         raise TiffinError(f"--name {name}: {exc}") from None

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Offline by construction: no test may wait on the internet. Downloads are off (tiffin's and the Hub
+# client's own switch, set before anything imports huggingface_hub), and the zoo mirror and Hub
+# endpoint point at a closed loopback port; tests/test_weights.py turns them on against its own
+# loopback servers.
+os.environ["TIFFIN_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TIFFIN_WEIGHTS_MIRROR"] = "http://127.0.0.1:9"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+# and the weight caches are the session's own: a developer's ~/.cache neither helps nor changes a result
+_CACHES = tempfile.mkdtemp(prefix="tiffin-test-caches-")
+os.environ["TORCH_HOME"] = os.path.join(_CACHES, "torch")
+os.environ["HF_HOME"] = os.path.join(_CACHES, "hf")
+os.environ.pop("HF_HUB_CACHE", None)
 
 pytest.register_assert_rewrite("tests.helpers")  # its asserts explain themselves as a test module's do
 

@@ -124,7 +124,11 @@ def service(monkeypatch, name: str, artifact: Path, **env):
         monkeypatch.setenv(key, str(value))
     from tiffin.serve import speech, video
 
-    return {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]()
+    service_class = {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]
+    dependency = vars(getattr(service_class, "inner", service_class)).get("model")
+    if dependency is not None:  # batching: BentoML resolves the model service once per process, which in a
+        monkeypatch.setattr(dependency, "_resolved", None)  # server holds one artifact; here each test has its own
+    return service_class()
 
 
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the running `tiffin serve` (then `bentoml serve`)

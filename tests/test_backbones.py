@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from tiffin.cli import app
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from tiffin.train.backbones import VIDEO_BACKBONES, get_video_backbone
+from tiffin.train.backbones import VIDEO_BACKBONES
+from tiffin.train.video_lookup import get_video_backbone
 from tiffin.train.video_model import Preprocess, build_backbone, build_video_net, load_pretrained
 
 LABELS = ("a", "b", "c")
@@ -19,15 +20,22 @@ LABELS = ("a", "b", "c")
 
 def small_spec(name: str, frames: int | None = None, crop: int = 64) -> VideoSpec:
     info = VIDEO_BACKBONES[name]
+    if info.fixed_size:  # runs at its zoo size only
+        frames, crop = info.frames, info.crop
     return VideoSpec(num_frames=frames or max(4, info.frame_multiple), clip_duration=1.0, side_size=crop,
-                     crop_size=crop, slowfast_alpha=info.slowfast_alpha, labels=LABELS)
+                     crop_size=crop, mean=info.mean, std=info.std, slowfast_alpha=info.slowfast_alpha, labels=LABELS)
 
 
-@pytest.mark.parametrize("name", list(VIDEO_BACKBONES))
+# fixed-size rows run at their full zoo size: with the full matrix, `make test-families`
+ROWS = [pytest.param(name, marks=pytest.mark.families) if info.fixed_size else name
+        for name, info in VIDEO_BACKBONES.items()]
+
+
+@pytest.mark.parametrize("name", ROWS)
 def test_every_backbone_runs_at_a_small_size(name):
     spec = small_spec(name)
     net = build_video_net(name, spec).eval()
-    frames = torch.randint(0, 256, (2, spec.num_frames, 64, 64, 3), dtype=torch.uint8)
+    frames = torch.randint(0, 256, (2, spec.num_frames, spec.crop_size, spec.crop_size, 3), dtype=torch.uint8)
     with torch.no_grad():
         logits = net(frames)
         again = net(frames)
@@ -93,13 +101,15 @@ def test_pretrained_weights_load_from_the_torch_hub_cache(tmp_path, monkeypatch)
     assert net.head().out_features == len(LABELS)  # the 400-class layer was replaced
 
 
-def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+def test_missing_weights_offline_say_where_they_go_and_how_to_fetch_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("TIFFIN_OFFLINE", "1")
     with pytest.raises(TiffinError) as err:
         build_video_net("slowfast_r50", small_spec("slowfast_r50"), pretrained=True)
     message = str(err.value)
     assert str(tmp_path / "empty" / "hub" / "checkpoints" / "SLOWFAST_8x8_R50.pyth") in message
-    assert "--no-pretrained" in message and "--weights" in message
+    assert "tiffin download slowfast_r50" in message and "--weights" in message and "\n" not in message
+    assert not (tmp_path / "empty" / "hub" / "checkpoints").exists() or not any((tmp_path / "empty").rglob("*.pyth"))
 
 
 def test_wrong_weights_file_is_refused(tmp_path):
@@ -136,11 +146,16 @@ def test_mvit_positional_embeddings_are_resized_for_other_clip_sizes(tmp_path):
 def test_backbones_cli_lists_the_table_as_json():
     result = CliRunner().invoke(app, ["backbones", "video", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    listed = json.loads(result.output)
+    rows = [r for r in listed if r["zoo"] != "transformers"]
     assert [r["name"] for r in rows] == list(VIDEO_BACKBONES)
     required = {"slowfast_r50", "slow_r50", "x3d_xs", "x3d_s", "x3d_m", "r2plus1d_r50", "c2d_r50", "i3d_r50",
-                "csn_r101", "mvit_base_16x4"}
+                "csn_r101", "mvit_base_16x4", "r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s",
+                "swin3d_t", "swin3d_s", "swin3d_b"}
     assert required <= {r["name"] for r in rows}
+    hub = {r["name"]: r for r in listed if r["zoo"] == "transformers"}  # known Hub ids, then any other
+    assert {"MCG-NJU/videomae-base-finetuned-kinetics", "facebook/vjepa2-vitl-fpc16-256-ssv2"} <= set(hub)
+    assert not any(r["weights_present"] for r in hub.values())  # this test's caches hold none
     for r in rows:
         assert isinstance(r["params"], int) and r["params"] > 1_000_000
         assert r["weights_path"].endswith(VIDEO_BACKBONES[r["name"]].weights_file)

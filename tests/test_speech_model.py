@@ -31,10 +31,14 @@ def test_table_parameter_counts_match_the_architectures(name):
 
 def test_backbones_speech_json_lists_the_table():
     result = CliRunner().invoke(app, ["backbones", "speech", "--json"])
-    rows = json.loads(result.output)
+    listed = json.loads(result.output)
+    rows = [r for r in listed if r["name"] in SPEECH_BACKBONES]
+    assert [r["name"] for r in listed[:len(rows)]] == [r["name"] for r in rows]  # the table first, tiny-en leading
     assert sorted(r["name"] for r in rows) == sorted(SPEECH_BACKBONES) and rows[0]["name"] == "tiffin/tiny-en"
     assert all(isinstance(r["params"], int) and r["sample_rate"] == 16000 for r in rows)
-    assert "facebook/wav2vec2-base-960h" in {r["name"] for r in rows}
+    known = {r["family"]: r for r in listed[len(rows):]}  # then published ids of every CTC family
+    assert {"hubert", "wavlm", "data2vec-audio", "parakeet_ctc"} <= set(known)
+    assert not any(r["weights_present"] for r in known.values())  # the test session's caches are empty
 
 
 def tiny_net(normalize=True, **overrides) -> SpeechNet:

@@ -83,13 +83,16 @@ def _open(path: str | Path, runtime: str | None = None, trust: bool = False, *, 
 
 def is_pytorch_model(path: str | Path) -> bool:
     """Whether `path` names a PyTorch model tiffin reads (an embedded model name, a file: a
-    checkpoint, or a Hugging Face folder) rather than an artifact folder, which `tiffin serve`
+    checkpoint, a Hugging Face folder or Hub id) rather than an artifact folder, which `tiffin serve`
     and `model.serve()` export to ONNX first. Anything else is read as an artifact, whose errors
     say what one is."""
     from tiffin.train.backbones import EMBEDDED_MODELS
+    from tiffin.train.weights import is_hub_id
 
+    if str(path) in EMBEDDED_MODELS or is_hub_id(str(path)):  # a Hub id: downloaded, then as its folder
+        return True
     path = Path(path)
-    if str(path) in EMBEDDED_MODELS or path.is_file():
+    if path.is_file():
         return True
     return path.is_dir() and not (path / "tiffin.json").is_file() and (path / "config.json").is_file()
 

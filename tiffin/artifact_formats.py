@@ -22,13 +22,16 @@ class ArtifactFormat:
     precisions: tuple[str, ...]
     exporter: str  # "module:function" writing it (torch), imported only when exporting (tiffin.export.formats)
     uses_opset: bool = False
+    # the weights file beside the model file, for models past protobuf's 2 GB limit (ONNX external
+    # data, tiffin.json's `external_data`); None: the model file holds every weight
+    external_data: str | None = None
 
 
 ARTIFACT_FORMATS: dict[str, ArtifactFormat] = {
     f.name: f
     for f in [
         ArtifactFormat("onnx", "model.onnx", ("fp32", "fp16", "int8"), "tiffin.export.onnx_format:export_onnx",
-                       uses_opset=True),
+                       uses_opset=True, external_data="model.onnx.data"),
         ArtifactFormat("torchscript", "model.pt", ("fp32", "bf16"), "tiffin.export.torchscript_format:export_torchscript"),
         ArtifactFormat("mobile", "model.ptl", ("fp32",), "tiffin.export.torchscript_format:export_mobile"),
         ArtifactFormat("pt2", "model.pt2", ("fp32",), "tiffin.export.pt2_format:export_pt2"),
@@ -36,5 +39,7 @@ ARTIFACT_FORMATS: dict[str, ArtifactFormat] = {
 }
 # format -> model file name: the only files an artifact's tiffin.json may point to
 MODEL_FILES = {name: f.file for name, f in ARTIFACT_FORMATS.items()}
+# format -> its external weights file's name, for the formats that may have one
+EXTERNAL_DATA_FILES = {name: f.external_data for name, f in ARTIFACT_FORMATS.items() if f.external_data}
 # every precision some format exports, in the table's order
 PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for f in ARTIFACT_FORMATS.values() for p in f.precisions))

@@ -1,7 +1,8 @@
 """An artifact's tiffin.json: reading it (checked, model file hash verified) and writing it (the
 one writer: validated, atomically).
 
-An artifact is a folder holding the model file, tiffin.json and tiffin.sig (tiffin/signing.py);
+An artifact is a folder holding the model file (with, for an ONNX model past protobuf's 2 GB
+limit, its weights in model.onnx.data: `external_data`), tiffin.json and tiffin.sig (tiffin/signing.py);
 tiffin/artifact_schema.py says field by field what tiffin.json holds, tiffin/artifact_formats.py
 which formats (model files, precisions) it may name. Exporting (tiffin.export.exporting) and
 `tiffin benchmark --record` write it through `write_meta`; the exporters, the parity gate and
@@ -142,24 +143,31 @@ def read_artifact(path: str | Path, check_model_file: bool = True) -> dict[str, 
         return meta
     if not model_file.is_file() or sha256(model_file) != meta["sha256"]:
         raise TiffinError(f"{model_file}: missing or changed since export (sha256 differs); export it again")
+    data = meta.get("external_data")  # the weights of a model past protobuf's 2 GB limit, checked alike
+    if data and (not (path / data["file"]).is_file() or sha256(path / data["file"]) != data["sha256"]):
+        raise TiffinError(f"{path / data['file']}: missing or changed since export (sha256 differs); export it again")
     if meta["format"] == "onnx":
-        check_external_data(model_file)
+        check_external_data(model_file, data["file"] if data else None)
     return meta
 
 
-def check_external_data(model_file: Path) -> None:
-    """Refuse an ONNX file whose tensors live in files outside its own folder.
+def check_external_data(model_file: Path, recorded: str | None = None) -> None:
+    """Refuse an ONNX file whose tensors live in files outside its own folder, or in any file
+    but `recorded` (tiffin.json's `external_data`, whose hash read_artifact checked).
 
-    tiffin's exports keep every weight inside model.onnx; a file naming external data beyond
-    its folder is not one of them, and reading it would read what the path names. Checked with
-    the onnx package where it is installed (export, CLI); ONNX Runtime, which serving has,
-    refuses such paths itself when it opens the session.
+    tiffin's exports keep every weight inside model.onnx, or, past protobuf's 2 GB limit, in
+    the one model.onnx.data beside it that tiffin.json records; a file naming other external
+    data is not one of them, and reading it would read what the path names. Checked with the
+    onnx package where it is installed (export, CLI); ONNX Runtime, which serving has, refuses
+    paths outside the folder itself when it opens the session, and the recorded file's hash is
+    checked everywhere.
     """
     try:
         import onnx
     except ImportError:
         return
     folder = model_file.parent.resolve()
+    allowed = (folder / recorded).resolve() if recorded else None
     model = onnx.load(str(model_file), load_external_data=False)
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -169,6 +177,9 @@ def check_external_data(model_file: Path) -> None:
         if not target.is_relative_to(folder):
             raise TiffinError(f"{model_file}: tensor {tensor.name!r} points outside the artifact ({location}); "
                               "refusing to read it")
+        if target != allowed:
+            raise TiffinError(f"{model_file}: tensor {tensor.name!r} reads external data from {location!r}, a file "
+                              "tiffin.json does not record (its external_data); refusing to read it, export it again")
 
 
 def fixed_batch(meta: dict[str, Any]) -> int | None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args,
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
                       model_validator)
 
-from tiffin.artifact_formats import ARTIFACT_FORMATS, PRECISIONS
+from tiffin.artifact_formats import ARTIFACT_FORMATS, EXTERNAL_DATA_FILES, PRECISIONS
 from tiffin.ctc_beam import DECODER_FILES
 
 SCHEMA_VERSION = 1  # a reader refuses every other; a change old readers would misread is a new version
@@ -79,6 +79,9 @@ class VideoPreprocessing(_Closed):
     slowfast_alpha: Optional[Positive] = Field(
         None, description="SlowFast's frame-rate ratio of its two pathways; null for other backbones")
     labels: Optional[Names] = Field(None, description="a copy of the top-level `labels` (the top-level one is read)")
+    layout: Literal["BCTHW", "BTCHW"] = Field(
+        "BCTHW", description="the axis order the graph hands its backbone: the zoos' [B, C, T, H, W], or "
+                             "transformers' video models' [B, T, C, H, W]; the graph's input is uint8 frames either way")
 
     @model_validator(mode="after")
     def crop_within_side(self):
@@ -102,6 +105,11 @@ class SpeechPreprocessing(_Closed):
     conv_kernel: Annotated[list[Positive], Field(min_length=1)] = Field(
         description="kernel sizes of the feature encoder's convolutions (one per stride)")
     vocab: Optional[Names] = Field(None, description="a copy of the top-level `vocab` (the top-level one is read)")
+    blank_id: Optional[Annotated[StrictInt, Field(ge=0, le=MAX_CLASSES)]] = Field(
+        None, description="the CTC blank's id in `vocab`; null or absent: `<pad>`'s")
+    word_start: Optional[Annotated[StrictStr, Field(min_length=1, max_length=4)]] = Field(
+        None, description="word pieces (Parakeet's SentencePiece tokens): the marker a piece starting a word begins "
+                          "with (`▁`); null or absent: characters, `|` between words")
 
     @model_validator(mode="after")
     def one_kernel_a_stride(self):
@@ -196,6 +204,14 @@ class Decoder(_Closed):
     tuned_on: Optional[TunedOn] = Field(None, description="where the weights were tuned, when they were")
 
 
+class ExternalData(_Closed):
+    """ONNX weights kept beside the graph, in one file: models past protobuf's 2 GB limit."""
+
+    file: Literal[tuple(EXTERNAL_DATA_FILES.values())] = Field(
+        description="its fixed name in the folder (never a path); the model file may name no other")
+    sha256: Sha256 = Field(description="its sha256, checked on every read, like the model file's")
+
+
 _FORMAT = Literal[tuple(ARTIFACT_FORMATS)]
 _PRECISION = Literal[PRECISIONS]
 
@@ -214,6 +230,9 @@ class ArtifactMeta(_Open):
     precision: _PRECISION = Field(description="one of the format's precisions")
     model_file: StrictStr = Field(description="the model file's name: the format's fixed name, never a path")
     sha256: Sha256 = Field(description="sha256 of the model file, checked on every read")
+    external_data: Optional[ExternalData] = Field(
+        None, description="ONNX: the weights file beside the model file, for models past protobuf's 2 GB limit; "
+                          "absent when the model file holds every weight")
     inputs: Annotated[list[Tensor], Field(min_length=1)] = Field(description="the graph's inputs, in call order")
     outputs: Annotated[list[Tensor], Field(min_length=1)] = Field(
         description="the graph's outputs; the first one's last axis has one entry per label or token")
@@ -238,6 +257,12 @@ class ArtifactMeta(_Open):
                              f"({', '.join(ARTIFACT_FORMATS[self.format].precisions)})")
         return self
 
+    @model_validator(mode="after")
+    def external_data_of_the_format(self):
+        if self.external_data is not None and self.external_data.file != EXTERNAL_DATA_FILES.get(self.format):
+            raise ValueError(f"external_data: a {self.format} artifact keeps its weights in its model file")
+        return self
+
 
 class VideoArtifactMeta(ArtifactMeta):
     """tiffin.json of a video classifier."""
@@ -259,6 +284,13 @@ class SpeechArtifactMeta(ArtifactMeta):
     vocab: Names = Field(description="the CTC tokens, one per output logit (blank and word delimiter included)")
     decoder: Optional[Decoder] = Field(None, description="the beam-search decoder it transcribes with by default; "
                                                          "null or absent: greedy")
+
+    @model_validator(mode="after")
+    def blank_in_the_vocabulary(self):
+        blank = self.preprocessing.blank_id
+        if blank is not None and blank >= len(self.vocab):
+            raise ValueError(f"preprocessing.blank_id {blank} is past the vocabulary's {len(self.vocab)} tokens")
+        return self
 
 
 # task -> its model; a task row of tiffin/tasks.py has one here (a test checks)

@@ -19,7 +19,7 @@ from tiffin.export.cli import TRUST, benchmark_command, check_command, export_co
 from tiffin.runtimes import runtime_help
 from tiffin.serve.cli import build_command, serve_command
 from tiffin.trust_cli import trust_app
-from tiffin.train.cli import LIMIT, backbones_app, pretrain_app, synth_app, train_app
+from tiffin.train.cli import LIMIT, backbones_app, download_command, pretrain_app, synth_app, train_app
 
 # speech decoding options, shared by predict and evaluate (choices from tiffin.ctc_beam's table)
 Decoder = Enum("Decoder", {name: name for name in DECODERS}, type=str)
@@ -63,6 +63,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(synth_app, name="synth")
 app.add_typer(pretrain_app, name="pretrain")
+app.command("download")(download_command)
 app.command("export")(export_command)
 app.command("check")(check_command)
 app.command("benchmark")(benchmark_command)
@@ -75,8 +76,9 @@ app.add_typer(trust_app, name="trust")
 @reported
 def predict(
     model: Path = typer.Argument(..., help="A .ckpt written by `tiffin train`, an artifact folder written by "
-                                 "`tiffin export`, a Hugging Face speech model folder, or an embedded model "
-                                 "(tiffin/tiny-motion, tiffin/tiny-en: zero-shot)."),
+                                 "`tiffin export`, a Hugging Face model (an id, downloaded if missing, or a "
+                                 "save_pretrained folder: a CTC speech model, or a video classifier predicting its own "
+                                 "labels), or an embedded model (tiffin/tiny-motion, tiffin/tiny-en: zero-shot)."),
     files: list[Path] = typer.Argument(..., help="Video or audio files."),
     top_k: int = typer.Option(5, min=1, help="Video: labels to show per file."),
     clips: int = typer.Option(1, min=1, help="Video: clips spread over each video, scores averaged."),

@@ -2,8 +2,13 @@
 
 Torch-free: flashlight-text (BSD; the decoder behind torchaudio's `ctc_decoder`, KenLM
 bundled in its wheel, no numpy pin) searches the logits of any runtime. A word list restricts
-the output to its words, each spelled in the model's vocabulary and ended by the word
-delimiter; a KenLM model (ARPA or binary) scores word sequences, weighted by `lm_weight`, with
+the output to its words, each spelled in the model's vocabulary: characters ended by the word
+delimiter `|`; word pieces (Parakeet's SentencePiece tokens) as the model's tokenizer spells
+them, "▁" piece first (tiffin.ctc.Vocabulary.spellings: its BPE spelling and other fewest-piece
+ones), with the blank as the silence between words (fairseq's convention for piece lexicons) and
+each spelling also with its last piece doubled (the decoder's way through a last piece that lasts
+more than one frame);
+a KenLM model (ARPA or binary) scores word sequences, weighted by `lm_weight`, with
 `word_score` added per word. Without a word list the LM's unigrams are the lexicon.
 pyctcdecode, which Hugging Face's Wav2Vec2ProcessorWithLM uses, was the other candidate: its
 latest release (0.5.0) requires numpy < 2, which the rest of tiffin's stack (onnxruntime
@@ -169,9 +174,17 @@ class BeamDecoder:
                 raise TiffinError(f"--hotword {word!r}: one word in the model's characters, please")
             hot.append(spelled)
         words = list(dict.fromkeys([*words, *hot]))  # a hotword the list lacks can still be said
-        delimiter = vocab.tokens[vocab.index["|"]] if "|" in vocab.index else " "
         tokens = Dictionary(list(vocab.tokens))
-        lexicon = {w: [list(w) + [delimiter]] for w in words}
+        if vocab.pieces:
+            # each word in the pieces the model may spell it in, with no delimiter after it. The decoder
+            # leaves a word at its last piece's first frame, and between words it stays on the silence
+            # (here the blank), not on that piece: each spelling is also given with its last piece
+            # twice, the way to the word when that piece lasts more than a frame
+            lexicon = {w: [[vocab.tokens[i] for i in spelt + spelt[-1:] * extra]
+                           for spelt in vocab.spellings(w) for extra in (0, 1)] for w in words}
+        else:
+            delimiter = vocab.tokens[vocab.index["|"]] if "|" in vocab.index else " "
+            lexicon = {w: [list(w) + [delimiter]] for w in words}
         self.word_dict = Dictionary()
         for entry in ("<unk>", "<s>", "</s>", *lexicon):  # KenLM looks its sentence markers up here
             self.word_dict.add_entry(entry)
@@ -187,14 +200,16 @@ class BeamDecoder:
         if hot:
             bonus = options.hotword_weight / (lm_weight or 1.0)
             lm = _HotwordLM(lm, {self.word_dict.get_index(w): bonus for w in hot})
-        silence, blank = tokens.get_index(delimiter), vocab.blank_id
+        blank = vocab.blank_id
+        silence = blank if vocab.pieces else tokens.get_index(delimiter)
         trie = Trie(tokens.index_size(), silence)
         start = lm.start(False)
         for word, spellings in lexicon.items():
             index = self.word_dict.get_index(word)
             _, score = lm.score(start, index)
             for spelling in spellings:
-                trie.insert([tokens.get_index(t) for t in spelling], index, score)
+                trie.insert([vocab.index[t] for t in spelling] if vocab.pieces else
+                            [tokens.get_index(t) for t in spelling], index, score)
         trie.smear(SmearingMode.MAX)
         settings = LexiconDecoderOptions(options.beam_width, len(vocab), options.beam_threshold,
                                          lm_weight, options.word_score,
@@ -229,7 +244,21 @@ class BeamDecoder:
         return self.decoder.decode(log_probs.ctypes.data, frames, size)[0]
 
     def _words_of(self, best) -> list[str]:
-        return [self.word_dict.get_entry(i) for i in best.words if i >= 0]
+        if not self.vocab.pieces:
+            return [self.word_dict.get_entry(i) for i in best.words if i >= 0]
+        # a doubled last piece (see __init__) also reads "x <blank> x" as one word: each word is given
+        # once per word start (a "▁" piece newly emitted) on its way, so a word said twice stays twice
+        tokens, silent, mark = self.vocab.tokens, self.vocab.silent, self.vocab.word_start
+        out, starts, previous = [], 0, None
+        for token, word in zip(best.tokens, best.words):
+            if 0 <= token < len(tokens) and token not in silent and tokens[token].startswith(mark) \
+                    and token != previous:
+                starts += 1
+            previous = token
+            if word >= 0:
+                out += [self.word_dict.get_entry(word)] * max(1, starts)
+                starts = 0
+        return out
 
     def decode(self, logits: np.ndarray) -> str:
         """The transcript, words joined by spaces (upper case for base-960h's vocabulary)."""
@@ -245,14 +274,26 @@ class BeamDecoder:
         words = self._words_of(best)
         path = list(best.tokens)[1:-1]  # the decoder pads the path with a start and an end step
         spans, start, last = [], None, None
-        for t, token in enumerate(path):
-            if token == self.silence:
-                if start is not None:
+        if self.vocab.pieces:  # a word starts at a "▁" piece (a new one: not the same piece's next frame)
+            mark, silent, previous = self.vocab.word_start, self.vocab.silent, None
+            for t, token in enumerate(path):
+                if token in silent:
+                    previous = token
+                    continue
+                if self.vocab.tokens[token].startswith(mark) and token != previous and start is not None:
                     spans.append((start, last))
-                start = None
-            elif token != self.blank:
+                    start = None
                 start = t if start is None else start
-                last = t
+                last, previous = t, token
+        else:
+            for t, token in enumerate(path):
+                if token == self.silence:
+                    if start is not None:
+                        spans.append((start, last))
+                    start = None
+                elif token != self.blank:
+                    start = t if start is None else start
+                    last = t
         if start is not None:
             spans.append((start, last))
         return [{"word": w, "start": round(s * seconds_per_frame, 3), "end": round((e + 1) * seconds_per_frame, 3)}

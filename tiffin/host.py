@@ -125,7 +125,7 @@ class SpeechPredictor:
         self.session = getattr(logits, "session", None)  # None when the model runs elsewhere (a service)
         self.kernels, self.strides = tuple(kernels), tuple(strides)
         self.hop = int(np.prod(self.strides))
-        self.vocab = Vocabulary(spec.vocab)
+        self.vocab = Vocabulary.of_spec(spec)
         self.windows_per_call = windows_per_call
         self.decoder = None  # greedy; a tiffin.ctc_beam.BeamDecoder with use_beam()
 

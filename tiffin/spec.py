@@ -22,7 +22,8 @@ class VideoSpec:
     sampled at the midpoints of equal slices of the clip, short side resized to
     `side_size`, centre (or, in training, random) `crop_size` square.
     In the model graph: uint8 [B, T, H, W, 3] -> float, /255, (x - mean) / std,
-    [B, 3, T, H, W], and SlowFast pathway packing with `slowfast_alpha`.
+    [B, 3, T, H, W] (`layout` "BCTHW", the zoos') or [B, T, 3, H, W] ("BTCHW", transformers'
+    video models), and SlowFast pathway packing with `slowfast_alpha`.
     """
 
     num_frames: int
@@ -33,6 +34,7 @@ class VideoSpec:
     std: tuple[float, float, float] = KINETICS_STD
     slowfast_alpha: int | None = None
     labels: tuple[str, ...] = field(default_factory=tuple)
+    layout: str = "BCTHW"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -54,8 +56,14 @@ class SpeechSpec:
 
     Host side: decode, mix to mono, resample to `sample_rate` (tiffin.audio_io). In the model
     graph: per-utterance zero-mean unit-variance normalisation over the real (unpadded)
-    samples when `normalize` (wav2vec2's feature extractor does this on the host).
+    samples when `normalize` (wav2vec2's feature extractor does this on the host), or, for the
+    log-mel families, the family's feature extractor described by `front_end` (its kind and
+    settings: tiffin.train.speech_features; checkpoints only, the exported graph holds it).
     Audio longer than `chunk_seconds` is run in windows overlapping by `stride_seconds` a side.
+    Logits into text: `vocab` in id order, the CTC blank's id `blank_id` (None: `<pad>`'s), and
+    `word_start`, the marker word pieces begin a word with ("▁"; None: characters, `|` between
+    words); tiffin.ctc.Vocabulary.of_spec. The last three are left out of `to_dict` when None, so
+    character models' specs read and write as before they existed.
     """
 
     sample_rate: int = 16000
@@ -63,10 +71,16 @@ class SpeechSpec:
     vocab: tuple[str, ...] = field(default_factory=tuple)
     chunk_seconds: float = 30.0
     stride_seconds: float = 5.0
+    blank_id: int | None = None
+    word_start: str | None = None
+    front_end: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["vocab"] = list(self.vocab)
+        for key in ("blank_id", "word_start", "front_end"):
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod

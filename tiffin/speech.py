@@ -31,7 +31,10 @@ __all__ = ["SpeechRecognitionData", "SpeechRecognition"]
 
 
 class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
-    """A wav2vec2 CTC speech recogniser (a LightningModule).
+    """A CTC speech recogniser (a LightningModule) over a transformers CTC model of any family of
+    tiffin.train.speech_model.CTC_FAMILIES: raw-waveform (wav2vec2, wav2vec2-conformer, HuBERT, WavLM,
+    Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT) or log-mel (wav2vec2-bert, Parakeet CTC,
+    its SentencePiece tokens included), feature extraction in the graph.
 
     Example:
         >>> model = SpeechRecognition(backbone="tiffin/tiny-en")
@@ -57,13 +60,14 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
         task: str = TASK,
         init_model: Any = None,
     ):
-        """`backbone`: a Hugging Face id (read from its cache, offline), a save_pretrained folder,
-        or an embedded model (`tiffin/tiny-en`); see `available_backbones()`. `vocab`: None for the
+        """`backbone`: a Hugging Face id (`org/name[@revision]`, downloaded into the Hugging Face
+        cache, read from it offline), a save_pretrained folder of any family above, or an embedded
+        model (`tiffin/tiny-en`); see `available_backbones()`. `vocab`: None for the
         backbone's characters, `"from-data"` to learn the training transcripts' alphabet (a new
         CTC head), or the characters themselves (a string or list). `freeze_feature_encoder`:
         default yes from pretrained weights, no from scratch. `spec` + `model_config` is how a
         checkpoint rebuilds the model; with them the other model options are unused."""
-        from tiffin.train.speech_model import feature_settings, fit_head, load_backbone
+        from tiffin.train.speech_model import fit_head, load_backbone, speech_spec
 
         vocab_from_data = False
         if spec is None:
@@ -80,8 +84,7 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
                 chosen = backbone_vocab
             if fit_head(model, chosen, backbone_vocab):
                 say(f"new CTC head for a vocabulary of {len(chosen.tokens)} tokens")
-            rate, normalize = feature_settings(source)
-            spec = SpeechSpec(sample_rate=sampling_rate or 16000, normalize=normalize, vocab=chosen.tokens).to_dict()
+            spec = speech_spec(source, model, chosen, sampling_rate).to_dict()
             model_config = json.loads(model.config.to_json_string())
             init_model = model
             if freeze_feature_encoder is None:  # a random feature encoder must learn (the wav2vec2 recipe)
@@ -111,7 +114,7 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
         if fit_head(self.net.model, vocab, self.vocab):
             say(f"new CTC head for a vocabulary of {len(vocab.tokens)} tokens learnt from the training transcripts")
         self.vocab = vocab
-        self.use_spec(replace(self.spec, vocab=vocab.tokens))
+        self.use_spec(replace(self.spec, vocab=vocab.tokens, blank_id=vocab.blank, word_start=vocab.word_start))
         self.hparams["model_config"] = json.loads(self.net.model.config.to_json_string())
         self.vocab_from_data = False
 

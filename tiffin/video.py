@@ -55,20 +55,24 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
         backbone_lr_scale: float = 0.1,
         weight_decay: float = 1e-4,
         spec: dict[str, Any] | None = None,
+        model_config: dict[str, Any] | None = None,
         task: str = TASK,
     ):
-        """`backbone`: a name of `available_backbones()`. `labels` (or `num_classes`, the labels then
-        taken from the data module at training time); `pretrained`: start from the zoo's (or the
-        embedded model's) weights, `weights`: from this file. `num_frames`, `crop_size`,
-        `clip_duration`: clip size, default the backbone's. `spec` is how a checkpoint rebuilds
-        the model (what `tiffin train` checkpoints hold); with it the other model options are unused."""
-        from tiffin.train.backbones import get_video_backbone
+        """`backbone`: a name of `available_backbones()`, or a Hugging Face video classifier (a Hub id
+        such as `MCG-NJU/videomae-base`, or a save_pretrained folder). Pretrained weights not cached
+        yet are downloaded (torch hub's and the Hub's caches; `tiffin download` fetches ahead).
+        `labels` (or `num_classes`, the labels then taken from the data module at training time);
+        `pretrained`: start from the zoo's (the embedded, the Hub model's) weights, `weights`: from
+        this file. `num_frames`, `crop_size`, `clip_duration`: clip size, default the backbone's.
+        `spec` (+ `model_config` for a transformers model) is how a checkpoint rebuilds the model
+        (what `tiffin train` checkpoints hold); with it the other model options are unused."""
+        from tiffin.train.video_lookup import get_video_backbone
         from tiffin.train.video_model import check_clip_size, find_pretrained_weights, make_spec
 
-        info = get_video_backbone(backbone)
         init_weights = None
         self_labels_from_data = False
         if spec is None:
+            info = get_video_backbone(backbone)
             if labels is None and num_classes is None:
                 raise TiffinError("VideoClassifier: give labels=datamodule.labels (or num_classes=N)")
             if labels is not None and num_classes is not None and len(labels) != num_classes:
@@ -83,7 +87,7 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
                 init_weights = str(find_pretrained_weights(info, weights))
         super().__init__(backbone=backbone, spec=spec, strategy=strategy, unfreeze_epoch=unfreeze_epoch,
                          learning_rate=learning_rate, backbone_lr_scale=backbone_lr_scale, weight_decay=weight_decay,
-                         task=task, init_weights=init_weights)
+                         task=task, init_weights=init_weights, model_config=model_config)
         self.labels_from_data = self_labels_from_data
         self.test_acc = MulticlassAccuracy(len(self.spec.labels), top_k=1, average="micro")
 
@@ -99,7 +103,7 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
         """One backbone's name, family, params, frames x rate, crop, GFLOPs, Kinetics-400 top-1, where
         its weights come from (and whether they are here) and its preprocessing (Flash's call; the
         rows of `tiffin backbones video --json`)."""
-        from tiffin.train.backbones import video_backbone_details
+        from tiffin.train.video_lookup import video_backbone_details
 
         return video_backbone_details(backbone)
 
@@ -127,7 +131,9 @@ class VideoClassifier(ModelAPI, VideoClassificationTask):
     @classmethod
     def from_loaded(cls, loaded, source: str | Path | None = None) -> "VideoClassifier":
         """A VideoClassifier over a loaded network (tiffin.load: a checkpoint or an embedded model)."""
-        model = cls(backbone=loaded.backbone, spec=loaded.spec.to_dict())
+        backbone = loaded.net.backbone
+        config = backbone.model.config.to_dict() if hasattr(backbone, "model") else None  # a transformers model's
+        model = cls(backbone=loaded.backbone, spec=loaded.spec.to_dict(), model_config=config)
         model.net = loaded.net
         model.source = source
         return model.eval()

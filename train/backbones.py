@@ -1,8 +1,11 @@
 """The video backbones tiffin fine-tunes: one explicit table, read by training and the CLI.
 
-Figures are the PyTorchVideo model zoo's (Kinetics-400, top-1 with 3x10 views, 1x5 for MViT);
-`params` is the zoo model's parameter count with its 400-class head (a test rebuilds each model
-and checks it). Run: `tiffin backbones video`.
+Rows come from two zoos, each a `family` (train/video_model.py builds them): PyTorchVideo's
+(Kinetics-400 top-1 with 3x10 views, 1x5 for MViT) and torchvision's (its weights' published
+metadata: video-level top-1, preprocessing, file hash). `params` is the zoo model's parameter
+count with its 400-class head (a test rebuilds each model and checks it). Any Hugging Face
+video classifier (an id or a save_pretrained folder) is a third family, described by its own
+config instead of a row. Run: `tiffin backbones video`.
 """
 
 from __future__ import annotations
@@ -12,17 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ZOO_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
+TORCHVISION_URL = "https://download.pytorch.org/models"
+# torchvision's video weights normalise with these (its VideoClassification transform); Swin3D with ImageNet's
+TV_MEAN, TV_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class VideoBackbone:
     """One row of the table.
 
-    `hub_fn` names the builder in `pytorchvideo.models.hub`; `frames` x `sampling_rate` is the
-    zoo's input (frames taken every `sampling_rate` frames of a 30 fps video), `side`/`crop` its
-    short-side resize and crop. `slowfast_alpha` is set for two-pathway models (the slow pathway
-    sees every alpha-th frame). `sized_by_config` marks models whose layers depend on the input
-    size (MViT's positional embeddings), built for the requested size.
+    `hub_fn` names the builder in the family's zoo (`pytorchvideo.models.hub`,
+    `torchvision.models.video`); `frames` x `sampling_rate` is the zoo's input (frames taken
+    every `sampling_rate` frames of a 30 fps video), `side`/`crop` its short-side resize and
+    crop, `mean`/`std` its normalisation. `slowfast_alpha` is set for two-pathway models (the
+    slow pathway sees every alpha-th frame). `sized_by_config` marks models whose layers depend
+    on the input size (MViT's positional embeddings), built for the requested size;
+    `fixed_size` ones that run at their zoo size only. `head` is the dotted path of the
+    classification layer fine-tuning replaces (empty: the family's rule).
     """
 
     name: str
@@ -39,6 +49,11 @@ class VideoBackbone:
     sized_by_config: bool = False
     frame_multiple: int = 1
     embedded: bool = False  # weights shipped in the package (train/embedded/), not the zoo's
+    family: str = "pytorchvideo"
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    fixed_size: bool = False
+    head: str = ""
 
     @property
     def clip_duration(self) -> float:
@@ -47,7 +62,15 @@ class VideoBackbone:
 
     @property
     def weights_url(self) -> str:
-        return f"{ZOO_URL}/{self.weights_file}"
+        return f"{TORCHVISION_URL if self.family == 'torchvision' else ZOO_URL}/{self.weights_file}"
+
+
+def _tv(name: str, params: int, frames: int, rate: int, side: int, crop: int, gflops: float, top1: float,
+        weights_file: str, head: str, mean=TV_MEAN, std=TV_STD, fixed_size: bool = False,
+        frame_multiple: int = 1) -> VideoBackbone:
+    """A torchvision row: `rate` is 30 fps over the published frame rate (15 fps: 2, 7.5 fps: 4)."""
+    return VideoBackbone(name, name, params, frames, rate, side, crop, gflops, top1, weights_file, family="torchvision",
+                         mean=mean, std=std, fixed_size=fixed_size, head=head, frame_multiple=frame_multiple)
 
 
 VIDEO_BACKBONES: dict[str, VideoBackbone] = {
@@ -75,9 +98,51 @@ VIDEO_BACKBONES: dict[str, VideoBackbone] = {
         VideoBackbone("x3d_l", "x3d_l", 6_153_384, 16, 5, 356, 312, 26.64, 77.44, "X3D_L.pyth"),
         VideoBackbone("mvit_base_16x4", "mvit_base_16x4", 36_610_672, 16, 4, 256, 224, 70.80, 78.90,
                       "MVIT_B_16x4.pyth", sized_by_config=True, frame_multiple=2),
+        # torchvision.models.video, figures from its weights' metadata (KINETICS400_V1)
+        _tv("r3d_18", 33_371_472, 16, 2, 128, 112, 40.70, 63.20, "r3d_18-b3b3357e.pth", "fc"),
+        _tv("mc3_18", 11_695_440, 16, 2, 128, 112, 43.34, 63.96, "mc3_18-a90a0ba3.pth", "fc"),
+        _tv("r2plus1d_18", 31_505_325, 16, 2, 128, 112, 40.52, 67.46, "r2plus1d_18-91a641e6.pth", "fc"),
+        _tv("s3d", 8_320_048, 128, 2, 256, 224, 17.98, 68.37, "s3d-d76dad2f.pth", "classifier.1",
+            frame_multiple=16),  # its pooling needs 14 frames or more (min_temporal_size)
+        _tv("mvit_v1_b", 36_610_672, 16, 4, 256, 224, 70.60, 78.48, "mvit_v1_b-dbeb1030.pth", "head.1",
+            mean=(0.45,) * 3, std=(0.225,) * 3, fixed_size=True),
+        _tv("mvit_v2_s", 34_537_744, 16, 4, 256, 224, 64.22, 80.76, "mvit_v2_s-ae3be167.pth", "head.1",
+            mean=(0.45,) * 3, std=(0.225,) * 3, fixed_size=True),
+        _tv("swin3d_t", 28_158_070, 32, 2, 256, 224, 43.88, 77.72, "swin3d_t-7615ae03.pth", "head",
+            mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        _tv("swin3d_s", 49_816_678, 32, 2, 256, 224, 82.84, 79.52, "swin3d_s-da41c237.pth", "head",
+            mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        _tv("swin3d_b", 88_048_984, 32, 2, 256, 224, 140.67, 79.43, "swin3d_b_1k-24f7c7c6.pth", "head",
+            mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ]
 }
 
+
+@dataclass(frozen=True)
+class HFVideoFamily:
+    """One row per transformers video model type (train/video_hf.py runs them): how its forward
+    names the clip, its published frame step at 30 fps (the papers' sampling; a processor config
+    does not record it), its processor class, and the offset its processor subtracts after
+    rescaling (ViViT maps 0..255 to -1..1)."""
+
+    input_name: str
+    sampling_rate: int
+    processor: str
+    rescale_offset: float = 0.0
+    known: tuple[str, ...] = ()  # published ids `tiffin backbones video` lists (any other id works too)
+
+
+HF_VIDEO_FAMILIES = {
+    "videomae": HFVideoFamily("pixel_values", 4, "VideoMAEVideoProcessor", known=(
+        "MCG-NJU/videomae-base", "MCG-NJU/videomae-base-finetuned-kinetics", "MCG-NJU/videomae-large-finetuned-kinetics",
+        "MCG-NJU/videomae-base-finetuned-ssv2")),
+    "timesformer": HFVideoFamily("pixel_values", 32, "TimesformerVideoProcessor", known=(
+        "facebook/timesformer-base-finetuned-k400", "facebook/timesformer-base-finetuned-k600")),
+    "vivit": HFVideoFamily("pixel_values", 2, "VivitVideoProcessor", rescale_offset=1.0, known=(
+        "google/vivit-b-16x2-kinetics400",)),
+    "vjepa2": HFVideoFamily("pixel_values_videos", 4, "VJEPA2VideoProcessor", known=(
+        "facebook/vjepa2-vitl-fpc16-256-ssv2", "facebook/vjepa2-vitl-fpc32-256-diving48")),
+}
 
 # The pretrained models shipped inside the package, by name: their task. Files in EMBEDDED_DIR/<short name>/.
 EMBEDDED_MODELS = {"tiffin/tiny-motion": "video-classification", "tiffin/tiny-en": "speech-recognition"}
@@ -100,46 +165,6 @@ def hub_checkpoint_dir() -> Path:
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         torch_home = os.path.join(cache, "torch")
     return Path(torch_home) / "hub" / "checkpoints"
-
-
-def get_video_backbone(name: str) -> VideoBackbone:
-    """Look a backbone up by name.
-
-    Raises:
-        TiffinError: unknown name, with the list of known ones.
-    """
-    from tiffin.errors import TiffinError
-
-    try:
-        return VIDEO_BACKBONES[name]
-    except KeyError:
-        raise TiffinError(
-            f"--backbone {name!r} is not a video backbone; choose one of: {', '.join(VIDEO_BACKBONES)}"
-        ) from None
-
-
-def video_backbone_details(name: str) -> dict:
-    """Everything about one video backbone, as `tiffin backbones video --json` lists it and
-    `VideoClassifier.get_backbone_details(name)` returns it: size, zoo input, cost, Kinetics-400
-    top-1, where its weights come from and whether they are here, and its preprocessing.
-
-    Raises:
-        TiffinError: unknown name, with the list of known ones.
-    """
-    from tiffin.spec import KINETICS_MEAN, KINETICS_STD
-
-    b = get_video_backbone(name)
-    weights = embedded_dir(b.name) / b.weights_file if b.embedded else hub_checkpoint_dir() / b.weights_file
-    return {
-        "name": b.name, "family": b.hub_fn.split("_")[0], "embedded": b.embedded, "params": b.params,
-        "frames": b.frames, "sampling_rate": b.sampling_rate, "clip_duration": b.clip_duration, "side": b.side,
-        "crop": b.crop, "gflops_per_view": b.gflops, "kinetics400_top1": None if b.embedded else b.top1,
-        "weights_path": str(weights), "weights_present": weights.is_file(),
-        "weights_url": None if b.embedded else b.weights_url,
-        "preprocessing": {"num_frames": b.frames, "clip_duration": b.clip_duration, "side_size": b.side,
-                          "crop_size": b.crop, "mean": list(KINETICS_MEAN), "std": list(KINETICS_STD),
-                          "slowfast_alpha": b.slowfast_alpha},
-    }
 
 
 @dataclass(frozen=True)
@@ -189,6 +214,23 @@ SPEECH_BACKBONES: dict[str, SpeechBackbone] = {
         SpeechBackbone("tiffin/tiny-en", 337_312, True, _TINY_EN, weights="embedded"),
         SpeechBackbone("tiffin/wav2vec2-tiny", 172_608, True, _TINY, weights="none"),
     ]
+}
+
+
+# Published CTC checkpoints by transformers model type, which `tiffin backbones speech` lists: any
+# other AutoModelForCTC id or save_pretrained folder of a family train/speech_model.py runs works too.
+CTC_KNOWN_IDS: dict[str, tuple[str, ...]] = {
+    "wav2vec2": ("facebook/wav2vec2-base-960h", "facebook/wav2vec2-large-960h-lv60-self",
+                 "jonatasgrosman/wav2vec2-large-xlsr-53-english"),
+    "wav2vec2-conformer": ("facebook/wav2vec2-conformer-rope-large-960h-ft",),
+    "hubert": ("facebook/hubert-large-ls960-ft", "facebook/hubert-xlarge-ls960-ft"),
+    "wavlm": ("patrickvonplaten/wavlm-libri-clean-100h-base-plus",),
+    "data2vec-audio": ("facebook/data2vec-audio-base-960h", "facebook/data2vec-audio-large-960h"),
+    "sew": ("asapp/sew-tiny-100k-ft-ls100h",),
+    "sew-d": ("asapp/sew-d-tiny-100k-ft-ls100h",),
+    "unispeech-sat": ("microsoft/unispeech-sat-base-100h-libri-ft",),
+    "wav2vec2-bert": ("hf-audio/wav2vec2-bert-CV16-en",),
+    "parakeet_ctc": ("nvidia/parakeet-ctc-0.6b", "nvidia/parakeet-ctc-1.1b"),
 }
 
 

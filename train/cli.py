@@ -203,24 +203,54 @@ def backbones_video(as_json: bool = typer.Option(False, "--json", help="Print JS
     from rich.console import Console
     from rich.table import Table
 
-    from tiffin.train.backbones import VIDEO_BACKBONES, hub_checkpoint_dir, video_backbone_details
+    from tiffin.train.backbones import HF_VIDEO_FAMILIES, VIDEO_BACKBONES, hub_checkpoint_dir
+    from tiffin.train.video_lookup import video_backbone_details
 
     # embedded (pretrained, shipped, offline) first; the rows VideoClassifier.get_backbone_details gives
     rows = [video_backbone_details(b.name) for b in sorted(VIDEO_BACKBONES.values(), key=lambda b: not b.embedded)]
+    hub_rows = [hub_video_row(model_id, kind) for kind, family in HF_VIDEO_FAMILIES.items() for model_id in family.known]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(rows + hub_rows, indent=2))
         return
-    table = Table(title=f"video backbones (weights looked up in {hub_checkpoint_dir()})")
+    table = Table(title=f"video backbones (weights cached in {hub_checkpoint_dir()}; also any Hugging Face video "
+                        f"classifier, an id or a save_pretrained folder: {', '.join(HF_VIDEO_FAMILIES)})")
     table.add_column("name", no_wrap=True)
+    table.add_column("zoo")
     for col in ("params", "frames x rate", "crop", "GFLOPs/view", "K400 top-1", "weights"):
         table.add_column(col, justify="right")
     for r in rows:
         weights = ("embedded" if r["weights_present"] else "not built") if r["embedded"] else (
-            "cached" if r["weights_present"] else "missing")
+            "cached" if r["weights_present"] else "to fetch")
         top1 = "—" if r["kinetics400_top1"] is None else f"{r['kinetics400_top1']:.2f}"
-        table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M", f"{r['frames']}x{r['sampling_rate']}", str(r["crop"]),
-                      f"{r['gflops_per_view']:.2f}", top1, weights)
+        table.add_row(r["name"], r["zoo"], f"{r['params'] / 1e6:.1f}M", f"{r['frames']}x{r['sampling_rate']}",
+                      str(r["crop"]), f"{r['gflops_per_view']:.2f}", top1, weights)
+    for r in hub_rows:  # sizes and inputs come from the model's own config, once it is here
+        table.add_row(r["name"], "transformers", "", "", "", "", "", "cached" if r["weights_present"] else "to fetch")
     Console().print(table)
+
+
+def hub_video_row(model_id: str, kind: str) -> dict:
+    """A known Hugging Face video classifier as `tiffin backbones video --json` lists it: its
+    figures are its config's, read once it is cached, so the row says where and whether."""
+    from tiffin.train.backbones import hf_hub_cache
+    from tiffin.train.weights import hub_cached
+
+    return {"name": model_id, "zoo": "transformers", "family": kind, "embedded": False,
+            "weights_path": str(hf_hub_cache() / ("models--" + model_id.replace("/", "--"))),
+            "weights_present": hub_cached(model_id) is not None}
+
+
+@reported
+def download_command(
+    backbones: list[str] = typer.Argument(..., help="Backbone names (`tiffin backbones video|speech`) or Hugging "
+                                          "Face model ids (org/name, org/name@revision)."),
+) -> None:
+    """Fetch pretrained weights into the caches (torch hub's, the Hugging Face Hub's), to use here or to copy
+    to a machine without network. Honours TORCH_HOME, HF_HOME, HF_ENDPOINT, HF_TOKEN and TIFFIN_WEIGHTS_MIRROR."""
+    from tiffin.train.weights import download
+
+    for name in backbones:
+        typer.echo(f"{name}: {download(name)}")
 
 
 @synth_app.command("video")
@@ -250,7 +280,8 @@ def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print J
     from rich.console import Console
     from rich.table import Table
 
-    from tiffin.train.backbones import SPEECH_BACKBONES, embedded_dir
+    from tiffin.train.backbones import CTC_KNOWN_IDS, SPEECH_BACKBONES, embedded_dir, hf_hub_cache
+    from tiffin.train.weights import hub_cached
 
     rows = []
     for b in sorted(SPEECH_BACKBONES.values(), key=lambda b: b.weights != "embedded"):  # embedded first
@@ -264,20 +295,28 @@ def backbones_speech(as_json: bool = typer.Option(False, "--json", help="Print J
         cache = b.cache_dir
         rows.append({"name": b.name, "embedded": False, "params": b.params, "sample_rate": b.sample_rate,
                      "ctc_head": b.ctc_head, "weights_path": str(cache) if cache else None,
-                     "weights_present": bool(cache and (cache / "snapshots").is_dir()),
+                     "weights_present": bool(cache and hub_cached(b.name)),
                      "note": "config only: trains from scratch" if cache is None else "Hugging Face cache"})
+    listed = {r["name"] for r in rows}
+    for kind, ids in CTC_KNOWN_IDS.items():  # published checkpoints of every family, fetched on first use
+        for model_id in ids:
+            if model_id not in listed:
+                rows.append({"name": model_id, "embedded": False, "family": kind, "params": None, "sample_rate": None,
+                             "ctc_head": True, "weights_path": str(hf_hub_cache() / ("models--" + model_id.replace("/", "--"))),
+                             "weights_present": hub_cached(model_id) is not None, "note": f"Hugging Face {kind}"})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="speech backbones (also: --backbone DIR written by save_pretrained)")
+    table = Table(title="speech backbones (also any AutoModelForCTC Hub id or save_pretrained folder of these "
+                        f"families: {', '.join(CTC_KNOWN_IDS)})")
     table.add_column("name", no_wrap=True)
     for col in ("params", "rate", "CTC head", "weights"):
         table.add_column(col, justify="right")
     for r in rows:
         weights = ("embedded" if r["weights_present"] else "not built") if r["embedded"] else (
-            "built in" if r["weights_path"] is None else "cached" if r["weights_present"] else "missing")
-        table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M", str(r["sample_rate"]), "yes" if r["ctc_head"] else "no",
-                      weights)
+            "built in" if r["weights_path"] is None else "cached" if r["weights_present"] else "to fetch")
+        table.add_row(r["name"], f"{r['params'] / 1e6:.1f}M" if r["params"] else "", str(r["sample_rate"] or ""),
+                      "yes" if r["ctc_head"] else "no", weights)
     Console().print(table)
 
 

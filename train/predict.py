@@ -71,9 +71,11 @@ class LoadedSpeechModel:
                                kernels, strides, windows_per_call)
 
     def preprocessing(self) -> dict[str, Any]:
-        """What tiffin.json records of the preprocessing: the spec, and the conv encoder's kernels
-        and strides (which frames each utterance owns in a padded batch)."""
-        return {**self.spec.to_dict(), "conv_stride": list(self.net.strides), "conv_kernel": list(self.net.kernels)}
+        """What tiffin.json records of the preprocessing: the spec, and the feature encoder's
+        kernels and strides (which frames each utterance owns in a padded batch); not a log-mel
+        front-end's settings, which the graph holds."""
+        spec = {k: v for k, v in self.spec.to_dict().items() if k != "front_end"}
+        return {**spec, "conv_stride": list(self.net.strides), "conv_kernel": list(self.net.kernels)}
 
 
 LoadedModel = LoadedVideoModel | LoadedSpeechModel
@@ -125,9 +127,15 @@ def _load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     if is_artifact(path):
         raise TiffinError(f"{path}: is an exported artifact; give the checkpoint it was exported from")
+    from tiffin.train.weights import hub_model, is_hub_id
+
+    if is_hub_id(name):  # a Hugging Face model id: its snapshot, downloaded if missing
+        path = hub_model(name)
     if path.is_dir():
         if (path / "config.json").is_file():
-            return _load_hf_speech(path)
+            from tiffin.train.video_hf import is_video_classifier
+
+            return _load_hf_video(path, name) if is_video_classifier(path) else _load_hf_speech(path)
         raise TiffinError(f"{path}: not a model folder (no config.json); give a .ckpt or a save_pretrained folder")
     if not path.is_file():
         raise TiffinError(f"{path}: no such checkpoint; give one written by `tiffin train` or "
@@ -174,7 +182,8 @@ def video_from_checkpoint(checkpoint: dict) -> LoadedVideoModel:
 
     meta = checkpoint["tiffin"]
     spec = VideoSpec.from_dict(meta["spec"])
-    return LoadedVideoModel(_with_weights(build_video_net(meta["backbone"], spec), checkpoint), spec, meta["backbone"])
+    net = build_video_net(meta["backbone"], spec, model_config=meta.get("model_config"))
+    return LoadedVideoModel(_with_weights(net, checkpoint), spec, meta["backbone"])
 
 
 def speech_from_checkpoint(checkpoint: dict) -> LoadedSpeechModel:
@@ -192,7 +201,7 @@ def _load_embedded(name: str) -> LoadedModel:
 
 
 def _embedded_video(name: str) -> LoadedVideoModel:
-    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_lookup import get_video_backbone
     from tiffin.train.video_model import embedded_spec, load_embedded_net
 
     return LoadedVideoModel(load_embedded_net(name).eval(), embedded_spec(get_video_backbone(name)), name)
@@ -206,13 +215,27 @@ def _embedded_speech(name: str) -> LoadedSpeechModel:
     return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, name)
 
 
+def _load_hf_video(path: Path, name: str) -> LoadedVideoModel:
+    """A Hugging Face video classifier (a Hub id's snapshot or a folder) with its own labels."""
+    from tiffin.train.video_hf import build, describe, own_labels
+    from tiffin.train.video_model import VideoNet, make_spec
+
+    info = describe(str(path))
+    backbone = build(info, None, pretrained=True)
+    labels = own_labels(backbone.model.config)
+    if labels is None:
+        raise TiffinError(f"{name}: its head has no named classes (id2label is LABEL_0...); fine-tune it on your "
+                          "labels first (tiffin train video --backbone ...)")
+    spec = make_spec(str(path), labels)
+    return LoadedVideoModel(VideoNet(backbone, spec).eval(), spec, name)
+
+
 def _load_hf_speech(path: Path) -> LoadedSpeechModel:
     """A Hugging Face save_pretrained speech model folder, offline."""
-    from tiffin.train.speech_model import SpeechNet, feature_settings, load_backbone
+    from tiffin.train.speech_model import SpeechNet, load_backbone, speech_spec
 
     model, vocab, _ = load_backbone(str(path), pretrained=True)
     if vocab is None:
-        raise TiffinError(f"{path}: has no vocab.json; give a model folder with its tokenizer files")
-    rate, normalize = feature_settings(path)
-    spec = SpeechSpec(sample_rate=rate, normalize=normalize, vocab=vocab.tokens)
+        raise TiffinError(f"{path}: has no vocab.json nor tokenizer.json; give a model folder with its tokenizer files")
+    spec = speech_spec(path, model, vocab)
     return LoadedSpeechModel(SpeechNet(model, spec).eval(), spec, str(path))

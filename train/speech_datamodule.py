@@ -263,7 +263,7 @@ class SpeechRecognitionData(pl.LightningDataModule):
         if model is None:
             raise TiffinError("SpeechRecognitionData: give it to a Trainer together with a SpeechRecognition model")
         spec = self.spec_for(model)
-        vocab = Vocabulary(spec.vocab)
+        vocab = Vocabulary.of_spec(spec)
         conv = (list(model.net.kernels), list(model.net.strides))
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
         if stage == "fit" and self.rows["train"] is None:

@@ -1,4 +1,5 @@
-"""The speech recognition recipe: one LightningModule fine-tuning wav2vec2 with CTC.
+"""The speech recognition recipe: one LightningModule fine-tuning a CTC model (wav2vec2, HuBERT,
+WavLM... train.speech_model.CTC_FAMILIES) with CTC.
 
 Fine-tuning strategies as for video (train/finetuning.py): `freeze` trains only the CTC head;
 `freeze_unfreeze` releases the transformer at `unfreeze_epoch`. The convolutional feature
@@ -70,7 +71,7 @@ class SpeechRecognitionTask(pl.LightningModule):
         task: str = TASK,
         init_model: torch.nn.Module | None = None,
     ):
-        """`init_model`: the pretrained Wav2Vec2ForCTC to start from (a new run only); rebuilding
+        """`init_model`: the pretrained CTC model (Wav2Vec2ForCTC, HubertForCTC...) to start from (a new run only); rebuilding
         from a checkpoint uses `model_config` and the checkpoint's weights instead."""
         super().__init__()
         # named, not collected from the call stack (see VideoClassificationTask)
@@ -80,7 +81,7 @@ class SpeechRecognitionTask(pl.LightningModule):
             "learning_rate": learning_rate, "backbone_lr_scale": backbone_lr_scale, "weight_decay": weight_decay,
             "samples_to_show": samples_to_show, "task": task})
         self.spec = SpeechSpec.from_dict(spec)
-        self.vocab = Vocabulary(self.spec.vocab)
+        self.vocab = Vocabulary.of_spec(self.spec)
         self.net: SpeechNet = SpeechNet(init_model, self.spec) if init_model is not None else build_speech_net(model_config, self.spec)
         self.val_wer, self.val_cer = ErrorRate("words"), ErrorRate("chars")
         self.samples: list[dict[str, str]] = []
@@ -92,13 +93,13 @@ class SpeechRecognitionTask(pl.LightningModule):
 
     # --- fine-tuning strategy -------------------------------------------------------------
     def _feature_encoder(self) -> torch.nn.Module:
-        return self.net.model.wav2vec2.feature_extractor
+        return self.net.feature_encoder
 
     def on_train_epoch_start(self) -> None:
         frozen = backbone_frozen(self.hparams.strategy, self.current_epoch, self.hparams.unfreeze_epoch)
         for p in params_outside(self.net, self.net.head()):
             p.requires_grad_(not frozen)
-        self.net.model.wav2vec2.train(not frozen)
+        self.net.backbone.train(not frozen)
         if self.hparams.freeze_feature_encoder:
             for p in self._feature_encoder().parameters():
                 p.requires_grad_(False)
@@ -199,7 +200,11 @@ class SpeechRecognitionTask(pl.LightningModule):
 
 
 def save_hf(checkpoint: Path, out: Path) -> None:
-    """Write a checkpoint's model and processor in Hugging Face format (save_pretrained)."""
+    """Write a checkpoint's model (of its own family: Wav2Vec2ForCTC, HubertForCTC, ParakeetForCTC...)
+    and its tokenizer and feature extractor in Hugging Face format (save_pretrained): the
+    raw-waveform families' Hub models use wav2vec2's processor; the log-mel ones get their own
+    feature extractor (the front-end's settings) beside a CTC character tokenizer (vocab.json) or,
+    for word pieces, a BPE tokenizer.json over the pieces in id order, blank and specials kept."""
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
     from tiffin.train.predict import load_speech_model
@@ -208,11 +213,49 @@ def save_hf(checkpoint: Path, out: Path) -> None:
     model, spec = loaded.net.model, loaded.spec
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    front_end = getattr(loaded.net, "front_end", None)
+    if front_end is not None:
+        _save_log_mel_processor(spec, out)
+        return
     vocab_file = out / "vocab.json"
     vocab_file.write_text(json.dumps({t: i for i, t in enumerate(spec.vocab)}, ensure_ascii=False, indent=1))
     tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
                                      do_lower_case=False)
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=spec.sample_rate, padding_value=0.0,
                                          do_normalize=spec.normalize,
-                                         return_attention_mask=model.config.feat_extract_norm == "layer")
+                                         return_attention_mask=getattr(model.config, "feat_extract_norm",
+                                                                       "layer") == "layer")
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
+
+
+def _save_log_mel_processor(spec: SpeechSpec, out: Path) -> None:
+    """A log-mel family's feature extractor and tokenizer, each saved on its own (a processor class
+    would insist on one tokenizer class, and a fine-tuned Parakeet may spell in characters)."""
+    from transformers import (ParakeetFeatureExtractor, ParakeetTokenizer, SeamlessM4TFeatureExtractor,
+                              Wav2Vec2CTCTokenizer)
+
+    settings = dict(spec.front_end)
+    extractor = {"SeamlessM4TFeatureExtractor": SeamlessM4TFeatureExtractor,
+                 "ParakeetFeatureExtractor": ParakeetFeatureExtractor}[settings.pop("kind")](**settings)
+    extractor.save_pretrained(out)
+    vocab = Vocabulary.of_spec(spec)
+    if not vocab.pieces:
+        vocab_file = out / "vocab.json"
+        vocab_file.write_text(json.dumps({t: i for i, t in enumerate(spec.vocab)}, ensure_ascii=False, indent=1))
+        Wav2Vec2CTCTokenizer(str(vocab_file), unk_token="<unk>", pad_token=spec.vocab[vocab.blank_id],
+                             word_delimiter_token="|", do_lower_case=False).save_pretrained(out)
+        return
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers.tokenization_utils_base import generate_merges
+
+    pieces = {t: i for i, t in enumerate(vocab.tokens)}
+    special = [vocab.tokens[i] for i in sorted(vocab.silent)]
+    # SentencePiece's BPE merges by piece id, as transformers' converter writes them (tiffin.ctc.Vocabulary.spell)
+    merges = generate_merges(pieces, {t: -i for t, i in pieces.items() if t not in special}, skip_tokens=special)
+    unk = "<unk>" if "<unk>" in pieces else None
+    tokenizer = Tokenizer(models.BPE(pieces, merges, unk_token=unk, fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=vocab.word_start, prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement=vocab.word_start, prepend_scheme="always")
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
+    ParakeetTokenizer(tokenizer_object=tokenizer, pad_token=vocab.tokens[vocab.blank_id], unk_token=unk,
+                      clean_up_tokenization_spaces=False).save_pretrained(out)

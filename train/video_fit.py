@@ -71,7 +71,7 @@ def train_video(cfg: VideoTrainConfig) -> RunResult:
     """
     import pytorch_lightning as pl
 
-    from tiffin.train.backbones import get_video_backbone
+    from tiffin.train.video_lookup import get_video_backbone
     from tiffin.train.finetuning import FINETUNE_STRATEGIES
     from tiffin.train.video_model import check_clip_size, find_pretrained_weights
     from tiffin.video import VideoClassifier

@@ -16,7 +16,8 @@ from torch import nn
 
 from tiffin.errors import TiffinError
 from tiffin.spec import VideoSpec
-from tiffin.train.backbones import VideoBackbone, embedded_dir, get_video_backbone, hub_checkpoint_dir
+from tiffin.train.backbones import VideoBackbone, embedded_dir
+from tiffin.train.video_lookup import get_video_backbone
 
 
 class Preprocess(nn.Module):
@@ -27,6 +28,7 @@ class Preprocess(nn.Module):
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("inv_std", 1.0 / (torch.tensor(spec.std).view(1, 3, 1, 1, 1) * 255.0), persistent=False)
         self.alpha = spec.slowfast_alpha
+        self.time_first = spec.layout == "BTCHW"  # transformers' video models take [B, T, C, H, W]
         if self.alpha:
             # Same frames as pytorchvideo's PackPathway: linspace over the clip, T // alpha of them.
             slow = torch.linspace(0, spec.num_frames - 1, spec.num_frames // self.alpha).long()
@@ -35,6 +37,8 @@ class Preprocess(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x = frames.permute(0, 4, 1, 2, 3).to(self.mean.dtype)  # float32, or bf16 in a bf16 export
         x = (x - self.mean) * self.inv_std
+        if self.time_first:
+            return x.transpose(1, 2)
         if self.alpha:
             return [x.index_select(2, self.slow_index), x]
         return x
@@ -53,41 +57,65 @@ class VideoNet(nn.Module):
         # pytorchvideo's multipathway forward rewrites the list it is given; hand it a fresh one.
         return self.backbone(list(x) if isinstance(x, list) else x)
 
-    def head(self) -> nn.Linear:
+    def head(self) -> nn.Module:
         """The classification layer that fine-tuning replaces."""
         return classifier_layer(self.backbone)
 
 
-def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The final Linear of a PyTorchVideo classifier (ResNet-style or MViT head)."""
-    head = model.head if hasattr(model, "head") else model.blocks[-1]
-    return head.proj
+def classifier_layer(model: nn.Module) -> nn.Module:
+    """The classification layer fine-tuning replaces: at the dotted path the family builder set."""
+    return model.get_submodule(model.head_path)
 
 
 def build_backbone(info: VideoBackbone, num_frames: int, crop_size: int) -> nn.Module:
-    """A randomly initialised zoo architecture (400-class head) that runs at any clip size.
+    """A randomly initialised zoo architecture (400-class head) that runs at any clip size its
+    family allows, with `head_path` naming its classification layer.
 
     The zoo heads average-pool with kernels fixed for the zoo's input size; they are swapped
-    for global average pooling, which equals the zoo pooling at the zoo size and adapts to
-    others. X3D's custom Swish (not TorchScript-savable) becomes nn.SiLU, the same function.
-    The head's softmax (X3D, R(2+1)D) is dropped: the network outputs logits.
+    for global average pooling, which equals the zoo pooling at the zoo size and adapts to others.
     """
+    return ZOO_BUILDERS[info.family](info, num_frames, crop_size)
+
+
+def _global_pooling(head: nn.Module) -> None:
+    for name, module in list(head.named_modules()):
+        if isinstance(module, nn.AvgPool3d):
+            _set_submodule(head, name, nn.AdaptiveAvgPool3d(1))
+
+
+def _pytorchvideo(info: VideoBackbone, num_frames: int, crop_size: int) -> nn.Module:
+    """PyTorchVideo's hub builders. X3D's custom Swish (not TorchScript-savable) becomes nn.SiLU,
+    the same function; the head's softmax (X3D, R(2+1)D) is dropped: the network outputs logits."""
     from pytorchvideo.layers.swish import Swish
     from pytorchvideo.models import hub
 
     kwargs = {"spatial_size": crop_size, "temporal_size": num_frames} if info.sized_by_config else {}
     model = getattr(hub, info.hub_fn)(pretrained=False, **kwargs)
+    model.head_path = "head.proj" if hasattr(model, "head") else f"blocks.{len(model.blocks) - 1}.proj"
     heads = [model.head] if hasattr(model, "head") else list(model.blocks[-2:])
     for head in heads:
-        for name, module in list(head.named_modules()):
-            if isinstance(module, nn.AvgPool3d):
-                _set_submodule(head, name, nn.AdaptiveAvgPool3d(1))
+        _global_pooling(head)
         if getattr(head, "activation", None) is not None:
             head.activation = None
     for name, module in list(model.named_modules()):
         if isinstance(module, Swish):
             _set_submodule(model, name, nn.SiLU())
     return model
+
+
+def _torchvision(info: VideoBackbone, num_frames: int, crop_size: int) -> nn.Module:
+    """torchvision.models.video's builders, without weights (tiffin loads them from its cache)."""
+    from torchvision.models import video
+
+    model = getattr(video, info.hub_fn)(weights=None)
+    model.head_path = info.head
+    if isinstance(getattr(model, "avgpool", None), nn.AvgPool3d):  # S3D's
+        model.avgpool = nn.AdaptiveAvgPool3d(1)
+    return model
+
+
+# A backbone family is one builder here (and its rows in the table, or, for transformers, its module).
+ZOO_BUILDERS = {"pytorchvideo": _pytorchvideo, "torchvision": _torchvision}
 
 
 def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
@@ -100,20 +128,28 @@ def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
 
 
 def replace_classifier(model: nn.Module, num_classes: int) -> None:
-    """Swap the 400-class Kinetics layer for a fresh one sized to the dataset."""
+    """Swap the 400-class Kinetics layer for a fresh one sized to the dataset (a Linear, or the
+    1x1x1 convolution S3D classifies with)."""
     old = classifier_layer(model)
-    head = model.head if hasattr(model, "head") else model.blocks[-1]
-    head.proj = nn.Linear(old.in_features, num_classes)
+    if isinstance(old, nn.Conv3d):
+        new: nn.Module = nn.Conv3d(old.in_channels, num_classes, old.kernel_size, old.stride, bias=old.bias is not None)
+    else:
+        new = nn.Linear(old.in_features, num_classes)
+    _set_submodule(model, model.head_path, new)
 
 
 def find_pretrained_weights(info: VideoBackbone, weights: str | Path | None = None) -> Path:
-    """Locate pretrained weights: `weights` if given, the package's for an embedded model, else the
-    torch hub cache by file name.
+    """Locate pretrained weights: `weights` if given, the package's for an embedded model, the
+    model folder of a transformers one, else the zoo file in torch hub's cache, downloaded from
+    the zoo (or $TIFFIN_WEIGHTS_MIRROR) when it is not there yet (train/weights.py).
 
     Raises:
-        TiffinError: the file is not there, with the place to put it.
+        TiffinError: a missing --weights file, or weights that cannot be had (offline, with what to do).
     """
     if weights is not None:
+        if info.family == "transformers":
+            raise TiffinError(f"--weights: {info.name} is a Hugging Face model; its weights come with it "
+                              "(give another model as --backbone ID-or-FOLDER)")
         path = Path(weights).expanduser()
         if not path.is_file():
             raise TiffinError(f"--weights {path}: no such file; give the path of a {info.weights_file} checkpoint")
@@ -121,14 +157,12 @@ def find_pretrained_weights(info: VideoBackbone, weights: str | Path | None = No
     if info.embedded:
         embedded_spec(info)  # raises, naming the recipe, when this checkout lacks the files
         return embedded_dir(info.name) / info.weights_file
-    path = hub_checkpoint_dir() / info.weights_file
-    if not path.is_file():
-        raise TiffinError(
-            f"pretrained weights for {info.name} not found at {path}; download {info.weights_url} there "
-            "(or pass --weights FILE), or start from the embedded pretrained --backbone tiffin/tiny-motion (offline), "
-            "or train from scratch with --no-pretrained"
-        )
-    return path
+    if info.family == "transformers":
+        return Path(info.weights_file)
+    from tiffin.train.weights import zoo_file
+
+    return zoo_file(info.weights_url, info.name, otherwise=", or start from the embedded pretrained --backbone "
+                    "tiffin/tiny-motion (offline), or train from scratch with --no-pretrained")
 
 
 def load_pretrained(model: nn.Module, info: VideoBackbone, weights: str | Path | None = None) -> Path:
@@ -189,20 +223,32 @@ def build_video_net(
     spec: VideoSpec,
     pretrained: bool = False,
     weights: str | Path | None = None,
+    model_config: dict | None = None,
 ) -> VideoNet:
-    """Build the network for `spec`: zoo architecture, optional zoo weights, fresh head.
+    """Build the network for `spec`: the family's architecture, optional pretrained weights, a
+    head for the spec's labels.
 
     Args:
-        backbone: a name from `VIDEO_BACKBONES`.
+        backbone: a name from `VIDEO_BACKBONES`, or a Hugging Face video classifier (id or folder).
         spec: clip size and labels (the head gets `len(spec.labels)` outputs).
         pretrained: load the zoo's Kinetics weights before replacing the head.
         weights: explicit weights file (implies pretrained).
+        model_config: a transformers model's config as a checkpoint saved it: rebuilds it with no
+            download (the checkpoint's weights follow).
 
     Raises:
         TiffinError: unknown backbone, unsupported clip size, missing weights.
     """
+    if model_config is not None:
+        from tiffin.train.video_hf import from_config
+
+        return VideoNet(from_config(model_config), spec)
     info = get_video_backbone(backbone)
     check_clip_size(info, spec.num_frames, spec.crop_size)
+    if info.family == "transformers":
+        from tiffin.train.video_hf import build
+
+        return VideoNet(build(info, list(spec.labels), pretrained or weights is not None), spec)
     model = build_backbone(info, spec.num_frames, spec.crop_size)
     if info.embedded and (pretrained or weights is not None):
         load_embedded(model, info, weights)
@@ -255,10 +301,15 @@ def load_embedded_net(name: str) -> VideoNet:
 
 def check_clip_size(info: VideoBackbone, num_frames: int, crop_size: int) -> None:
     """Refuse clip sizes a backbone cannot run, naming the option to change."""
+    if info.fixed_size and (num_frames, crop_size) != (info.frames, info.crop):
+        raise TiffinError(f"--num-frames {num_frames} --crop-size {crop_size}: {info.name} runs at its own "
+                          f"{info.frames} frames and {info.crop} pixels only; leave both unset")
     if num_frames < info.frame_multiple or num_frames % info.frame_multiple:
         raise TiffinError(f"--num-frames {num_frames}: {info.name} needs a multiple of {info.frame_multiple}")
-    if crop_size < 32 or crop_size % 32:
-        raise TiffinError(f"--crop-size {crop_size}: use a multiple of 32 (the backbones downsample 32x)")
+    multiple = 16 if info.family == "torchvision" else 32  # the networks' total spatial downsampling
+    if not info.fixed_size and (crop_size < multiple or crop_size % multiple):
+        raise TiffinError(f"--crop-size {crop_size}: use a multiple of {multiple} ({info.name} downsamples "
+                          f"{multiple}x)")
 
 
 def make_spec(backbone: str, labels: list[str], num_frames: int | None = None, crop_size: int | None = None,
@@ -271,6 +322,9 @@ def make_spec(backbone: str, labels: list[str], num_frames: int | None = None, c
         clip_duration=clip_duration or info.clip_duration,
         side_size=round(crop * info.side / info.crop),
         crop_size=crop,
+        mean=info.mean,
+        std=info.std,
         slowfast_alpha=info.slowfast_alpha,
         labels=tuple(labels),
+        layout="BTCHW" if info.family == "transformers" else "BCTHW",
     )

@@ -46,18 +46,24 @@ class VideoClassificationTask(pl.LightningModule):
         weight_decay: float = 1e-4,
         task: str = TASK,
         init_weights: str | None = None,
+        model_config: dict[str, Any] | None = None,
     ):
-        """`init_weights`: zoo weights loaded into the backbone before its head is replaced.
-        Only a new run passes it; rebuilding from a checkpoint gets the trained weights instead."""
+        """`init_weights`: zoo weights loaded into the backbone before its head is replaced (a
+        transformers model's folder). Only a new run passes it; rebuilding from a checkpoint gets
+        the trained weights instead, and a transformers model its saved `model_config`."""
         super().__init__()
         # named, not collected from the call stack: a subclass's own arguments (tiffin.video's
         # labels, pretrained) are not what rebuilds the network from a checkpoint
         self.save_hyperparameters({"backbone": backbone, "spec": spec, "strategy": strategy,
                                    "unfreeze_epoch": unfreeze_epoch, "learning_rate": learning_rate,
-                                   "backbone_lr_scale": backbone_lr_scale, "weight_decay": weight_decay, "task": task})
+                                   "backbone_lr_scale": backbone_lr_scale, "weight_decay": weight_decay, "task": task,
+                                   "model_config": model_config})
         self.spec = VideoSpec.from_dict(spec)
         self.init_weights = init_weights
-        self.net: VideoNet = build_video_net(backbone, self.spec, weights=init_weights)
+        self.net: VideoNet = build_video_net(backbone, self.spec, weights=init_weights, model_config=model_config)
+        if model_config is None and hasattr(self.net.backbone, "model"):
+            # a transformers model: its config (architecture, labels) is what rebuilds it offline
+            self.hparams["model_config"] = self.net.backbone.model.config.to_dict()
         n = len(self.spec.labels)
         self.val_acc = MulticlassAccuracy(n, top_k=1, average="micro")
         self.val_acc_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
@@ -124,7 +130,14 @@ class VideoClassificationTask(pl.LightningModule):
                 "strategy": self.hparams.strategy, "confusion_matrix_png": "confusion_matrix.png"}
 
     def finish_run(self, out: Path, metrics: dict[str, Any]) -> None:
-        """The best epoch's confusion matrix as a PNG, and the run's figures in one line."""
+        """The best epoch's confusion matrix as a PNG, a transformers model's best weights in
+        Hugging Face format (OUT/hf), and the run's figures in one line."""
+        if self.hparams.get("model_config") is not None and (out / "checkpoints" / "best.ckpt").is_file():
+            from tiffin.train.predict import load_video_model
+            from tiffin.train.video_hf import save_hf
+
+            best_model = load_video_model(out / "checkpoints" / "best.ckpt")
+            save_hf(best_model.net.backbone, best_model.spec, out / "hf")
         best = metrics.get("best")
         if best and best.get("confusion"):
             save_confusion_png(best["confusion"], list(self.spec.labels), out / "confusion_matrix.png",
@@ -144,6 +157,7 @@ class VideoClassificationTask(pl.LightningModule):
             "task": TASK,
             "backbone": self.hparams.backbone,
             "spec": self.spec.to_dict(),
+            "model_config": self.hparams.get("model_config"),
             "initialised_from": self.init_weights and Path(self.init_weights).name,
             "tiffin_version": __version__,
             "torch_version": str(torch.__version__),
