@@ -23,7 +23,7 @@ configuration (16 frames of 224 px, 87M parameters, randomly initialised, its vi
 written as a save_pretrained folder and given as --backbone, the way a user's Hub download arrives.
 
 Run: .venv/bin/python benchmarks/served_runtimes.py [--backbone slowfast_r50|videomae-base] [--seconds 30]
-Writes benchmarks/results/served_runtimes.json.
+Writes benchmarks/results/served_runtimes.json (served_runtimes_BACKBONE.json for another backbone).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def main() -> None:
                                               "served_share_of_torchscript_bf16_speedup",
                                               "served_over_recorded_model_call", "served_over_in_process_predict")},
                      indent=1))
-    save_results("served_runtimes", results)
+    save_results("served_runtimes" if args.backbone == "slowfast_r50" else f"served_runtimes_{args.backbone}", results)
 
 
 if __name__ == "__main__":
