@@ -126,9 +126,12 @@ def service(monkeypatch, name: str, artifact: Path, **env):
 
     service_class = {"video": video.VideoClassifier, "speech": speech.SpeechRecognizer}[name]
     dependency = vars(getattr(service_class, "inner", service_class)).get("model")
-    if dependency is not None:  # batching: BentoML resolves the model service once per process, which in a
-        monkeypatch.setattr(dependency, "_resolved", None)  # server holds one artifact; here each test has its own
-    return service_class()
+    if dependency is not None:  # batching: BentoML resolves the model service once per process (a server
+        monkeypatch.setattr(dependency, "_resolved", None)  # holds one artifact); here each test has its own,
+    instance = service_class()
+    if dependency is not None:
+        instance.model  # noqa: B018 - so it is resolved now, for this artifact, not at the first request
+    return instance
 
 
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the running `tiffin serve` (then `bentoml serve`)
