@@ -1,9 +1,10 @@
-"""Every CTC family tiffin takes (train.speech_model.CTC_FAMILIES: the raw-waveform ones, and the log-mel
-wav2vec2-bert and Parakeet CTC), as tiny random models: padding never changes an utterance, frame counts,
-the log-mel front-ends equal transformers' feature extractors, word-piece vocabularies (Parakeet's
-SentencePiece tokens, blank last) decode greedily and in a lexicon, unsupported families are refused in
-one line, and fine-tune -> export (ONNX, behind the parity gate) -> predict. HuBERT and Parakeet run in
-`make test`; the whole matrix is marked `families` (`make test-families`)."""
+"""Every CTC family tiffin takes (train.speech_model.CTC_FAMILIES: the raw-waveform ones, OmniASR CTC
+among them, and the log-mel wav2vec2-bert and Parakeet CTC), as tiny random models: padding never changes
+an utterance, frame counts, the log-mel front-ends equal transformers' feature extractors, word-piece
+vocabularies (Parakeet's SentencePiece tokens, blank last; OmniASR's, blank first) decode greedily and in a
+lexicon, MMS's language adapters load by target_lang, unsupported families are refused in one line, and
+fine-tune -> export (ONNX, behind the parity gate) -> predict. HuBERT, Parakeet, OmniASR and a tiny MMS run
+in `make test`; the whole matrix is marked `families` (`make test-families`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,16 @@ LOG_MEL = {
         subsampling_conv_channels=8, dropout=0.0, dropout_positions=0.0, layerdrop=0.0, activation_dropout=0.0,
         attention_dropout=0.0)),
 }
+# OmniASR CTC's SentencePiece layout: <s> first, the CTC blank (its blank_token_id), <pad> second (its pad_token_id)
+OMNI_PIECES = ("<s>", "<pad>", "</s>") + PIECES[:-1]
+# families whose encoder settings nest in a sub-config (OmniASR's audio_config), shaped as COMMON
+NESTED = {
+    "omniasr_ctc": dict(vocab_size=len(OMNI_PIECES), blank_token_id=0, pad_token_id=1, audio_config=dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32, 32, 32),
+        conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        layerdrop=0.0)),
+}
 FAMILIES = list(CTC_FAMILIES)
 # the padding check also covers the variants whose masking differs
 VARIANTS = [(f, {}) for f in FAMILIES] + [("wav2vec2-conformer", {"position_embeddings_type": "rotary"}),
@@ -61,32 +72,34 @@ VARIANTS = [(f, {}) for f in FAMILIES] + [("wav2vec2-conformer", {"position_embe
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
 
-    if family in LOG_MEL:
-        return AutoConfig.for_model(family, **{**LOG_MEL[family], **overrides})
+    if family in LOG_MEL or family in NESTED:
+        return AutoConfig.for_model(family, **{**LOG_MEL.get(family, NESTED.get(family)), **overrides})
     return AutoConfig.for_model(family, **{**COMMON, **EXTRA.get(family, {}), **overrides})
 
 
 def extractor(family: str):
     """The family's transformers feature extractor, with its default settings (None: raw waveform)."""
-    from transformers import ParakeetFeatureExtractor, SeamlessM4TFeatureExtractor
+    from transformers import OmniASRFeatureExtractor, ParakeetFeatureExtractor, SeamlessM4TFeatureExtractor
 
-    return {"wav2vec2-bert": SeamlessM4TFeatureExtractor, "parakeet_ctc": ParakeetFeatureExtractor}.get(
-        family, lambda: None)()
+    return {"wav2vec2-bert": SeamlessM4TFeatureExtractor, "parakeet_ctc": ParakeetFeatureExtractor,
+            "omniasr_ctc": OmniASRFeatureExtractor}.get(family, lambda: None)()
 
 
-def save_pieces_tokenizer(folder: Path) -> None:
-    """PIECES as a Parakeet tokenizer would save them: tokenizer.json of a BPE over the pieces whose merges
-    follow piece order (transformers' SentencePiece converter), <pad> an added special token."""
+def save_pieces_tokenizer(folder: Path, pieces: tuple[str, ...] = PIECES) -> None:
+    """PIECES (or OMNI_PIECES) as a Parakeet (OmniASR) tokenizer would save them: tokenizer.json of a BPE over
+    the pieces whose merges follow piece order (transformers' SentencePiece converter), <pad> (and OmniASR's
+    <s> and </s>) added special tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import ParakeetTokenizer
     from transformers.tokenization_utils_base import generate_merges
 
-    vocab = {t: i for i, t in enumerate(PIECES[:-1])}
-    merges = generate_merges(vocab, {t: -i for t, i in vocab.items() if t != "<unk>"}, skip_tokens=["<unk>"])
+    special = [t for t in pieces if t.startswith("<")]
+    vocab = {t: i for i, t in enumerate(pieces) if i < len(pieces) - 1 or t != "<pad>"}  # a last <pad>: added
+    merges = generate_merges(vocab, {t: -i for t, i in vocab.items() if t not in special}, skip_tokens=special)
     tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=M, prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement=M, prepend_scheme="always")
-    tokenizer.add_special_tokens([AddedToken("<pad>", normalized=False, special=True)])
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special if t != "<unk>"])
     ParakeetTokenizer(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>").save_pretrained(folder)
 
 
@@ -98,9 +111,11 @@ def save_tiny(family: str, folder: Path) -> Path:
     build_ctc_model(tiny_config(family)).save_pretrained(folder)
     if family == "parakeet_ctc":
         save_pieces_tokenizer(folder)
+    elif family == "omniasr_ctc":
+        save_pieces_tokenizer(folder, OMNI_PIECES)
     else:
         (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(BASE_960H_TOKENS)}))
-    if family in LOG_MEL:
+    if family in LOG_MEL or family == "omniasr_ctc":
         extractor(family).save_pretrained(folder)
     else:
         (folder / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True, "sampling_rate": 16000}))
@@ -137,6 +152,10 @@ def test_padding_never_changes_an_utterance_and_frames_are_counted(family, overr
             with torch.no_grad():
                 theirs = net.model(**features).logits[0, :frames]
             torch.testing.assert_close(alone[0], theirs, atol=1e-4, rtol=1e-4)
+        elif family == "omniasr_ctc":  # alone, it is the plain Hugging Face model on its extractor's waveform
+            with torch.no_grad():
+                theirs = net.model(**extractor(family)(short.numpy(), sampling_rate=16000)).logits
+            torch.testing.assert_close(alone, theirs, atol=1e-4, rtol=1e-4)
         elif net.squeeze == 1:  # alone, it is the plain Hugging Face model on the normalised waveform
             x = (short - short.mean()) / torch.sqrt(short.var(unbiased=False) + 1e-7)
             with torch.no_grad():
@@ -276,11 +295,12 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def fine_tune_export_predict(family: str, corpus: Path, tmp_path: Path) -> None:
-    """Two steps through the Python API from a save_pretrained folder, then `tiffin export --format
-    onnx` (the parity gate) and `tiffin predict`: the artifact transcribes as the checkpoint does,
-    and so does the run's Hugging Face folder, of the family's own class (its tokenizer and feature
-    extractor read back as they were saved)."""
+def fine_tune_export_predict(family: str, corpus: Path, tmp_path: Path, backbone: Path | None = None,
+                             **options) -> None:
+    """Two steps through the Python API from a save_pretrained folder (`backbone`, else save_tiny's, with
+    SpeechRecognition's `options`), then `tiffin export --format onnx` (the parity gate) and `tiffin predict`:
+    the artifact transcribes as the checkpoint does, and so does the run's Hugging Face folder, of the
+    family's own class (its tokenizer and feature extractor read back as they were saved)."""
     import pytorch_lightning as pl
     from transformers import AutoModelForCTC
 
@@ -288,9 +308,9 @@ def fine_tune_export_predict(family: str, corpus: Path, tmp_path: Path) -> None:
     from tiffin.speech import SpeechRecognition, SpeechRecognitionData
     from tiffin.train.speech_task import save_hf
 
-    backbone = save_tiny(family, tmp_path / family)
+    backbone = backbone or save_tiny(family, tmp_path / family)
     pl.seed_everything(0)
-    model = SpeechRecognition(backbone=str(backbone), learning_rate=1e-3)
+    model = SpeechRecognition(backbone=str(backbone), learning_rate=1e-3, **options)
     assert model.net.model.config.model_type == family
     data = SpeechRecognitionData.from_csv("speech_files", "targets", train_file=corpus / "train.csv", batch_size=4,
                                           num_workers=0)
@@ -338,6 +358,24 @@ def test_parakeet_with_its_word_pieces_fine_tunes_exports_and_predicts_like_its_
         assert [w["word"] for w in answer.get("words", [])] == answer["text"].split()
 
 
+def test_omniasr_with_its_word_pieces_blank_first_fine_tunes_exports_and_predicts_like_its_checkpoint(corpus,
+                                                                                                    tmp_path):
+    """A raw-waveform family of other names (audio_tower, a [B, 1, samples] input, a sample padding_mask) that
+    spells in SentencePiece pieces whose blank is <s> (blank_token_id 0), not its <pad> (pad_token_id 1): read so
+    from its tokenizer.json, recorded so in the artifact, and read back so from the run's Hugging Face folder."""
+    from tiffin.train.speech_model import ctc_config, read_vocab
+
+    fine_tune_export_predict("omniasr_ctc", corpus, tmp_path)
+    assert read_vocab(tmp_path / "omniasr_ctc", tiny_config("omniasr_ctc")) == Vocabulary(OMNI_PIECES, 0, M)
+    meta = json.loads((tmp_path / "onnx" / "tiffin.json").read_text())
+    assert meta["vocab"] == list(OMNI_PIECES) and meta["preprocessing"]["blank_id"] == 0
+    assert meta["preprocessing"]["word_start"] == M and meta["preprocessing"]["conv_stride"] == [5, 4, 4, 4]
+    assert meta["parity"]["max_abs_diff"] < 1e-4
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert saved["blank_token_id"] == 0
+    assert read_vocab(tmp_path / "hf", ctc_config(saved)) == Vocabulary(OMNI_PIECES, 0, M)
+
+
 def test_a_new_vocabulary_gives_parakeet_a_character_head(tmp_path):
     """vocab="from-data" (`--vocab from-data`) over a word-piece model: a new CTC head (Parakeet's 1x1 conv)
     for the transcripts' characters, `<pad>` the blank, `|` between words, and a CTC loss on them."""
@@ -365,11 +403,81 @@ def test_every_family_fine_tunes_exports_and_predicts_like_its_checkpoint(family
     fine_tune_export_predict(family, corpus, tmp_path)
 
 
-def test_mms_language_adapters_are_refused_in_one_line(tmp_path):
+# MMS-like: a tiny wav2vec2 with per-language attention adapters (adapter_attn_dim, stable layer norm as MMS),
+# two languages' adapter files and a multilingual vocab.json; deu's vocabulary is larger than the model's head
+MMS_LANGUAGES = {"fra": BASE_960H_TOKENS, "deu": BASE_960H_TOKENS + ("Ä", "Ö", "Ü")}
+
+
+def save_tiny_mms(folder: Path) -> Path:
+    """A save_pretrained folder as facebook/mms-1b-all's is laid out: the model, `adapter.<lang>.safetensors`
+    for each of MMS_LANGUAGES (its adapter layers and a CTC head for its vocabulary), vocab.json as
+    {lang: {token: id}}, and the feature extractor's settings."""
+    from safetensors.torch import save_file
     from transformers import Wav2Vec2ForCTC
 
-    Wav2Vec2ForCTC(tiny_config("wav2vec2", adapter_attn_dim=4)).save_pretrained(tmp_path / "mms")
-    (tmp_path / "mms" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(BASE_960H_TOKENS)}))
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(tiny_config("wav2vec2", adapter_attn_dim=8, do_stable_layer_norm=True,
+                                       feat_extract_norm="layer", conv_bias=True))
+    model.save_pretrained(folder)
+    for seed, (lang, tokens) in enumerate(MMS_LANGUAGES.items()):
+        generator = torch.Generator().manual_seed(seed + 1)
+        weights = {name: torch.randn((len(tokens), *p.shape[1:]) if name.startswith("lm_head") else p.shape,
+                                     generator=generator) * 0.1 for name, p in model._get_adapters().items()}
+        save_file(weights, folder / f"adapter.{lang}.safetensors")
+    (folder / "vocab.json").write_text(json.dumps({lang: {t: i for i, t in enumerate(tokens)}
+                                                  for lang, tokens in MMS_LANGUAGES.items()}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True, "sampling_rate": 16000}))
+    return folder
+
+
+def test_mms_language_adapters_need_a_target_language_said_in_one_line(corpus, tmp_path):
+    from tiffin.speech import SpeechRecognition
+
+    folder = save_tiny_mms(tmp_path / "mms")
     with pytest.raises(TiffinError) as err:
-        load_backbone(str(tmp_path / "mms"))
-    assert "adapter_attn_dim" in str(err.value) and "\n" not in str(err.value)
+        load_backbone(str(folder))
+    message = str(err.value)
+    assert "\n" not in message and "adapter_attn_dim" in message and "--target-lang" in message
+    assert "fra" in message and "deu" in message
+    with pytest.raises(TiffinError, match="target_lang"):  # the Python API says the same
+        SpeechRecognition(backbone=str(folder))
+    with pytest.raises(TiffinError) as err:  # a language it has no vocabulary nor adapter for
+        load_backbone(str(folder), target_lang="spa")
+    assert "\n" not in str(err.value) and "spa" in str(err.value) and "fra, deu" in str(err.value)
+    for option in ([], ["--target-lang", "spa"]):  # `tiffin train speech --target-lang` takes it to the model
+        result = tiffin("train", "speech", "--train-csv", corpus / "train.csv", "--backbone", folder, "--max-steps",
+                        "1", "--num-workers", "0", "--no-progress", "--out", tmp_path / f"run{len(option)}", *option)
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert result.exit_code == 2 and len(errors) == 1, result.output
+        assert ("--target-lang spa" if option else "choose a language with --target-lang") in errors[0]
+
+
+def test_mms_loads_its_target_language_s_adapter_and_vocabulary(tmp_path):
+    """target_lang: the language's adapter weights (and its CTC head, resized to its vocabulary) as transformers'
+    own load_adapter gives them, that language's vocabulary, the language recorded in the config; in training mode."""
+    from transformers import Wav2Vec2ForCTC
+
+    folder = save_tiny_mms(tmp_path / "mms")
+    model, vocab, source = load_backbone(str(folder), target_lang="deu")
+    assert model.training and source == str(folder)
+    assert vocab == Vocabulary(MMS_LANGUAGES["deu"]) and model.lm_head.out_features == len(MMS_LANGUAGES["deu"])
+    assert model.config.target_lang == "deu" and model.config.to_dict()["target_lang"] == "deu"
+    theirs = Wav2Vec2ForCTC.from_pretrained(folder)
+    theirs.load_adapter("deu")
+    wave = torch.from_numpy(utterance(["one", "two"]))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(wave).logits, theirs.eval()(wave).logits, atol=1e-5, rtol=0)
+        other, _, _ = load_backbone(str(folder), target_lang="fra")
+        assert other.lm_head.out_features == len(MMS_LANGUAGES["fra"])
+        assert not torch.allclose(other.eval()(wave).logits[..., :32], model(wave).logits[..., :32])
+
+
+def test_mms_with_a_target_language_fine_tunes_exports_and_predicts_like_its_checkpoint(corpus, tmp_path):
+    """The adapter is part of the fine-tuned model's weights: the checkpoint records target_lang and rebuilds
+    with no adapter file, and the run's Hugging Face folder (none there either) predicts as it does."""
+    fine_tune_export_predict("wav2vec2", corpus, tmp_path, backbone=save_tiny_mms(tmp_path / "mms"),
+                             target_lang="deu")
+    checkpoint = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["tiffin"]["model_config"]["target_lang"] == "deu"
+    assert not list((tmp_path / "hf").glob("adapter.*"))
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["target_lang"] == "deu"

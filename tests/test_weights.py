@@ -259,3 +259,33 @@ def test_download_dispatches_by_name(mirror, hub):
     with pytest.raises(TiffinError) as excinfo:
         weights.download("no_such_backbone")
     assert "not a backbone" in one_line(excinfo)
+
+
+# --- MMS: one language's adapter ---------------------------------------------------------------
+
+
+def test_an_mms_model_fetches_only_its_target_language_s_adapter(hub, tmp_path):
+    """load_backbone(target_lang="deu") from the Hub: the snapshot, and of the adapter files only deu's;
+    the second load reads the cache with the server stopped; no target_lang is the one-line error."""
+    from tests.test_ctc_families import MMS_LANGUAGES, save_tiny_mms
+    from tiffin.ctc import Vocabulary
+    from tiffin.train.speech_model import load_backbone
+
+    sha = hub.add("org/mms", {"main": save_tiny_mms(tmp_path / "mms")})["main"]
+    model, vocab, source = load_backbone("org/mms", target_lang="deu")
+    snapshot = repo_cache("org/mms") / "snapshots" / sha
+    assert source == str(snapshot) and vocab == Vocabulary(MMS_LANGUAGES["deu"]) and model.config.target_lang == "deu"
+    assert sorted(p.name for p in snapshot.glob("adapter.*")) == ["adapter.deu.safetensors"]
+    assert hub.requests[f"/org/mms/resolve/{sha}/adapter.deu.safetensors"] >= 1
+    assert hub.requests[f"/org/mms/resolve/{sha}/adapter.fra.safetensors"] == 0
+    assert not any("adapter.fra" in path for path in hub.requests)
+    with pytest.raises(TiffinError) as excinfo:
+        load_backbone("org/mms")
+    assert "--target-lang" in one_line(excinfo) and "fra, deu" in str(excinfo.value)
+    with pytest.raises(TiffinError) as excinfo:  # a language the model has no adapter for: its absence, one line
+        weights.hub_model("org/mms", target_lang="spa")
+    assert "adapter.spa.safetensors" in one_line(excinfo)
+
+    hub.stop()
+    again, _, _ = load_backbone("org/mms", target_lang="deu")
+    assert again.lm_head.out_features == len(MMS_LANGUAGES["deu"])

@@ -32,9 +32,10 @@ __all__ = ["SpeechRecognitionData", "SpeechRecognition"]
 
 class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
     """A CTC speech recogniser (a LightningModule) over a transformers CTC model of any family of
-    tiffin.train.speech_model.CTC_FAMILIES: raw-waveform (wav2vec2, wav2vec2-conformer, HuBERT, WavLM,
-    Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT) or log-mel (wav2vec2-bert, Parakeet CTC,
-    its SentencePiece tokens included), feature extraction in the graph.
+    tiffin.train.speech_model.CTC_FAMILIES: raw-waveform (wav2vec2 and MMS's language adapters,
+    wav2vec2-conformer, HuBERT, WavLM, Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT, Omnilingual
+    ASR CTC) or log-mel (wav2vec2-bert, Parakeet CTC), SentencePiece tokens included, feature
+    extraction in the graph.
 
     Example:
         >>> model = SpeechRecognition(backbone="tiffin/tiny-en")
@@ -50,6 +51,7 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
         *,
         freeze_feature_encoder: bool | None = None,
         sampling_rate: int | None = None,
+        target_lang: str | None = None,
         strategy: str = "no_freeze",
         unfreeze_epoch: int = 1,
         backbone_lr_scale: float = 0.1,
@@ -65,13 +67,15 @@ class SpeechRecognition(ModelAPI, SpeechRecognitionTask):
         model (`tiffin/tiny-en`); see `available_backbones()`. `vocab`: None for the
         backbone's characters, `"from-data"` to learn the training transcripts' alphabet (a new
         CTC head), or the characters themselves (a string or list). `freeze_feature_encoder`:
-        default yes from pretrained weights, no from scratch. `spec` + `model_config` is how a
+        default yes from pretrained weights, no from scratch. `target_lang`: the language of a
+        backbone with per-language adapters (MMS, e.g. "fra" for facebook/mms-1b-all): its adapter
+        weights and its vocabulary; the model's config records it. `spec` + `model_config` is how a
         checkpoint rebuilds the model; with them the other model options are unused."""
         from tiffin.train.speech_model import fit_head, load_backbone, speech_spec
 
         vocab_from_data = False
         if spec is None:
-            model, backbone_vocab, source = load_backbone(backbone, pretrained)
+            model, backbone_vocab, source = load_backbone(backbone, pretrained, target_lang)
             if vocab == "from-data":
                 chosen, vocab_from_data = backbone_vocab or Vocabulary(BASE_960H_TOKENS), True
             elif vocab is not None:

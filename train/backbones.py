@@ -221,7 +221,7 @@ SPEECH_BACKBONES: dict[str, SpeechBackbone] = {
 # other AutoModelForCTC id or save_pretrained folder of a family train/speech_model.py runs works too.
 CTC_KNOWN_IDS: dict[str, tuple[str, ...]] = {
     "wav2vec2": ("facebook/wav2vec2-base-960h", "facebook/wav2vec2-large-960h-lv60-self",
-                 "jonatasgrosman/wav2vec2-large-xlsr-53-english"),
+                 "jonatasgrosman/wav2vec2-large-xlsr-53-english", "facebook/mms-1b-all"),  # MMS: --target-lang
     "wav2vec2-conformer": ("facebook/wav2vec2-conformer-rope-large-960h-ft",),
     "hubert": ("facebook/hubert-large-ls960-ft", "facebook/hubert-xlarge-ls960-ft"),
     "wavlm": ("patrickvonplaten/wavlm-libri-clean-100h-base-plus",),
@@ -231,6 +231,7 @@ CTC_KNOWN_IDS: dict[str, tuple[str, ...]] = {
     "unispeech-sat": ("microsoft/unispeech-sat-base-100h-libri-ft",),
     "wav2vec2-bert": ("hf-audio/wav2vec2-bert-CV16-en",),
     "parakeet_ctc": ("nvidia/parakeet-ctc-0.6b", "nvidia/parakeet-ctc-1.1b"),
+    "omniasr_ctc": ("hf-audio/omniasr-ctc-300m-v2",),
 }
 
 

@@ -169,6 +169,8 @@ def train_speech_command(
     vocab: VocabSource = typer.Option(VocabSource["from-backbone"],
                                       help="The backbone's characters, or a new vocabulary (and head) from the data."),
     sample_rate: int = typer.Option(16000, help="Rate the model takes; audio is resampled to it."),
+    target_lang: str = typer.Option(None, help="Language of a backbone with per-language adapters (MMS, e.g. fra "
+                                    "for facebook/mms-1b-all): its adapter and vocabulary."),
     freeze_feature_encoder: Optional[bool] = typer.Option(
         None, help="Keep the convolutional feature encoder frozen [default: yes from pretrained weights, no from scratch]."),
     learning_rate: float = typer.Option(1e-4),
@@ -189,7 +191,7 @@ def train_speech_command(
         train_csv=train_csv, train_json=train_json, train_folder=train_folder, val_csv=val_csv, val_json=val_json,
         val_folder=val_folder, val_split=val_split, audio_column=audio_column, text_column=text_column,
         audio_root=audio_root,
-        backbone=backbone, pretrained=pretrained, vocab=vocab.value, sample_rate=sample_rate,
+        backbone=backbone, pretrained=pretrained, vocab=vocab.value, sample_rate=sample_rate, target_lang=target_lang,
         freeze_feature_encoder=freeze_feature_encoder, **run_options(locals()),
     )
     result = train_speech(cfg)

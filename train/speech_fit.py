@@ -33,6 +33,7 @@ class SpeechTrainConfig(RunOptions):
     pretrained: bool = True
     vocab: str = "from-backbone"
     sample_rate: int = 16000
+    target_lang: str | None = None  # the language of a backbone with per-language adapters (MMS)
     freeze_feature_encoder: bool | None = None  # None: frozen when starting from pretrained weights
     learning_rate: float = 1e-4
 
@@ -92,6 +93,7 @@ def train_speech(cfg: SpeechTrainConfig) -> RunResult:
         model = SpeechRecognition(
             backbone=cfg.backbone, vocab="from-data" if cfg.vocab == "from-data" else None, pretrained=cfg.pretrained,
             learning_rate=cfg.learning_rate, freeze_feature_encoder=cfg.freeze_feature_encoder,
-            sampling_rate=cfg.sample_rate, strategy=cfg.strategy, unfreeze_epoch=cfg.unfreeze_epoch)
+            sampling_rate=cfg.sample_rate, target_lang=cfg.target_lang, strategy=cfg.strategy,
+            unfreeze_epoch=cfg.unfreeze_epoch)
     training = len(data.rows["train"]) if data.rows["val"] is not None else int(len(data.rows["train"]) * (1 - cfg.val_split))
     return run(cfg, out, model, data, training)

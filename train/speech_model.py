@@ -1,7 +1,7 @@
 """CTC speech networks: a transformers `AutoModelForCTC` of any family in CTC_FAMILIES behind
-its feature extraction, in the graph: the raw-waveform families (wav2vec2, wav2vec2-conformer,
-HuBERT, WavLM, Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT) behind per-utterance
-normalisation, the log-mel ones (wav2vec2-bert, Parakeet CTC) behind their feature extractor's
+its feature extraction, in the graph: the raw-waveform families (wav2vec2 with MMS's language
+adapters, wav2vec2-conformer, HuBERT, WavLM, Data2Vec-Audio, SEW, SEW-D, UniSpeech, UniSpeech-SAT,
+Omnilingual ASR CTC) behind per-utterance normalisation, the log-mel ones (wav2vec2-bert, Parakeet CTC) behind their feature extractor's
 log-mel front-end (tiffin.train.speech_features).
 
 `SpeechNet` takes what the host decodes, mono float32 waveforms [B, S] at the spec's rate
@@ -65,6 +65,10 @@ class CTCFamily:
     `head`: the CTC head's (a Linear, or Parakeet's 1x1 Conv1d); `frozen`: the module under the
     base that `freeze_feature_encoder` freezes (raw families: the conv feature encoder; None:
     nothing, the log-mel families' fine-tuning recipes, transformers' and NeMo's, train it all).
+    Raw-waveform families that name things otherwise (OmniASR): `encoder_config`, the config attribute
+    holding the conv encoder's settings (conv_kernel, conv_stride; None: the config itself); `mask`,
+    the keyword of the base model's sample mask; `channels`, waveforms given as [B, 1, samples];
+    `norm_eps`, the epsilon of its feature extractor's per-utterance normalisation.
     """
 
     notes: str
@@ -74,6 +78,10 @@ class CTCFamily:
     base: str | None = None
     head: str = "lm_head"
     frozen: str | None = "feature_extractor"
+    encoder_config: str | None = None
+    mask: str = "attention_mask"
+    channels: bool = False
+    norm_eps: float = 1e-7
 
 
 # The CTC families tiffin fine-tunes, exports and serves, by config.json's model_type. The
@@ -81,7 +89,7 @@ class CTCFamily:
 # attention mask, and a linear CTC head `lm_head`; the log-mel ones take their extractor's features
 # (computed in the graph) and the attention mask over their frames. SpeechNet treats each kind alike.
 CTC_FAMILIES: dict[str, CTCFamily] = {
-    "wav2vec2": CTCFamily("wav2vec 2.0, XLS-R, MMS"),
+    "wav2vec2": CTCFamily("wav2vec 2.0, XLS-R, MMS (a language's adapter loaded by target_lang)"),
     "wav2vec2-conformer": CTCFamily("wav2vec 2.0 with conformer blocks: a depthwise conv in each",
                                     ("encoder.layers.*.conv_module.depthwise_conv",)),
     "hubert": CTCFamily("HuBERT"),
@@ -100,12 +108,15 @@ CTC_FAMILIES: dict[str, CTCFamily] = {
                               "SentencePiece tokens with the blank last",
                               features="ParakeetFeatureExtractor", pools=_parakeet_pools, base="encoder",
                               head="ctc_head", frozen=None),
+    "omniasr_ctc": CTCFamily("Omnilingual ASR CTC: a wav2vec2-style encoder (layer-norm convs on [B, 1, samples], "
+                             "a sample padding_mask), SentencePiece tokens with the blank first (blank_token_id)",
+                             head="ctc_head", frozen="audio_tower.subsampling", encoder_config="audio_config",
+                             mask="padding_mask", channels=True, norm_eps=1e-5),
 }
 # CTC models transformers has that tiffin does not take yet, and why (a one-line refusal says it)
 UNSUPPORTED_CTC: dict[str, str] = {
     "lasr_ctc": "its log-mel feature extractor has no in-graph front-end in tiffin yet",
     "granite_speech5_ctc": "its log-mel feature extractor has no in-graph front-end in tiffin yet",
-    "omniasr_ctc": "its wav2vec2-like encoder has other names and inputs (audio_tower, padding_mask), not wired yet",
 }
 
 
@@ -195,10 +206,11 @@ class SpeechNet(nn.Module):
             self.kernels = tuple(self.front_end.kernels) + tuple(k for k, _ in pools)
             self.strides = tuple(self.front_end.strides) + tuple(s for _, s in pools)
         else:
-            self.kernels = tuple(config.conv_kernel)
-            self.strides = tuple(config.conv_stride)
+            encoder = getattr(config, family.encoder_config) if family.encoder_config else config
+            self.kernels = tuple(encoder.conv_kernel)
+            self.strides = tuple(encoder.conv_stride)
             first = self.feature_encoder.conv_layers[0]
-            if getattr(config, "feat_extract_norm", None) == "group":
+            if getattr(encoder, "feat_extract_norm", None) == "group":
                 first.layer_norm = MaskedInstanceNorm(first.layer_norm)
         self.frame_convs: list[MaskedConv1d] = []  # not registered: the modules are the model's own
         for name, module in list(self.backbone.named_modules()):
@@ -240,7 +252,7 @@ class SpeechNet(nn.Module):
             xf, n = x.float(), lengths.clamp(min=1).float()[:, None]
             mean = xf.sum(1, keepdim=True) / n
             var = ((xf - mean) ** 2 * mask).sum(1, keepdim=True) / n
-            x = ((xf - mean) / torch.sqrt(var + 1e-7) * mask).to(x.dtype)
+            x = ((xf - mean) / torch.sqrt(var + self.family.norm_eps) * mask).to(x.dtype)
         kept = width = None
         if self.squeeze > 1:
             # SEW's encoder zero-pads its upsampled frames up to the input's in a Python branch
@@ -264,7 +276,7 @@ class SpeechNet(nn.Module):
         for conv in self.frame_convs:
             conv.frames = frames
         try:
-            hidden = self.backbone(x, attention_mask=mask.long())[0]
+            hidden = self.backbone(x[:, None] if self.family.channels else x, **{self.family.mask: mask.long()})[0]
         finally:
             for module in ([norm] if norm is not None else []) + self.frame_convs:
                 module.frames = None
@@ -338,9 +350,6 @@ def check_family(config: dict | object, backbone: str) -> str:
         why = UNSUPPORTED_CTC.get(model_type, "it is not a CTC model transformers' AutoModelForCTC builds")
         raise TiffinError(f"--backbone {backbone}: model_type {model_type!r} is not supported ({why}); tiffin "
                           f"fine-tunes the CTC families {supported}")
-    if get("adapter_attn_dim"):  # MMS: a language's adapter weights load beside the model (load_adapter)
-        raise TiffinError(f"--backbone {backbone}: it has per-language attention adapters (MMS, adapter_attn_dim), "
-                          "which tiffin does not load yet; give a CTC model fine-tuned for one language")
     if get("add_adapter") and not CTC_FAMILIES[model_type].features:
         raise TiffinError(f"--backbone {backbone}: its config adds an adapter after the transformer (add_adapter), "
                           "which changes the frame count tiffin decodes; give a CTC model without one")
@@ -367,24 +376,30 @@ def build_ctc_model(config) -> nn.Module:
     return AutoModelForCTC.from_config(config, dtype=torch.float32)
 
 
-def read_vocab(directory: Path, config=None) -> Vocabulary | None:
+def read_vocab(directory: Path, config=None, target_lang: str | None = None) -> Vocabulary | None:
     """The vocabulary saved beside a model, if any: characters of a CTC tokenizer's `vocab.json`
     (token -> id; the blank `<pad>`, else the model's `pad_token_id`: the `[PAD]` of Hugging Face's
-    fine-tuning guides), else the tokens of a fast tokenizer's `tokenizer.json` (its model's
-    vocabulary and added tokens, by id): word pieces when they mark word starts with "▁"
-    (Parakeet's SentencePiece), the blank the model's `pad_token_id` (the id its CTC loss and
-    tokenizer skip), else `<pad>`'s.
+    fine-tuning guides; of a multilingual one, {lang: {token: id}} as MMS saves it, `target_lang`'s
+    table, as its tokenizer's target_lang picks it, else the first), else the tokens of a fast
+    tokenizer's `tokenizer.json` (its model's vocabulary and added tokens, by id): word pieces when
+    they mark word starts with "▁" (Parakeet's SentencePiece), the blank the model's `pad_token_id`
+    (the id its CTC loss and tokenizer skip), else `<pad>`'s. A config with a `blank_token_id`
+    (OmniASR, whose pad is not its blank) names the blank in either file, and word pieces in vocab.json.
 
     Raises:
         TiffinError: a tokenizer.json whose ids leave gaps, or a vocabulary with no blank to name.
     """
     pad = getattr(config, "pad_token_id", None) if config is not None else None
+    blank = getattr(config, "blank_token_id", None) if config is not None else None  # OmniASR's blank, not its pad
     path = directory / "vocab.json"
     if path.is_file():
         table = json.loads(path.read_text(encoding="utf-8"))
         if table and all(isinstance(v, dict) for v in table.values()):  # multilingual layout {lang: {token: id}}
-            table = next(iter(table.values()))
+            table = table[target_lang] if target_lang in table else next(iter(table.values()))
         tokens = tuple(token for token, _ in sorted(table.items(), key=lambda kv: kv[1]))
+        if isinstance(blank, int) and 0 <= blank < len(tokens):  # OmniASR, pieces (save_hf writes them here too)
+            start = WORD_START if any(t.startswith(WORD_START) for t in tokens) else None
+            return Vocabulary(tokens) if start is None and tokens[blank] == "<pad>" else Vocabulary(tokens, blank, start)
         if "<pad>" in tokens:
             return Vocabulary(tokens)
         if not (isinstance(pad, int) and 0 <= pad < len(tokens)):  # [PAD] of the fine-tuning guides: the config's pad
@@ -408,25 +423,35 @@ def read_vocab(directory: Path, config=None) -> Vocabulary | None:
         raise TiffinError(f"{path}: its token ids are not 0..{len(ids) - 1} without gaps; tiffin needs one token per "
                           "CTC output")
     tokens = tuple(ids[i] for i in range(len(ids)))
-    blank = pad if isinstance(pad, int) and 0 <= pad < len(tokens) else (
-        tokens.index("<pad>") if "<pad>" in tokens else None)
+    if not (isinstance(blank, int) and 0 <= blank < len(tokens)):
+        blank = pad if isinstance(pad, int) and 0 <= pad < len(tokens) else (
+            tokens.index("<pad>") if "<pad>" in tokens else None)
     if blank is None:
         raise TiffinError(f"{path}: no CTC blank: the model's config has no pad_token_id and the tokens no <pad>")
     return Vocabulary(tokens, blank, WORD_START if any(t.startswith(WORD_START) for t in tokens) else None)
 
 
-def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vocabulary | None, str]:
+def load_backbone(backbone: str, pretrained: bool = True, target_lang: str | None = None
+                  ) -> tuple[nn.Module, Vocabulary | None, str]:
     """A CTC model of `CTC_FAMILIES` from a local save_pretrained folder, a Hugging Face id
-    (downloaded into its cache: train.weights.hub_model), an embedded model, or a built-in config.
+    (downloaded into its cache: train.weights.hub_model), an embedded model, or a built-in config,
+    in training mode (from_pretrained leaves a model in eval mode: no dropout while fine-tuning).
+
+    `target_lang`: a model with per-language adapters (MMS: config's `adapter_attn_dim`) needs one
+    (or a config that records it: a fine-tuned one, its adapter in its weights); the language's
+    `adapter.<lang>.safetensors` loads after the model (transformers' load_adapter, local files
+    only; only that file is fetched from the Hub), the vocabulary is that language's table of the
+    multilingual vocab.json, and the model's config records `target_lang`. A model without
+    adapters takes it only to pick its table of a multilingual vocab.json.
 
     Returns:
         (model, the vocabulary its CTC head was trained with or None, where it came from).
 
     Raises:
-        TiffinError: unknown backbone, unsupported family, or weights missing offline (with what
-            to put where).
+        TiffinError: unknown backbone, unsupported family, weights missing offline (with what
+            to put where), an adapter model without target_lang, or a language it has no adapter for.
     """
-    from tiffin.train.weights import hub_model, is_hub_id
+    from tiffin.train.weights import ADAPTER_FILE, hub_model, is_hub_id
 
     AutoConfig, AutoModelForCTC = model_class()
     folder = Path(backbone).expanduser()
@@ -445,10 +470,10 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
 
         vocab = Vocabulary(BASE_960H_TOKENS) if info.ctc_head else None
         config = Wav2Vec2Config(**info.config, vocab_size=len(BASE_960H_TOKENS))
-        return build_ctc_model(config), vocab, "config"
+        return build_ctc_model(config).train(), vocab, "config"
     elif is_hub_id(backbone):
         try:
-            source = hub_model(backbone)
+            source = hub_model(backbone, target_lang)
         except TiffinError as exc:
             raise TiffinError(f"{exc}, or start from the embedded pretrained --backbone tiffin/tiny-en (offline), "
                               "or --no-pretrained") from None
@@ -462,6 +487,7 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
     except (OSError, ValueError, KeyError) as exc:
         raise TiffinError(f"--backbone {backbone}: cannot read its config ({str(exc).splitlines()[0][:160]})") from None
     check_family(config, backbone)
+    language = _language(source, config, backbone, target_lang, pretrained)
     if pretrained:
         refuse_pickled_weights(source, backbone)
         if not any(source.glob("*.safetensors")):  # a Hub model that publishes only pickles: none were fetched
@@ -474,9 +500,67 @@ def load_backbone(backbone: str, pretrained: bool = True) -> tuple[nn.Module, Vo
                                                     dtype=torch.float32)
         else:
             model = build_ctc_model(config)
+        adapter = source / ADAPTER_FILE.format(language) if language else None
+        if pretrained and adapter is not None and adapter.is_file() and getattr(config, "adapter_attn_dim", None):
+            if not hasattr(model, "load_adapter"):
+                raise TiffinError(f"--backbone {backbone}: transformers loads language adapters into wav2vec2 models "
+                                  f"only, not {type(model).__name__}")
+            model.config.name_or_path = str(source)  # where load_adapter looks: this folder, no network
+            model.load_adapter(language, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise TiffinError(f"--backbone {backbone}: cannot load it ({str(exc).splitlines()[0][:160]})") from None
-    return model, read_vocab(source, config), str(source)
+    if language and getattr(config, "adapter_attn_dim", None):
+        model.config.target_lang = language  # a checkpoint rebuilds with the adapter in its weights
+    return model.train(), read_vocab(source, model.config, language), str(source)
+
+
+def _vocab_languages(source: Path) -> list[str]:
+    """The languages of a model folder's multilingual vocab.json ({lang: {token: id}}, as MMS's), or []."""
+    try:
+        table = json.loads((source / "vocab.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if isinstance(table, dict) and table and all(isinstance(v, dict) for v in table.values()):
+        return list(table)
+    return []
+
+
+def _language(source: Path, config, backbone: str, target_lang: str | None, pretrained: bool) -> str | None:
+    """The language a model loads with: `target_lang`, else the one its config records (a model
+    tiffin fine-tuned from an adapter model: its weights hold the adapter); None for a model with
+    neither adapters nor target_lang.
+
+    Raises:
+        TiffinError (one line): an adapter model with no language, a language its multilingual
+            vocab.json has no table for, one with no adapter file (pretrained, unless the config
+            records it), or a target_lang for a model with neither adapters nor a multilingual vocab.json.
+    """
+    from tiffin.train.weights import ADAPTER_FILE, LANGUAGE
+
+    adapters = getattr(config, "adapter_attn_dim", None)
+    language = target_lang or (getattr(config, "target_lang", None) if adapters else None)
+    in_vocab = _vocab_languages(source)
+    offered = in_vocab or sorted(p.name[len("adapter."):-len(".safetensors")]
+                                 for p in source.glob(ADAPTER_FILE.format("*")))
+    few = ", ".join(offered[:8]) + (f"... ({len(offered)} in all)" if len(offered) > 8 else "")
+    if adapters and not language:
+        raise TiffinError(f"--backbone {backbone}: it has per-language adapters (MMS, adapter_attn_dim); choose a "
+                          f"language with --target-lang (target_lang=){f', one of {few}' if offered else ''}")
+    if not language:
+        return None
+    if not LANGUAGE.match(language):
+        raise TiffinError(f"--target-lang {language!r}: not a language code (MMS's are like eng, fra, deu)")
+    if in_vocab and language not in in_vocab:
+        raise TiffinError(f"--target-lang {language}: --backbone {backbone} has no vocabulary for it; its vocab.json "
+                          f"offers {few}")
+    if not adapters and not in_vocab:
+        raise TiffinError(f"--target-lang {language}: --backbone {backbone} has no language adapters "
+                          "(adapter_attn_dim) nor a multilingual vocab.json; leave --target-lang out")
+    if adapters and pretrained and not (source / ADAPTER_FILE.format(language)).is_file() \
+            and getattr(config, "target_lang", None) != language:
+        raise TiffinError(f"--target-lang {language}: --backbone {backbone} has no {ADAPTER_FILE.format(language)} "
+                          f"in {source}{f' (its languages: {few})' if offered else ''}")
+    return language
 
 
 def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | None) -> bool:
@@ -490,6 +574,8 @@ def fit_head(model: nn.Module, vocab: Vocabulary, backbone_vocab: Vocabulary | N
     """
     config = model.config
     config.pad_token_id = vocab.blank_id
+    if hasattr(config, "blank_token_id"):  # OmniASR: its CTC loss and decoding take the blank from here
+        config.blank_token_id = vocab.blank_id
     config.ctc_zero_infinity = True
     family = CTC_FAMILIES.get(getattr(config, "model_type", "wav2vec2")) or CTC_FAMILIES["wav2vec2"]
     head = getattr(model, family.head)

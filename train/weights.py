@@ -31,8 +31,12 @@ from tiffin.train.backbones import hf_hub_cache, hub_checkpoint_dir
 MIRROR_ENV = "TIFFIN_WEIGHTS_MIRROR"
 # the files of a Hub model tiffin reads: configs, tokenizer/vocabulary files, safetensors weights
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
-# never fetched: MMS's per-language adapters (over a thousand files, gigabytes; tiffin does not load them)
+# never fetched with the snapshot: MMS's per-language adapters (over a thousand files, gigabytes); the one of
+# the language asked for (target_lang, `adapter.<lang>.safetensors`: ADAPTER_FILE) is fetched on its own
 HUB_SKIPPED = ["adapter.*.safetensors"]
+ADAPTER_FILE = "adapter.{}.safetensors"
+# a language code as MMS names its adapters and vocabularies (`eng`, `fra`, `cmn-script_simplified`)
+LANGUAGE = re.compile(r"^[A-Za-z0-9][\w-]*$")
 # `org/name` or `org/name@revision`, as the Hub spells ids (a local folder is tried first)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -148,12 +152,65 @@ def is_hub_id(backbone: str) -> bool:
             and not backbone.lower().endswith(_FILE_SUFFIXES))
 
 
-def hub_model(backbone: str) -> Path:
+def hub_model(backbone: str, target_lang: str | None = None) -> Path:
     """The local snapshot folder of a Hub model id (`org/name[@revision]`), downloaded if missing.
+    `target_lang`: for a model with per-language adapters (config.json's `adapter_attn_dim`: MMS),
+    that language's adapter file (`adapter.<lang>.safetensors`) too, and no other language's.
 
     Raises:
-        TiffinError: offline with no cached copy, unknown or gated model, unknown revision.
+        TiffinError: offline with no cached copy, unknown or gated model, unknown revision, no
+            adapter file for `target_lang`.
     """
+    snapshot = _hub_snapshot(backbone)
+    if target_lang and _needs_adapter(snapshot, target_lang):
+        _hub_adapter(backbone, snapshot, target_lang)
+    return snapshot
+
+
+def _needs_adapter(snapshot: Path, target_lang: str) -> bool:
+    """Whether the snapshot's model has per-language adapters (config.json's adapter_attn_dim: MMS) and
+    `target_lang`'s is not in its weights already (a model fine-tuned by tiffin records its target_lang)."""
+    import json
+
+    try:
+        config = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
+        return bool(config.get("adapter_attn_dim")) and config.get("target_lang") != target_lang
+    except (OSError, ValueError, AttributeError):
+        return False  # load_backbone says what is wrong with the config
+
+
+def _hub_adapter(backbone: str, snapshot: Path, target_lang: str) -> Path:
+    """A language's adapter file of a Hub model, into the snapshot folder (the same commit), if missing.
+
+    Raises:
+        TiffinError: not a language code, no such adapter file, offline with none cached, a failed download.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    if not LANGUAGE.match(target_lang):
+        raise TiffinError(f"--target-lang {target_lang!r}: not a language code (MMS's are like eng, fra, deu)")
+    model_id, _ = split_revision(backbone)
+    name = ADAPTER_FILE.format(target_lang)
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or "https://huggingface.co"
+    try:  # the snapshot's folder name is its commit: a cached file is used with no request
+        return Path(hf_hub_download(model_id, name, revision=snapshot.name, cache_dir=hf_hub_cache(),
+                                    endpoint=endpoint, local_files_only=offline()))
+    except LocalEntryNotFoundError:
+        state = "downloads are off (HF_HUB_OFFLINE/TIFFIN_OFFLINE)" if offline() else f"{endpoint} cannot be reached"
+        raise TiffinError(f"--backbone {backbone}: its {name} (--target-lang {target_lang}) is not in the Hugging "
+                          f"Face cache ({snapshot}) and {state}; fetch it where there is network and copy the cache, "
+                          "or give a folder with the adapter file") from None
+    except EntryNotFoundError:  # RemoteEntryNotFoundError, or its cached absence
+        raise TiffinError(f"--backbone {backbone}: it has no {name} on {endpoint}, so no adapter for --target-lang "
+                          f"{target_lang}; give a language it has adapters for") from None
+    except (OSError, ValueError, *_http_client_errors()) as exc:
+        raise TiffinError(f"--backbone {backbone}: cannot download {name} from {endpoint} ({_first_line(exc)}); "
+                          "try again") from None
+
+
+def _hub_snapshot(backbone: str) -> Path:
+    """hub_model's snapshot: configs, vocabularies and safetensors weights, no adapters."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
