@@ -246,13 +246,15 @@ def hub_video_row(model_id: str, kind: str) -> dict:
 def download_command(
     backbones: list[str] = typer.Argument(..., help="Backbone names (`tiffin backbones video|speech`) or Hugging "
                                           "Face model ids (org/name, org/name@revision)."),
+    target_lang: str = typer.Option(None, help="Also this language's adapter, for models with per-language "
+                                    "adapters (MMS, e.g. fra for facebook/mms-1b-all)."),
 ) -> None:
     """Fetch pretrained weights into the caches (torch hub's, the Hugging Face Hub's), to use here or to copy
     to a machine without network. Honours TORCH_HOME, HF_HOME, HF_ENDPOINT, HF_TOKEN and TIFFIN_WEIGHTS_MIRROR."""
     from tiffin.train.weights import download
 
     for name in backbones:
-        typer.echo(f"{name}: {download(name)}")
+        typer.echo(f"{name}: {download(name, target_lang)}")
 
 
 @synth_app.command("video")

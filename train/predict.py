@@ -226,7 +226,7 @@ def _load_hf_video(path: Path, name: str) -> LoadedVideoModel:
     if labels is None:
         raise TiffinError(f"{name}: its head has no named classes (id2label is LABEL_0...); fine-tune it on your "
                           "labels first (tiffin train video --backbone ...)")
-    spec = make_spec(str(path), labels)
+    spec = make_spec(str(path), labels, info=info)  # described once: one config read per load
     return LoadedVideoModel(VideoNet(backbone, spec).eval(), spec, name)
 
 

@@ -313,9 +313,10 @@ def check_clip_size(info: VideoBackbone, num_frames: int, crop_size: int) -> Non
 
 
 def make_spec(backbone: str, labels: list[str], num_frames: int | None = None, crop_size: int | None = None,
-              clip_duration: float | None = None) -> VideoSpec:
-    """The clip spec of a new model: the backbone's zoo settings, overridden where given."""
-    info = get_video_backbone(backbone)
+              clip_duration: float | None = None, info=None) -> VideoSpec:
+    """The clip spec of a new model: the backbone's zoo settings (`info`, when the caller has looked
+    it up already), overridden where given."""
+    info = info or get_video_backbone(backbone)
     crop = crop_size or info.crop
     return VideoSpec(
         num_frames=num_frames or info.frames,

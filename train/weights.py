@@ -276,9 +276,10 @@ def hub_cached(backbone: str) -> Path | None:
     return snapshot if (snapshot / "config.json").is_file() else None
 
 
-def download(backbone: str) -> Path:
+def download(backbone: str, target_lang: str | None = None) -> Path:
     """Fetch a backbone's pretrained weights into the caches (what `tiffin download` does), to use
-    here or to copy to a machine without network; returns where they are.
+    here or to copy to a machine without network; returns where they are. `target_lang`: also that
+    language's adapter, for a model with per-language adapters (MMS).
 
     Raises:
         TiffinError: an embedded model (nothing to fetch), an unknown name, or a failed download.
@@ -293,6 +294,6 @@ def download(backbone: str) -> Path:
     if backbone in VIDEO_BACKBONES:
         return zoo_file(VIDEO_BACKBONES[backbone].weights_url, backbone)
     if is_hub_id(backbone):
-        return hub_model(backbone)
+        return hub_model(backbone, target_lang=target_lang)
     raise TiffinError(f"{backbone}: not a backbone of `tiffin backbones video|speech` nor a Hugging Face model id "
                       "(org/name[@revision])")
