@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TIFFIN := $(VENV)/bin/tiffin
 DEMO := demo-run
 
-.PHONY: demo demo-video demo-speech demo-serve test test-browser install clean espeak pretrain-speech pretrain-video \
+.PHONY: demo demo-video demo-speech demo-serve test test-long test-browser install clean espeak pretrain-speech pretrain-video \
 	constraints bento docker-engine base-image container test-container
 
 # constraints.txt pins every package to the set the tests passed with (see its header)
@@ -40,6 +40,10 @@ test: $(VENV)/.installed espeak
 # train, export and serve: the matrix `make test` samples one front-end kind of.
 test-families: $(VENV)/.installed espeak
 	$(PY) -m pytest -q -m families
+
+# Hours of audio in constant memory: two hours through the Python API and the CLI (make test runs 30 min).
+test-long: $(VENV)/.installed espeak
+	$(PY) -m pytest -q -m long
 
 # The slower checks that drive a headless Chromium (installed here with apt when root).
 test-browser: $(VENV)/.installed

@@ -25,6 +25,10 @@ which patches are in; tests/test_serve.py asserts each one is.
   (slowloris: each such client held a worker's connection and file descriptor); a connection
   whose head is not complete TIFFIN_HEADER_TIMEOUT_S after it opened (or after its last
   response) is closed.
+- model_sessions: BentoML's client of the model worker replaced its aiohttp session every 100
+  calls (and 300 s) and closed the old one with calls still running on it: under load those
+  calls failed (503s; live streams closed 1013). The model worker's address never changes, so
+  the session is kept.
 
 Applied by the services at import (`install()`), and checked by `tiffin serve` before it starts.
 """
@@ -343,6 +347,27 @@ def _header_timeout() -> None:
         setattr(H11Protocol, function.__name__, function)
 
 
+def _session_manager(attribute: str) -> Callable[[], Any]:
+    def get():
+        from _bentoml_impl.client.proxy2 import SessionManager
+
+        return getattr(SessionManager, attribute)
+
+    return get
+
+
+def _keep_model_sessions() -> None:
+    """BentoML's client of a dependency (API worker -> model worker) replaced its aiohttp session every
+    100 calls and 300 s, closing the old one with calls still running on it (ServerDisconnectedError:
+    503s, live streams closed 1013). The model worker's address does not change: the session is kept."""
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    def _should_refresh(self: Any) -> bool:
+        return False
+
+    SessionManager._should_refresh = _should_refresh
+
+
 # name -> (what it fixes, [(what it relies on, getter, sha256 prefix of its source)], apply)
 PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable[[], None]]] = {
     "request_timers": ("cancels finished requests' timeout timers (a 16 KB per request leak)",
@@ -377,6 +402,10 @@ PATCHES: dict[str, tuple[str, list[tuple[str, Callable[[], Any], str]], Callable
                         ("uvicorn 0.54.0's H11Protocol.on_response_complete", _h11_protocol("on_response_complete"),
                          "1fbb8f48c6a1afc4")],
                        _header_timeout),
+    "model_sessions": ("calls to the model worker in flight are not cut by BentoML's session refresh",
+                       [("SessionManager.get_session", _session_manager("get_session"), "eb743006199bc0b5"),
+                        ("SessionManager._should_refresh", _session_manager("_should_refresh"), "b9743cf3bef9f98a")],
+                       _keep_model_sessions),
 }
 _applied: set[str] = set()
 
@@ -418,6 +447,7 @@ def install() -> None:
 def active() -> dict[str, bool]:
     """Which patches are in, checked on BentoML's objects themselves (not on a flag of ours)."""
     from _bentoml_impl import serde
+    from _bentoml_impl.client.proxy2 import SessionManager
     from _bentoml_impl.server import app
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
     from bentoml._internal.utils import circus
@@ -431,4 +461,5 @@ def active() -> dict[str, bool]:
             "private_control": circus.create_standalone_arbiter.__module__ == __name__,
             "quiet_refusals": app.log_exception.__module__ == __name__,
             "header_timeout": AutoHTTPProtocol is H11Protocol
-            and H11Protocol.on_response_complete.__module__ == __name__}
+            and H11Protocol.on_response_complete.__module__ == __name__,
+            "model_sessions": SessionManager._should_refresh.__module__ == __name__}

@@ -5,7 +5,8 @@ BentoML documents each API with 200, 400, 404 and 500, the 400 body as BentoML's
 422, 503 and 504 too, every error as `{"error": string}` (tiffin.serve.uploads shapes them),
 and never 404 on an API route; the 200 bodies have a fixed shape. This middleware rewrites the
 document BentoML serves, from the tables below, so clients and schema-driven testers
-(schemathesis, in tests/test_serve.py) read the truth.
+(schemathesis, in tests/test_serve.py) read the truth. The speech service's WebSocket
+`/transcribe/stream`, which OpenAPI cannot describe, is named in the extension `x-websockets`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def truthful(spec: dict[str, Any]) -> dict[str, Any]:
             **{status: {"description": when, "content": {"application/json": {"schema": ERROR_BODY}}}
                for status, when in ERRORS.items()},
         }
+    if "/transcribe" in spec.get("paths", {}):
+        # OpenAPI 3 has no WebSockets: the speech service's live endpoint is named in an extension
+        from tiffin.serve.speech_live import PATH, PROTOCOL
+
+        spec["x-websockets"] = {PATH: PROTOCOL}
     schemas = spec.get("components", {}).get("schemas", {})
     text = json.dumps(spec.get("paths", {}))
     for unused in [name for name in schemas if f"#/components/schemas/{name}\"" not in text]:

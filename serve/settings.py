@@ -32,6 +32,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TIFFIN_CLIPS": ("1", "video: clips spread over each video, scores averaged (as `tiffin predict --clips`)"),
     "TIFFIN_TIMEOUT_S": ("300", "request timeout"),
     "TIFFIN_HEADER_TIMEOUT_S": ("10", "seconds a connection has to send a request's head (request line and headers; the body is not timed) after it opens or its last response ends, else it is closed (slowloris)"),
+    "TIFFIN_STREAM_PARTIAL_S": ("0.5", "live transcription: seconds of new audio, and of time, before a partial result is computed again (each costs a model call on the window being filled), and no sooner than twice the time the last one took; between, the last one is repeated"),
+    "TIFFIN_STREAM_IDLE_S": ("20", "live transcription: a stream that sends no message for this many seconds is closed (1008)"),
+    "TIFFIN_MAX_STREAMS": ("16", "live transcription: streams one API worker serves at once; more are closed with 1013 (try again later); 0 turns the endpoint off"),
+    "TIFFIN_SILENCE_DBFS": ("-60", "speech: a window of audio whose every 20 ms is quieter than this (dBFS) is not sent to the model (its frames are blank); `off` sends every window (as `tiffin predict --keep-silence`)"),
     # what one upload may cost to decode (422 above): tiffin.limits' table, shared with the CLI
     **{limit.env: (limit.default, limit.meaning) for limit in LIMITS.values()},
 }
@@ -54,6 +58,9 @@ class Settings:
     clips: int
     timeout_s: int
     header_timeout_s: int
+    stream_partial_s: float
+    stream_idle_s: float
+    max_streams: int
 
 
 def model_service_options(settings: Settings) -> dict:
@@ -79,6 +86,9 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
     runtime = env.get("TIFFIN_RUNTIME", "") or None
     if runtime is not None and runtime not in [r.name for r in serving_runtimes()]:
         raise TiffinError(f"TIFFIN_RUNTIME={runtime!r}: the services run on {names(serving_runtimes(), ', ')}")
+    from tiffin.speech_stream import silence_threshold
+
+    silence_threshold(env)  # a bad TIFFIN_SILENCE_DBFS stops the server at start, not at its first request
     return Settings(
         artifact=env.get("TIFFIN_ARTIFACT", ""), model=env.get("TIFFIN_MODEL", ""), device=device, runtime=runtime,
         gpus=int(_number("TIFFIN_GPUS", int, 0, env)), threads=int(_number("TIFFIN_THREADS", int, 0, env)), workers=int(_number("TIFFIN_WORKERS", int, 1, env)),
@@ -88,4 +98,7 @@ def read_settings(env: dict[str, str] | None = None) -> Settings:
         limits=read_limits(env),
         clips=int(_number("TIFFIN_CLIPS", int, 1, env)), timeout_s=int(_number("TIFFIN_TIMEOUT_S", int, 1, env)),
         header_timeout_s=int(_number("TIFFIN_HEADER_TIMEOUT_S", int, 1, env)),
+        stream_partial_s=float(_number("TIFFIN_STREAM_PARTIAL_S", float, 0, env)),
+        stream_idle_s=float(_number("TIFFIN_STREAM_IDLE_S", float, 0.1, env)),
+        max_streams=int(_number("TIFFIN_MAX_STREAMS", int, 0, env)),
     )

@@ -20,6 +20,7 @@ import numpy as np
 
 from tiffin.serve.served_model import ServedModel, served_artifact
 from tiffin.serve import bentoml_patches
+from tiffin.serve import speech_live
 from tiffin.serve.openapi import TruthfulOpenApi
 from tiffin.serve.settings import model_service_options, read_settings
 from tiffin.serve.uploads import (
@@ -75,6 +76,7 @@ class SpeechRecognizer:
                                     pre["conv_kernel"], pre["conv_stride"], windows_per_call=self.settings.max_batch)
         self.spec = self.host.spec
         use_recorded_decoder(self.host, path, meta)  # `tiffin export --words/--lm`: transcripts in words
+        speech_live.register(self)  # /transcribe/stream's streams run on this worker's host and settings
 
     def _logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """The model worker's (or this worker's own) logits, a 503 when the model worker is lost."""
@@ -107,3 +109,4 @@ class SpeechRecognizer:
 
 SpeechRecognizer.add_asgi_middleware(UploadLimit, max_bytes=SETTINGS.max_upload_bytes)
 SpeechRecognizer.add_asgi_middleware(TruthfulOpenApi)  # /docs.json lists every status and body it answers
+SpeechRecognizer.add_asgi_middleware(speech_live.LiveTranscription)  # WebSocket /transcribe/stream: Vosk's protocol

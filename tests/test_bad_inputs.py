@@ -38,8 +38,8 @@ def test_media_corpus_through_predict(media_corpus, corpus_predictions):
     assert all(len(corpus_predictions[p]["labels"]) == 2 for c, p in media_corpus if c.field == "video" and c.predict_answers)
     by_name = {case.name: corpus_predictions[path] for case, path in media_corpus}
     assert by_name["0.01 s of audio"]["duration_s"] == 0.01
-    # predict applies serving's limits (tiffin.limits): an hour is over the 30 min default
-    assert "TIFFIN_MAX_AUDIO_SECONDS" in by_name["1 h of silence"]["error"]
+    # predict applies serving's limits (tiffin.limits): five hours are over the 4 h default
+    assert "TIFFIN_MAX_AUDIO_SECONDS" in by_name["5 h of silence"]["error"]
     same_audio = [by_name[n]["text"] for n in ("24-bit wav", "float wav", "6-channel wav")]
     assert same_audio[0] and len(set(same_audio)) == 1  # the format does not change what is heard
 

@@ -25,7 +25,7 @@ def test_help_lists_every_stage():
 
     commands = set(typer.main.get_command(app).commands)
     assert commands == {"train", "backbones", "synth", "pretrain", "export", "check", "benchmark", "serve", "build",
-                        "predict", "evaluate", "lm", "trust", "download"}
+                        "predict", "evaluate", "lm", "trust", "download", "stream"}
     for command in commands:  # each listed, and its own --help works
         assert command in result.output
         assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0, command

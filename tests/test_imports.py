@@ -44,6 +44,7 @@ PULLS_IN: dict[str, set[str] | str] = {
     "tiffin.spec": set(), "tiffin.errors": set(), "tiffin.limits": set(), "tiffin.cpu": set(), "tiffin.console": set(),
     "tiffin.artifact_json": set(), "tiffin.artifact_schema": set(), "tiffin.signing": set(), "tiffin.trust": set(),
     "tiffin.text_file": set(), "tiffin.ngram": set(), "tiffin.ctc": set(), "tiffin.ctc_beam": set(),
+    "tiffin.speech_stream": set(), "tiffin.live_client": set(),
     "tiffin.chunking": set(), "tiffin.onnx_session": set(), "tiffin.media_open": set(), "tiffin.audio_io": set(),
     # the host inference path decodes video: PyAV
     "tiffin.video_io": {"av"}, "tiffin.inference": {"av"}, "tiffin.host": {"av"},

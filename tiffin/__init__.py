@@ -13,8 +13,10 @@ __version__ = "0.1.0"
 
 # The Python API, imported on first use so `import tiffin` stays torch-free (the serving install):
 # `tiffin.load` and `tiffin.Artifact` need no torch for an ONNX artifact; `tiffin.Trainer` is
-# Lightning's. The task classes live in tiffin.video and tiffin.speech.
-_LAZY = {"load": "tiffin.api", "Artifact": "tiffin.api", "Trainer": "tiffin.trainer"}
+# Lightning's; `tiffin.stream_file` sends a recording to a speech server's live endpoint. The task
+# classes live in tiffin.video and tiffin.speech.
+_LAZY = {"load": "tiffin.api", "Artifact": "tiffin.api", "Trainer": "tiffin.trainer",
+         "stream_file": "tiffin.live_client"}
 __all__ = ["__version__", *_LAZY]
 
 

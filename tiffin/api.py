@@ -141,11 +141,12 @@ class Artifact:
     def predict(self, files: Sequence[str | Path], top_k: int = 5, clips: int = 1, timestamps: bool = False,
                 **decoding: Any) -> list[dict[str, Any]]:
         """What `tiffin predict ARTIFACT FILES --json` prints: `[{"file", "labels": [{"label", "score"}]}]`
-        for video, `[{"file", "text", "duration_s"}]` for speech (with `words` when `timestamps` and
-        a beam decoder is used); an unreadable file gets `error`. `decoding`: speech's decoder options
+        for video, `[{"file", "text", "duration_s"}]` for speech (with `words`, each word's start and
+        end, when `timestamps`); an unreadable file gets `error`. `decoding`: speech's decoder options
         as `tiffin predict` takes them (`decoder="auto"|"greedy"|"beam"`, `words`, `lm`, `beam_width`,
         `lm_weight`, `word_score`); "auto" uses the word list / LM the artifact was exported with.
-        `start=`/`end=` (seconds) predict that part of each file, as `tiffin predict --start/--end`."""
+        `start=`/`end=` (seconds) predict that part of each file, as `tiffin predict --start/--end`;
+        `keep_silence=True` sends silent windows to the model too (`--keep-silence`)."""
         return _predict(self.predictor(), files, top_k, clips, timestamps, decoding)
 
     def evaluate(self, data: str | Path, audio_column: str = "speech_files", text_column: str = "targets",
@@ -216,6 +217,7 @@ def _predict(predictor, files, top_k: int, clips: int, timestamps: bool, decodin
     from tiffin.train.predict import with_decoder
 
     decoding = dict(decoding)
+    keep_silence = bool(decoding.pop("keep_silence", False))
     start, end = float(decoding.pop("start", 0.0) or 0.0), decoding.pop("end", None)
     end = None if end is None else float(end)
     if start < 0:
@@ -223,15 +225,18 @@ def _predict(predictor, files, top_k: int, clips: int, timestamps: bool, decodin
     if end is not None and end <= start:
         raise TiffinError(f"end={end:g} is not after start={start:g}")
     files = [files] if isinstance(files, (str, Path)) else files
-    own = getattr(predictor, "decoder", None)
+    own, silence = getattr(predictor, "decoder", None), getattr(predictor, "silence_dbfs", None)
     try:
         with_decoder(predictor, decoder_choice(**decoding))
-        extra = {"timestamps": True} if timestamps and getattr(predictor, "decoder", None) is not None else {}
+        speech = hasattr(predictor, "decoder")
+        if speech and keep_silence:
+            predictor.silence_dbfs = None  # every window to the model
+        extra = {"timestamps": True} if timestamps and speech else {}
         return predictor.predict([Path(f) for f in files], top_k=top_k, clips=clips,
                                  spans=[(start, end)] * len(files), **extra)
     finally:
         if hasattr(predictor, "decoder"):
-            predictor.decoder = own
+            predictor.decoder, predictor.silence_dbfs = own, silence
 
 
 def _evaluate(predictor, data, audio_column: str, text_column: str, clips: int, decoding: dict[str, Any],

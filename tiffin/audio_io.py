@@ -12,10 +12,11 @@ torch-free function. Exercised by `tiffin train speech` and `tiffin predict`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import struct
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 
@@ -42,20 +43,22 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None,
             or over a limit.
     """
     kept: list[np.ndarray] = []
-    rate = _decode(str(path), start, end, budget or DecodeBudget(str(path)), kept.append)
+    rate = 0
+    for block, rate in _blocks(str(path), start, end, budget or DecodeBudget(str(path))):
+        kept.append(block)
     return _joined(kept, str(path), start, end), rate
 
 
-def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None,
-               budget: DecodeBudget | None = None) -> np.ndarray:
-    """Mono float32 waveform at `sample_rate` (of the span `start`-`end` s): what every stage feeds a
-    speech model. Downmixed and resampled block by block as it decodes, so memory holds the
-    result and one block, whatever the file's rate and channels; a recording whose headers
-    declare more than the audio limit is refused before decoding, one that holds more is cut
-    off at the limit and refused.
+def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None,
+                 budget: DecodeBudget | None = None) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at `sample_rate` (of the span `start`-`end` s), as the file decodes: the
+    one way every stage reads a recording, so memory holds one block whatever its length. Blocks
+    joined equal load_audio's waveform. A recording whose headers declare more than the audio
+    limit is refused before decoding, one that holds more is cut off at the limit and refused;
+    the decoding-time limit counts the time spent decoding, not the consumer's between blocks.
 
     Raises:
-        MediaError: as read_audio.
+        MediaError: as read_audio (an empty recording once the file ends).
     """
     path = str(path)
     budget = budget or DecodeBudget(path)
@@ -63,18 +66,31 @@ def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: floa
         declared = audio_duration(path)
         if declared is not None:
             budget.audio_seconds(declared)
-    out: list[np.ndarray] = []
-    resampler: list[Resampler] = []
+    resampler = None
+    given = False
+    for block, rate in _blocks(path, start, end, budget):
+        resampler = resampler or Resampler(rate, sample_rate)
+        out = resampler.push(block)
+        if len(out):
+            given = True
+            yield out
+    tail = resampler.flush() if resampler is not None else np.zeros(0, np.float32)
+    if len(tail):
+        given = True
+        yield tail
+    if not given:
+        _joined([], path, start, end)  # raises: no audio (in the span)
 
-    def push(block: np.ndarray, rate: int) -> None:
-        if not resampler:
-            resampler.append(Resampler(rate, sample_rate))
-        out.append(resampler[0].push(block))
 
-    _decode(path, start, end, budget, push, with_rate=True)
-    if resampler:
-        out.append(resampler[0].flush())
-    return _joined(out, path, start, end)
+def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None,
+               budget: DecodeBudget | None = None) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate` (of the span `start`-`end` s): stream_audio's blocks
+    joined, for what needs the whole utterance at once (training samples, calibration).
+
+    Raises:
+        MediaError: as read_audio.
+    """
+    return _joined(list(stream_audio(path, sample_rate, start, end, budget)), str(path), start, end)
 
 
 def _joined(blocks: list[np.ndarray], path: str, start: float, end: float | None) -> np.ndarray:
@@ -96,30 +112,37 @@ class _Fallback(Exception):
     """soundfile cannot read the file and gave nothing: FFmpeg tries."""
 
 
-def _decode(path: str, start: float, end: float | None, budget: DecodeBudget,
-            sink: Callable[..., None], with_rate: bool = False) -> int:
-    """Decode `path`'s span into mono float32 blocks handed to `sink` (with the rate when
-    `with_rate`); returns the file's rate. Samples are counted against the audio limit as they
-    come, and the decoding time against its own."""
+def _blocks(path: str, start: float, end: float | None, budget: DecodeBudget) -> Iterator[tuple[np.ndarray, int]]:
+    """`path`'s span as (mono float32 block, the file's rate). Samples are counted against the
+    audio limit as they come, and the time spent decoding against its own (paused while the
+    consumer holds a block)."""
     regular_file(path)
     seen = 0
-
-    def take(block: np.ndarray, rate: int) -> None:
-        nonlocal seen
-        if not np.isfinite(block).all():
-            raise MediaError(path, "has NaN or infinite samples")
-        seen += len(block)
-        budget.audio_seconds(seen / rate)
-        budget.tick()
-        if len(block):
-            sink(block, rate) if with_rate else sink(block)
-
-    if not _is_flac(path):
-        try:
-            return _decode_soundfile(path, start, end, take)
-        except _Fallback:
-            pass
-    return _decode_pyav(path, start, end, take)
+    budget.resume()
+    try:
+        source = None
+        if not _is_flac(path):
+            source = _decode_soundfile(path, start, end)
+            try:
+                first = next(source)
+            except _Fallback:
+                source = None
+            except StopIteration:
+                return
+            else:
+                source = itertools.chain([first], source)
+        for block, rate in source or _decode_pyav(path, start, end):
+            if not np.isfinite(block).all():
+                raise MediaError(path, "has NaN or infinite samples")
+            seen += len(block)
+            budget.audio_seconds(seen / rate)
+            budget.tick()
+            if len(block):
+                budget.pause()
+                yield block, rate
+                budget.resume()
+    finally:
+        budget.pause()
 
 
 def _is_flac(path: str) -> bool:
@@ -140,7 +163,7 @@ def _checked_rate(path: str, rate: int) -> int:
     return int(rate)
 
 
-def _decode_soundfile(path: str, start: float, end: float | None, take: Callable[[np.ndarray, int], None]) -> int:
+def _decode_soundfile(path: str, start: float, end: float | None) -> Iterator[tuple[np.ndarray, int]]:
     import soundfile as sf
 
     errors = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
@@ -164,15 +187,14 @@ def _decode_soundfile(path: str, start: float, end: float | None, take: Callable
                 if remaining is not None:
                     remaining -= len(data)
                 given += 1
-                take(_mono(data), rate)
+                yield _mono(data), rate
         except errors:
             if not given:
                 raise _Fallback() from None
             # a read failing after audio came is a file cut short: keep what decoded (audio_truncation says so)
-    return rate
 
 
-def _decode_pyav(path: str, start: float, end: float | None, take: Callable[[np.ndarray, int], None]) -> int:
+def _decode_pyav(path: str, start: float, end: float | None) -> Iterator[tuple[np.ndarray, int]]:
     import av
 
     given, rate, position = 0, 0, 0
@@ -196,7 +218,7 @@ def _decode_pyav(path: str, start: float, end: float | None, take: Callable[[np.
                 lo, hi = max(0, first - position), None if last is None else max(0, last - position)
                 position += len(mono)
                 given += 1
-                take(mono[lo:hi], rate)
+                yield mono[lo:hi], rate
                 if last is not None and position >= last:
                     break
     except MediaError:
@@ -207,7 +229,6 @@ def _decode_pyav(path: str, start: float, end: float | None, take: Callable[[np.
             raise MediaError(path, f"cannot be read as audio ({reason})") from None
     if not given:
         raise MediaError(path, "has no decodable audio")
-    return rate
 
 
 def audio_duration(path: str | Path) -> float | None:

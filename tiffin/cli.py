@@ -86,7 +86,10 @@ def predict(
     decoder: Decoder = DECODER, words: Path = WORDS, lm: Path = LM, beam_width: int = BEAM_WIDTH,
     lm_weight: float = LM_WEIGHT, word_score: float = WORD_SCORE, hotword: list[str] = HOTWORD,
     hotword_weight: float = HOTWORD_WEIGHT,
-    timestamps: bool = typer.Option(False, help="Speech, beam: each word's start and end in seconds (--json)."),
+    timestamps: bool = typer.Option(False, help="Speech: each word's start and end in seconds, greedy decoding "
+                                    "also its confidence (--json)."),
+    keep_silence: bool = typer.Option(False, help="Speech: send silent windows to the model too (by default a "
+                                      "window quieter than $TIFFIN_SILENCE_DBFS, -60 dBFS, is skipped as blank)."),
     start: float = typer.Option(0.0, min=0.0, help="Seconds: predict from this point of each file on."),
     end: float = typer.Option(None, min=0.0, help="Seconds: predict up to this point of each file."),
     runtime: str = RUNTIME, limit: list[str] = LIMIT, trust: list[Path] = TRUST,
@@ -103,7 +106,8 @@ def predict(
     decoding = decoding_options(decoder, words, lm, beam_width, lm_weight, word_score, hotword, hotword_weight)
     # the Python API's own path: what Artifact.predict and model.predict run
     predictor = open_predictor(model, runtime, named(model, trust), option=f"--runtime {runtime}")
-    results = _predict(predictor, files, top_k, clips, timestamps, {**decoding, "start": start, "end": end})
+    results = _predict(predictor, files, top_k, clips, timestamps,
+                       {**decoding, "start": start, "end": end, "keep_silence": keep_silence})
     if as_json:
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -170,6 +174,68 @@ def lm_command(
     made = build(text, out, order, min_count, case)
     typer.echo(f"{made['words']}: {made['vocabulary']} words; {made['lm']}: {made['order']}-gram LM of "
                f"{made['sentences']} sentences\nuse: --decoder beam --words {made['words']} --lm {made['lm']}")
+
+
+@app.command("stream")
+@reported
+def stream_command(
+    url: str = typer.Argument(..., help="A speech server: ws://HOST:PORT or http://HOST:PORT (`tiffin serve "
+                              "SPEECH_ARTIFACT`), or its /transcribe/stream URL."),
+    file: Path = typer.Argument(..., help="A recording (anything `tiffin predict` reads), sent as a live source."),
+    realtime: bool = typer.Option(False, "--realtime", help="Send at the pace of the recording, as a microphone "
+                                  "would (else as fast as the server answers)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the server's answers, one JSON object a line."),
+) -> None:
+    """Transcribe a recording live over the speech server's WebSocket: partial and final lines, then the text."""
+    import sys
+
+    from tiffin.errors import MediaError
+    from tiffin.live_client import StreamError, final_text, stream_file
+
+    shown = _LiveLines(sys.stdout.isatty() and not as_json)
+    answers = []
+    try:
+        for answer in stream_file(url, file, realtime=realtime):
+            answers.append(answer)
+            if as_json:
+                typer.echo(json.dumps(answer, ensure_ascii=False))
+            else:
+                shown(answer)
+    except (StreamError, MediaError) as err:
+        shown.clear()
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if not as_json:
+        shown.clear()
+        typer.echo(f"text: {final_text(answers)}")
+
+
+class _LiveLines:
+    """`tiffin stream`'s lines: on a terminal the partial result rewrites one line, and each final
+    result replaces it; elsewhere (a pipe, a file) every changed partial is a line of its own."""
+
+    def __init__(self, terminal: bool):
+        self.terminal, self.partial = terminal, ""
+
+    def __call__(self, answer: dict[str, Any]) -> None:
+        if "partial" in answer:
+            if answer["partial"] != self.partial:
+                self.partial = answer["partial"]
+                if self.terminal:
+                    import shutil
+
+                    width = shutil.get_terminal_size().columns - 1
+                    typer.echo("\r\033[K" + self.partial[-width:], nl=False)
+                else:
+                    typer.echo(f"partial: {self.partial}")
+        elif answer.get("text"):
+            self.clear()
+            typer.echo(f"final: {answer['text']}")
+
+    def clear(self) -> None:
+        if self.terminal and self.partial:
+            typer.echo("\r\033[K", nl=False)
+        self.partial = ""
 
 
 def main() -> None:

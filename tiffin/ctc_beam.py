@@ -232,38 +232,23 @@ class BeamDecoder:
             reason = text.split("Exception.", 1)[-1].strip().split(" Byte:")[0].splitlines()[0][:200]
             raise TiffinError(f"--lm {path}: not a KenLM model KenLM reads ({reason})") from None
 
-    def _best(self, logits: np.ndarray):
+    def _log_probs(self, logits: np.ndarray) -> np.ndarray:
         import numpy as np
 
         z = np.asarray(logits, dtype=np.float32)
         z = z - z.max(axis=-1, keepdims=True)
-        log_probs = np.ascontiguousarray(z - np.log(np.exp(z).sum(axis=-1, keepdims=True)), dtype=np.float32)
+        return np.ascontiguousarray(z - np.log(np.exp(z).sum(axis=-1, keepdims=True)), dtype=np.float32)
+
+    def _best(self, logits: np.ndarray):
+        log_probs = self._log_probs(logits)
         frames, size = log_probs.shape
         if frames == 0:
             return None
         return self.decoder.decode(log_probs.ctypes.data, frames, size)[0]
 
-    def _words_of(self, best) -> list[str]:
-        if not self.vocab.pieces:
-            return [self.word_dict.get_entry(i) for i in best.words if i >= 0]
-        # a doubled last piece (see __init__) also reads "x <blank> x" as one word: each word is given
-        # once per word start (a "▁" piece newly emitted) on its way, so a word said twice stays twice
-        tokens, silent, mark = self.vocab.tokens, self.vocab.silent, self.vocab.word_start
-        out, starts, previous = [], 0, None
-        for token, word in zip(best.tokens, best.words):
-            if 0 <= token < len(tokens) and token not in silent and tokens[token].startswith(mark) \
-                    and token != previous:
-                starts += 1
-            previous = token
-            if word >= 0:
-                out += [self.word_dict.get_entry(word)] * max(1, starts)
-                starts = 0
-        return out
-
     def decode(self, logits: np.ndarray) -> str:
         """The transcript, words joined by spaces (upper case for base-960h's vocabulary)."""
-        best = self._best(logits)
-        return "" if best is None else " ".join(self._words_of(best))
+        return " ".join(w["word"] for w in self.words(logits, 1.0))
 
     def words(self, logits: np.ndarray, seconds_per_frame: float) -> list[dict[str, Any]]:
         """`[{"word", "start", "end"}]`: each word from its first letter's frame to the end of its
@@ -271,33 +256,134 @@ class BeamDecoder:
         best = self._best(logits)
         if best is None:
             return []
-        words = self._words_of(best)
-        path = list(best.tokens)[1:-1]  # the decoder pads the path with a start and an end step
-        spans, start, last = [], None, None
-        if self.vocab.pieces:  # a word starts at a "▁" piece (a new one: not the same piece's next frame)
-            mark, silent, previous = self.vocab.word_start, self.vocab.silent, None
-            for t, token in enumerate(path):
-                if token in silent:
-                    previous = token
-                    continue
-                if self.vocab.tokens[token].startswith(mark) and token != previous and start is not None:
-                    spans.append((start, last))
-                    start = None
-                start = t if start is None else start
-                last, previous = t, token
-        else:
-            for t, token in enumerate(path):
-                if token == self.silence:
-                    if start is not None:
-                        spans.append((start, last))
-                    start = None
-                elif token != self.blank:
-                    start = t if start is None else start
-                    last = t
-        if start is not None:
-            spans.append((start, last))
-        return [{"word": w, "start": round(s * seconds_per_frame, 3), "end": round((e + 1) * seconds_per_frame, 3)}
-                for w, (s, e) in zip(words, spans)]
+        walk = _PathWords(self, seconds_per_frame)
+        # the decoder pads the path with a start and an end step
+        return walk.feed(list(best.tokens)[1:-1], list(best.words)[1:-1], 0) + walk.finish()
+
+    def stream(self, seconds_per_frame: float, look_back_seconds: float = 4.0) -> "_BeamWords":
+        """An incremental decoder over frames given in order (tiffin.speech_stream): flashlight's
+        decode_step per batch of frames; once more than twice `look_back_seconds` of frames wait,
+        the best path up to a word boundary about `look_back_seconds` back is committed and the
+        rest of the beam pruned to it, so memory stays bounded whatever the recording's length."""
+        return _BeamWords(self, seconds_per_frame, max(1, round(look_back_seconds / seconds_per_frame)))
+
+
+class _PathWords:
+    """Words and their spans along a decoder path given in pieces (token and word id per frame).
+
+    A word id is given where the lexicon completes it; its span runs from its first letter's frame
+    to its last letter's (characters: up to the `|`; word pieces: up to the next word's start), and
+    the k-th word goes with the k-th span."""
+
+    def __init__(self, beam: BeamDecoder, seconds_per_frame: float):
+        self.beam, self.spf = beam, seconds_per_frame
+        self.ready_words: list[str] = []
+        self.spans: list[tuple[int, int]] = []
+        self.start = self.last = self.previous = None
+        self.starts = 0  # word pieces: word starts since the last word given
+
+    def feed(self, tokens: list[int], words: list[int], first_frame: int, continued: bool = False
+             ) -> list[dict[str, Any]]:
+        """`continued`: the path goes on from a pruned one (BeamDecoder.stream). Pruning keeps every
+        hypothesis at the cut, so the best path may go on from one that had not finished the word
+        the committed path just gave; a word given before any letter of this piece of the path is
+        that word again, and is dropped."""
+        vocab, entry = self.beam.vocab, self.beam.word_dict.get_entry
+        pieces, silent, mark = vocab.pieces, vocab.silent, vocab.word_start
+        lettered = not continued
+        for k, (token, word) in enumerate(zip(tokens, words)):
+            t = first_frame + k
+            if word >= 0 and not lettered and self.start is None:
+                word = -1  # the committed path's last word, finished again
+            if pieces:
+                spoken = 0 <= token < len(vocab.tokens) and token not in silent
+                if spoken and vocab.tokens[token].startswith(mark) and token != self.previous:
+                    # a doubled last piece (see BeamDecoder) also reads "x <blank> x" as one word: each
+                    # word is given once per word start on its way, so a word said twice stays twice
+                    self.starts += 1
+                    if self.start is not None:
+                        self.spans.append((self.start, self.last))
+                        self.start = None
+                if spoken:
+                    self.start = t if self.start is None else self.start
+                    self.last, lettered = t, True
+                self.previous = token
+                if word >= 0:
+                    self.ready_words += [entry(word)] * max(1, self.starts)
+                    self.starts = 0
+            else:
+                if token == self.beam.silence:
+                    if self.start is not None:
+                        self.spans.append((self.start, self.last))
+                    self.start = None
+                elif token != self.beam.blank:
+                    self.start = t if self.start is None else self.start
+                    self.last, lettered = t, True
+                if word >= 0:
+                    self.ready_words.append(entry(word))
+        return self._paired()
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self.start is not None:
+            self.spans.append((self.start, self.last))
+            self.start = None
+        out = self._paired()
+        end = self.spans[-1][1] if self.spans else 0
+        # a word without a span of its own (the path ended in it): at the last letter
+        out += [self._word(w, (end, end)) for w in self.ready_words]
+        self.ready_words, self.spans = [], []
+        return out
+
+    def _paired(self) -> list[dict[str, Any]]:
+        n = min(len(self.ready_words), len(self.spans))
+        out = [self._word(w, span) for w, span in zip(self.ready_words[:n], self.spans[:n])]
+        self.ready_words, self.spans = self.ready_words[n:], self.spans[n:]
+        return out
+
+    def _word(self, word: str, span: tuple[int, int]) -> dict[str, Any]:
+        return {"word": word, "start": round(span[0] * self.spf, 3), "end": round((span[1] + 1) * self.spf, 3)}
+
+
+class _BeamWords:
+    """BeamDecoder.stream's state: frames in, committed words out (tiffin.speech_stream's decoder)."""
+
+    def __init__(self, beam: BeamDecoder, seconds_per_frame: float, look_back: int):
+        self.beam, self.look_back = beam, look_back
+        self.path = _PathWords(beam, seconds_per_frame)
+        self.offset = 0  # recording frame of the decoder buffer's first frame
+        self.buffered = 0  # frames decoded since the last prune
+        beam.decoder.decode_begin()
+
+    def push(self, logits: np.ndarray, first_frame: int) -> list[dict[str, Any]]:
+        log_probs = self.beam._log_probs(logits)
+        frames, size = log_probs.shape if log_probs.ndim == 2 else (0, 0)
+        if frames == 0:
+            return []
+        self.beam.decoder.decode_step(log_probs.ctypes.data, frames, size)
+        self.buffered += frames
+        if self.buffered <= 2 * self.look_back:
+            return []
+        best = self.beam.decoder.get_best_hypothesis(self.look_back)
+        committed = len(best.tokens) - 1  # the best path back to a word boundary near look_back frames ago
+        if committed <= 0:
+            return []
+        # the buffer's first step is where the previous commit stopped (or the start): given already
+        out = self.path.feed(list(best.tokens)[1:], list(best.words)[1:], self.offset, continued=self.offset > 0)
+        self.beam.decoder.prune(self.look_back)
+        self.offset += committed
+        self.buffered -= committed
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        decoder = self.beam.decoder
+        decoder.decode_end()
+        hyps = decoder.get_all_final_hypothesis()
+        out = []
+        if hyps:
+            best = max(hyps, key=lambda h: h.score)
+            out = self.path.feed(list(best.tokens)[1:-1], list(best.words)[1:-1], self.offset,
+                                 continued=self.offset > 0)
+        return out + self.path.finish()
 
 
 def _HotwordLM(base, bonus: dict[int, float]):

@@ -112,8 +112,10 @@ class WaveLogits:
 
 
 class SpeechPredictor:
-    """Greedy CTC transcripts; a recording longer than the spec's chunk runs in overlapping windows
-    (tiffin.chunking), `windows_per_call` of them per model call (None: all at once)."""
+    """Greedy (or beam) CTC transcripts. A recording is streamed (tiffin.speech_stream): decoded,
+    resampled, cut into the spec's overlapping windows, run `windows_per_call` windows per model
+    call, stitched and decoded as it goes, so memory does not grow with its length; silent windows
+    are skipped (TIFFIN_SILENCE_DBFS)."""
 
     task = "speech-recognition"
 
@@ -128,6 +130,9 @@ class SpeechPredictor:
         self.vocab = Vocabulary.of_spec(spec)
         self.windows_per_call = windows_per_call
         self.decoder = None  # greedy; a tiffin.ctc_beam.BeamDecoder with use_beam()
+        from tiffin.speech_stream import silence_threshold
+
+        self.silence_dbfs = silence_threshold()  # None: every window goes to the model
 
     def use_beam(self, options) -> None:
         """Decode with beam search over a word list / KenLM model (tiffin.ctc_beam.BeamOptions)."""
@@ -169,6 +174,20 @@ class SpeechPredictor:
     def transcribe(self, wave: np.ndarray) -> str:
         return self.decode(self.recording_logits(wave))
 
+    def transcription(self, windows_per_call: int = 1):
+        """A tiffin.speech_stream.Transcription: push sample blocks at the spec's rate, get segments.
+
+        One window per model call by default: a call's memory is the model's activations for its
+        windows (1.5 GB for eight 30 s windows of the embedded model on ONNX Runtime, 0.3 GB for one),
+        and one window costs no more time per second of audio on a CPU; a service's model worker
+        batches windows across requests."""
+        from tiffin.speech_stream import Transcription
+
+        spec = self.spec
+        return Transcription(self.logits, self.vocab, spec.sample_rate, self.kernels, self.strides,
+                             spec.chunk_seconds, spec.stride_seconds, decoder=self.decoder,
+                             windows_per_call=windows_per_call, silence_dbfs=self.silence_dbfs)
+
     @classmethod
     def from_artifact(cls, meta: dict[str, Any], session: Session, windows_per_call: int | None = None
                       ) -> "SpeechPredictor":
@@ -180,26 +199,29 @@ class SpeechPredictor:
     def predict_file(self, file: str | Path, top_k: int = 5, clips: int = 1, timestamps: bool = False,
                      span: tuple[float, float | None] = (0.0, None), limits=None) -> dict[str, Any]:
         """Everything for one recording: `{"file", "text", "duration_s"}`, with `start`/`end` for a
-        span (seconds; None: the end), `words` (word, start, end in seconds of the file) when
-        `timestamps` and a beam decoder is set, and `warnings` when it is cut short. Decoded within a
-        DecodeBudget of `limits` (a tiffin.limits.Limits; default: the TIFFIN_MAX_* settings):
-        refused before decoding when the headers declare more audio than the limit, cut off at it
-        when they understate (`top_k` and `clips` are video options, accepted so every predictor
-        is called alike).
+        span (seconds; None: the end), `words` (word, start, end in seconds of the file; greedy
+        decoding adds `conf`, the mean probability of its letters) when `timestamps`, and `warnings`
+        when it is cut short. Streamed (tiffin.speech_stream): memory does not grow with the
+        recording's length. Decoded within a DecodeBudget of `limits` (a tiffin.limits.Limits;
+        default: the TIFFIN_MAX_* settings): refused before decoding when the headers declare more
+        audio than the limit, cut off at it when they understate (`top_k` and `clips` are video
+        options, accepted so every predictor is called alike).
 
         Raises:
             MediaError: the file cannot be read, a span outside it, or over a limit.
         """
-        from tiffin.audio_io import audio_truncation, load_audio
+        from tiffin.audio_io import audio_truncation, stream_audio
         from tiffin.limits import DecodeBudget
+        from tiffin.speech_stream import transcribe_blocks
 
-        wave = load_audio(file, self.spec.sample_rate, *span, budget=DecodeBudget(str(file), limits))
-        logits = self.recording_logits(wave)
-        result = {"file": str(file), **_span_fields(span), "text": self.decode(logits)}
-        if timestamps and self.decoder is not None:
+        run = self.transcription()
+        blocks = stream_audio(file, self.spec.sample_rate, *span, budget=DecodeBudget(str(file), limits))
+        words = [w for segment in transcribe_blocks(blocks, run) for w in segment.words]
+        result = {"file": str(file), **_span_fields(span), "text": " ".join(w["word"] for w in words)}
+        if timestamps:
             result["words"] = [{**w, "start": round(w["start"] + span[0], 3), "end": round(w["end"] + span[0], 3)}
-                               for w in self.decoder.words(logits, self.seconds_per_frame)]
-        seconds = len(wave) / self.spec.sample_rate
+                               for w in words]
+        seconds = run.samples / self.spec.sample_rate
         cut = audio_truncation(file, seconds) if span == (0.0, None) else None
         return {**result, "duration_s": round(seconds, 3),
                 **({"warnings": [f"{cut}; transcribed that part"]} if cut else {})}
