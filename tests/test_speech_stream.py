@@ -112,3 +112,23 @@ def test_silence_is_a_level_and_skipping_keeps_the_frames_blank():
     starts = [w["start"] for s in segments for w in s.words]
     assert starts and all(t < 5.0 or t > 22 - 5.0 for t in starts), starts
     assert any(t < 1.0 for t in starts) and any(t > 21.0 for t in starts)
+
+
+def test_partials_read_ahead_on_two_strides_of_audio_not_the_whole_window():
+    calls = []
+
+    def logits(waves):  # a model that says "A A A ..." wherever it is asked
+        calls.append(len(waves[0]))
+        said = np.eye(len(VOCAB), dtype=np.float32)[[VOCAB.index["A"], VOCAB.index["|"]]]
+        return [np.tile(said, ((len(w) - 400) // 320 // 2 + 1, 1))[: (len(w) - 400) // 320 + 1] for w in waves]
+
+    run = Transcription(logits, VOCAB, RATE, (400,), (320,), 30.0, 5.0, windows_per_call=1)
+    texts = []
+    for second in range(25):  # less than a window: nothing committed, every word is a partial's
+        assert run.push(np.full(RATE, 0.1, np.float32)) == []
+        texts.append(run.partial())
+    assert max(calls[-10:]) <= 2 * 5 * RATE + RATE + 320, calls  # two strides and the new second
+    words = [len(t.split()) for t in texts]
+    assert words == sorted(words) and words[-1] >= 25 * 50 // 2 - 10  # the read-ahead keeps what it read
+    final = [w for s in run.finish() for w in s.words]
+    assert len(final) >= words[-1] - 2

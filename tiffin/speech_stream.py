@@ -105,9 +105,10 @@ class WindowCutter:
             self._drop_before(self.next_start)
         return out
 
-    def pending(self) -> tuple[int, np.ndarray]:
-        """(start, samples) of the window being filled: what a partial result runs on."""
-        return self.next_start, self._take(self.next_start, self.total - self.next_start)
+    def samples_from(self, start: int) -> np.ndarray:
+        """The samples held from recording sample `start` (at or after the window being filled) on."""
+        start = max(start, self.held_from)
+        return self._take(start, self.total - start)
 
     def finish(self) -> list[Window]:
         if self.total <= self.next_start and self.next_start:
@@ -265,6 +266,8 @@ class Transcription:
         self.queue: list[Window] = []
         self.windows = self.skipped = 0
         self.finished = False
+        self.stride_seconds = stride_seconds
+        self.ahead = None  # partial(): (frame read to, greedy state there, words read) past the committed frames
 
     @property
     def samples(self) -> int:
@@ -338,17 +341,32 @@ class Transcription:
 
     def partial(self) -> str:
         """What is said but not yet committed: the committed-but-unfinished words, then a greedy
-        reading of the window being filled (one model call on it)."""
+        reading of the audio since the last committed frame. Read ahead in steps: frames that had
+        `stride_seconds` of audio after them when read are kept with the greedy state at their end,
+        so the next partial runs the model on that much context and the audio since, not on all the
+        window being filled (up to its 30 s), and a partial's cost stays about two strides of audio."""
         from tiffin.inference import pad_to_one_frame
 
-        start, samples = self.cutter.pending()
-        tentative = (self.greedy if self.greedy is not None else self.words).fork()
+        base = self.greedy if self.greedy is not None else self.words
         said = list(self.since_final) if self.greedy is not None else []
-        frames_from = self.stitcher.filled
-        if len(samples) >= 1 and not (self.silence_dbfs is not None and is_silent(samples, self.rate, self.silence_dbfs)):
+        if self.ahead is None or self.ahead[0] < self.stitcher.filled:  # a window committed: read from there
+            self.ahead = (self.stitcher.filled, base.fork(), [])
+        frame, state, read = self.ahead
+        context = int(self.stride_seconds * self.rate) // self.hop * self.hop
+        first = max(self.cutter.next_start, frame * self.hop - context)
+        samples = self.cutter.samples_from(first)
+        if len(samples) and not (self.silence_dbfs is not None and is_silent(samples, self.rate, self.silence_dbfs)):
             logits = np.asarray(self._call([pad_to_one_frame(samples, self.kernels, self.strides)])[0])
-            offset = start // self.hop
-            said += [w["word"] for w in tentative.push(logits[max(0, frames_from - offset):], frames_from)]
+            logits = logits[max(0, frame - first // self.hop):]
+            settled = max(0, len(logits) - self.stitcher.margin)  # frames with a stride of audio after them
+            state = state.fork()
+            read = read + [w["word"] for w in state.push(logits[:settled], frame)]
+            self.ahead = (frame + settled, state, read)
+            tentative = state.fork()
+            said += read + [w["word"] for w in tentative.push(logits[settled:], frame + settled)]
+        else:
+            tentative = state.fork()
+            said += read
         said += [w["word"] for w in tentative.finish()]
         return " ".join(said)
 
