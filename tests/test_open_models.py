@@ -41,6 +41,10 @@ def tiny_video_config(kind: str):
         "vjepa2": lambda: transformers.VJEPA2Config(crop_size=32, frames_per_clip=4, patch_size=16, tubelet_size=2,
                                                     mlp_ratio=2.0, num_pooler_layers=1, pred_hidden_size=32,
                                                     pred_num_attention_heads=2, pred_num_hidden_layers=1, **common),
+        "videoprism_vision_model": lambda: transformers.VideoPrismVisionConfig(
+            image_size=32, num_frames=4, tubelet_size=[1, 16, 16], intermediate_size=64, num_spatial_layers=1,
+            num_temporal_layers=1, num_auxiliary_layers=0,
+            **{k: v for k, v in common.items() if k != "num_hidden_layers"}),
     }[kind]()
 
 
@@ -114,6 +118,24 @@ def test_hf_preprocessing_is_the_models_own_processor(kind, tmp_path):
     theirs = next(iter(theirs.values()))
     ours = Preprocess(spec)(torch.from_numpy(frames)[None])
     torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_processor_that_does_not_normalise_is_followed(tmp_path):
+    """VideoPrism's checkpoints take 0..1 pixels (`do_normalize: false`): no mean/std in the graph."""
+    import transformers
+
+    from tiffin.train.video_model import Preprocess, make_spec
+
+    kind = "videoprism_vision_model"
+    folder = write_hf_video_model(tmp_path / kind, kind)
+    config = next(folder.glob("*processor*.json"))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_normalize": False}))
+    spec = make_spec(str(folder), list(KINETICS_LIKE.values()))
+    assert (spec.mean, spec.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    processor = transformers.LlavaOnevisionVideoProcessor.from_pretrained(folder)
+    theirs = next(iter(processor([list(frames)], do_resize=False, return_tensors="pt").values()))
+    torch.testing.assert_close(Preprocess(spec)(torch.from_numpy(frames)[None]), theirs.float(), atol=1e-6, rtol=0)
 
 
 def test_hub_video_classifier_predicts_its_labels_then_fine_tunes_exports_and_serves_alike(

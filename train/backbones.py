@@ -142,6 +142,10 @@ HF_VIDEO_FAMILIES = {
         "google/vivit-b-16x2-kinetics400",)),
     "vjepa2": HFVideoFamily("pixel_values_videos", 4, "VJEPA2VideoProcessor", known=(
         "facebook/vjepa2-vitl-fpc16-256-ssv2", "facebook/vjepa2-vitl-fpc32-256-diving48")),
+    # VideoPrism's video encoder with a classification head (AutoModelForVideoClassification of its
+    # vision config); the published encoders have no head: give labels. Its processor squashes frames
+    # to the model's size where tiffin resizes the short side and crops (the same on square video).
+    "videoprism_vision_model": HFVideoFamily("pixel_values_videos", 4, "LlavaOnevisionVideoProcessor"),
 }
 
 # The pretrained models shipped inside the package, by name: their task. Files in EMBEDDED_DIR/<short name>/.

@@ -36,7 +36,8 @@ class HFVideoBackbone(nn.Module):
         self.input_name = family_of(model.config.to_dict(), str(model.config.model_type)).input_name
 
     def forward(self, clips):
-        return self.model(**{self.input_name: clips}).logits
+        logits = self.model(**{self.input_name: clips}).logits
+        return logits.flatten(1)  # VideoPrism's attention-pooled head gives [B, 1, classes]
 
 
 def family_of(config: dict, where: str) -> HFVideoFamily:
@@ -107,6 +108,8 @@ def describe(backbone: str) -> VideoBackbone:
     defaults = _family_defaults(config["model_type"])
     mean = tuple(proc.get("image_mean") or defaults["image_mean"])
     std = tuple(proc.get("image_std") or defaults["image_std"])
+    if not proc.get("do_normalize", defaults["do_normalize"]):  # VideoPrism takes 0..1 pixels as they are
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     scale = 255.0 * float(proc.get("rescale_factor") or defaults["rescale_factor"])
     # the model sees ((x/255)*scale - offset - mean)/std: as a mean/std over x/255
     mean = tuple(round((family.rescale_offset + m) / scale, 6) for m in mean)
@@ -122,7 +125,8 @@ def _family_defaults(model_type: str) -> dict:
 
     cls = getattr(transformers, HF_VIDEO_FAMILIES[model_type].processor)
     return {"image_mean": list(cls.image_mean), "image_std": list(cls.image_std),
-            "rescale_factor": float(getattr(cls, "rescale_factor", 1 / 255))}
+            "rescale_factor": float(getattr(cls, "rescale_factor", 1 / 255)),
+            "do_normalize": bool(getattr(cls, "do_normalize", True))}
 
 
 def build(info: VideoBackbone, labels: list[str] | None, pretrained: bool) -> HFVideoBackbone:
