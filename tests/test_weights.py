@@ -119,6 +119,24 @@ def test_unreachable_mirror_is_one_line_and_fast(monkeypatch):
     assert cache_listing() == []
 
 
+def test_a_mirror_that_accepts_and_stalls_fails_the_download_instead_of_hanging(monkeypatch):
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
+    try:
+        monkeypatch.setenv(weights.MIRROR_ENV, f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setattr(weights, "READ_TIMEOUT_S", 0.5)
+        start = time.monotonic()
+        with pytest.raises(TiffinError) as excinfo:
+            weights.zoo_file(VIDEO_BACKBONES["x3d_xs"].weights_url, "x3d_xs")
+        assert time.monotonic() - start < 5
+        assert "cannot download" in one_line(excinfo) and "timed out" in str(excinfo.value)
+        assert cache_listing() == []
+    finally:
+        listener.close()
+    assert socket.getdefaulttimeout() is None  # the process's default is given back
+
+
 def test_mirrored_keeps_the_publishers_path(monkeypatch):
     monkeypatch.setenv(weights.MIRROR_ENV, "http://mirror.local:8080/base/")
     mirrored = weights.mirrored("https://dl.fbaipublicfiles.com/a/b.pyth?x=1")

@@ -18,6 +18,7 @@ weights-only load), so an interrupted or corrupted transfer leaves nothing a lat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -64,6 +65,23 @@ def publisher_hash(url: str) -> str | None:
     return match.group(1) if match else None
 
 
+# torch.hub's downloader opens its connection with no timeout: a mirror that accepts and then
+# stalls would hang the run. A socket that waits this long for a byte fails the download instead.
+READ_TIMEOUT_S = 60.0
+
+
+@contextlib.contextmanager
+def _read_timeout(seconds: float):
+    import socket
+
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def zoo_file(url: str, backbone: str, otherwise: str = "") -> Path:
     """The cached zoo file of `url` (torch.hub's cache, by file name), downloaded if missing.
     `otherwise`: what else the caller's user can do without the file, added to the offline errors.
@@ -92,7 +110,8 @@ def zoo_file(url: str, backbone: str, otherwise: str = "") -> Path:
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.download")
     try:
         try:
-            download_url_to_file(source, str(partial), hash_prefix=publisher_hash(url), progress=sys.stderr.isatty())
+            with _read_timeout(READ_TIMEOUT_S):
+                download_url_to_file(source, str(partial), hash_prefix=publisher_hash(url), progress=sys.stderr.isatty())
         except RuntimeError as exc:  # torch.hub's "invalid hash value (expected ..., got ...)"
             raise TiffinError(f"--backbone {backbone}: {source} failed its hash check ({exc}); the file was "
                               "not kept; try again, or check the mirror") from None
